@@ -87,11 +87,10 @@ def _span(base, sizes, strides):
 
 def _grid(base, sizes, strides):
     """Addresses ``base + sum(i_k * stride_k)`` as an int64 array of shape ``sizes``."""
-    out = np.full(tuple(sizes), base, dtype=np.int64)
-    for axis, (n, s) in enumerate(zip(sizes, strides)):
-        shape = [1] * len(sizes)
-        shape[axis] = n
-        out = out + (np.arange(n, dtype=np.int64) * s).reshape(shape)
+    out = np.int64(base)
+    for n, s in zip(sizes, strides):
+        out = np.add.outer(out, np.arange(0, n * s, s, dtype=np.int64) if s else
+                           np.zeros(n, dtype=np.int64))
     return out
 
 
@@ -151,12 +150,15 @@ class GoldenNpu:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run(self, prog_base, prog_len, window=None):
+    def run(self, prog_base, prog_len, window=None, schedule=None):
         """Run the program of ``prog_len`` commands at ``prog_base`` until END or an error.
 
         ``window`` is ``(base, limit)`` with ``limit`` inclusive, as the WIN_BASE/WIN_LIMIT
-        registers; it defaults to the configuration's reset window. Returns a :class:`RunResult`;
-        memory and buffers keep whatever the commands executed before an error wrote.
+        registers; it defaults to the configuration's reset window. ``schedule`` picks which
+        runnable queue head executes next: ``None`` the oldest, or a ``numpy.random.Generator``
+        a random one (a program synchronised by tokens gives the same memory either way; a race
+        shows up as a difference). Returns a :class:`RunResult`; memory and buffers keep whatever
+        the commands executed before an error wrote.
         """
         if window is not None:
             self.window = (int(window[0]), int(window[1]))
@@ -164,12 +166,12 @@ class GoldenNpu:
                     "bytes_written": 0}
         self._counters = counters
         try:
-            self._run(prog_base, prog_len)
+            self._run(prog_base, prog_len, schedule)
         except NpuError as err:
             return RunResult(err.code, err.index, err.address, str(err), counters)
         return RunResult(counters=counters)
 
-    def _run(self, prog_base, prog_len):
+    def _run(self, prog_base, prog_len, schedule):
         c = self.config
         if prog_base % CMD_BYTES or prog_len <= 0:
             raise NpuError(ErrorCode.BAD_PROGRAM, None,
@@ -180,30 +182,34 @@ class GoldenNpu:
         queues = {q: deque() for q in Queue}
         tokens = dict.fromkeys(TOKEN_CHANNELS, 0)
         self._pp_static = None   # SETPP state as seen by the dispatcher, for static checks
-        nxt, ended = 0, False
+        nxt, ended, pending = 0, False, None
         while True:
-            # Dispatch in program order while there is room.
+            # Dispatch in program order while there is room (a fetched command waits in
+            # `pending` while its queue is full).
             while not ended:
-                if nxt >= prog_len:
-                    raise NpuError(ErrorCode.PROGRAM_END, nxt,
-                                   f"ran past PROG_LEN = {prog_len} without an END command")
-                cmd = self._fetch(prog_base, nxt)
-                if cmd.op == Opcode.END:
-                    ended = True
+                if pending is None:
+                    if nxt >= prog_len:
+                        raise NpuError(ErrorCode.PROGRAM_END, nxt,
+                                       f"ran past PROG_LEN = {prog_len} without an END command")
+                    pending = self._fetch(prog_base, nxt)
                     nxt += 1
+                if pending.op == Opcode.END:
+                    ended = True
                     break
-                if len(queues[cmd.queue]) >= capacity[cmd.queue]:
+                if len(queues[pending.queue]) >= capacity[pending.queue]:
                     break
-                queues[cmd.queue].append(cmd)
-                nxt += 1
-            # Execute one runnable head, oldest first.
+                queues[pending.queue].append(pending)
+                pending = None
+            # Execute one runnable head: the oldest, or a random one.
             heads = sorted((qq[0] for qq in queues.values() if qq), key=lambda k: k.index)
-            runnable = next((h for h in heads if self._ready(h, tokens)), None)
-            if runnable is None:
+            ready = [h for h in heads if self._ready(h, tokens)]
+            if ready:
+                runnable = ready[0] if schedule is None else ready[schedule.integers(len(ready))]
+            else:
                 if ended and not heads:
                     self._counters["commands"] += 1   # END retires
                     return
-                self._deadlock(heads, tokens, nxt, ended, queues, capacity)
+                self._deadlock(heads, tokens, nxt, ended)
             queues[runnable.queue].popleft()
             for ch, flag in _POPS[runnable.queue]:
                 if runnable.f[flag]:
@@ -221,7 +227,7 @@ class GoldenNpu:
         return not any(cmd.f[flag] and tokens[ch] >= self.config.token_depth
                        for ch, flag in _PUSHES[q])
 
-    def _deadlock(self, heads, tokens, nxt, ended, queues, capacity):
+    def _deadlock(self, heads, tokens, nxt, ended):
         head = heads[0] if heads else None
         waits = []
         for h in heads:
@@ -233,7 +239,7 @@ class GoldenNpu:
                     waits.append(f"command {h.index} ({h.op.name}) pushes {ch}, which is full "
                                  f"({self.config.token_depth} tokens)")
         fetch = "fetch finished (END seen)" if ended else \
-            f"fetch stalled at command {nxt} (its queue is full)"
+            f"fetch stalled at command {nxt - 1} (its queue is full)"
         raise NpuError(ErrorCode.TOKEN_DEADLOCK, head.index if head else nxt,
                        "token underflow/deadlock: " + "; ".join(waits) + f"; {fetch}")
 
@@ -327,14 +333,23 @@ class GoldenNpu:
             hi = _span(f["res_addr"], sizes, self._dram_strides(f)) + f["elems"] - 1
             self._check_window(index, f["res_addr"], hi, "STORE residual")
 
+    @staticmethod
+    def _ksizes(f):
+        return (f["kz_size"], f["ky_size"], f["kx_size"])
+
+    @staticmethod
+    def _kstrides(f):
+        return (f["in_kz_stride"], f["in_ky_stride"], f["in_kx_stride"])
+
     def _check_compute(self, index, f):
-        sizes = (f["y_size"], f["x_size"])
-        if 0 in sizes:
+        sizes, ksizes = (f["y_size"], f["x_size"]), self._ksizes(f)
+        if 0 in sizes or 0 in ksizes:
             return
+        tiles = ksizes[0] * ksizes[1] * ksizes[2]
         self._check_rows(index, "COMPUTE", "weight", Buffer.WEIGHT, f["wgt_addr"], (1,), (0,),
-                         extra=self.config.rows - 1)
-        self._check_rows(index, "COMPUTE", "input", Buffer.INPUT, f["in_addr"], sizes,
-                         (f["in_y_stride"], f["in_x_stride"]))
+                         extra=tiles * self.config.rows - 1)
+        self._check_rows(index, "COMPUTE", "input", Buffer.INPUT, f["in_addr"], sizes + ksizes,
+                         (f["in_y_stride"], f["in_x_stride"]) + self._kstrides(f))
         self._check_rows(index, "COMPUTE", "acc", Buffer.ACC, f["acc_addr"], sizes,
                          (f["acc_y_stride"], f["acc_x_stride"]))
 
@@ -423,18 +438,29 @@ class GoldenNpu:
         self._write_rows(target, srows, block)
 
     def _exec_compute(self, index, f):
-        sizes = (f["y_size"], f["x_size"])
-        if 0 in sizes:
+        sizes, ksizes = (f["y_size"], f["x_size"]), self._ksizes(f)
+        if 0 in sizes or 0 in ksizes:
             return
         rows = self.config.rows
-        x = self.buffers[Buffer.INPUT][_grid(f["in_addr"], sizes,
-                                             (f["in_y_stride"], f["in_x_stride"]))]
-        w = self.buffers[Buffer.WEIGHT][f["wgt_addr"]:f["wgt_addr"] + rows]
-        prod = numerics.matmul(x.reshape(-1, rows), 0, w, np.zeros(w.shape[1], np.int32))
+        tiles = ksizes[0] * ksizes[1] * ksizes[2]
+        # (tiles, pixels, rows) input vectors and (tiles, rows, cols) weights: the reduction over
+        # tiles and lanes is one matmul over the concatenated lanes.
+        in_rows = _grid(f["in_addr"], ksizes + sizes,
+                        self._kstrides(f) + (f["in_y_stride"], f["in_x_stride"]))
+        x = self.buffers[Buffer.INPUT][in_rows.reshape(tiles, -1)]
+        w = self.buffers[Buffer.WEIGHT][f["wgt_addr"]:f["wgt_addr"] + tiles * rows]
         acc_rows = _grid(f["acc_addr"], sizes, (f["acc_y_stride"], f["acc_x_stride"])).reshape(-1)
-        self._update_acc(acc_rows, prod, f["accumulate"], np.add)
-        self._counters["mac_vectors"] += prod.shape[0]
-        self._counters["macs"] += prod.shape[0] * rows * self.config.cols
+        zero = np.zeros(w.shape[1], np.int32)
+        pixels = acc_rows.size
+        if np.unique(acc_rows).size == pixels:
+            prod = numerics.matmul(x.transpose(1, 0, 2).reshape(pixels, tiles * rows), 0, w, zero)
+            self._update_acc(acc_rows, prod, f["accumulate"], np.add)
+        else:   # repeated rows: step by step, in order
+            for t in range(tiles):
+                prod = numerics.matmul(x[t], 0, w[t * rows:(t + 1) * rows], zero)
+                self._update_acc(acc_rows, prod, f["accumulate"] or t > 0, np.add)
+        self._counters["mac_vectors"] += pixels * tiles
+        self._counters["macs"] += pixels * tiles * rows * self.config.cols
 
     def _update_acc(self, acc_rows, values, accumulate, combine):
         """Write ``values`` to accumulator rows in order: overwrite, or ``combine`` with them."""

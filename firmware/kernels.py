@@ -276,16 +276,12 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
                             z_size=1, y_size=ntiles, x_size=rows,
                             sram_y_stride=rows, sram_x_stride=1,
                             dram_y_stride=tile_bytes, dram_x_stride=cols)))
-                        execs = []
-                        for t in range(ntiles):
-                            kb, rem = divmod(t, kh * kw)
-                            ky, kx = divmod(rem, kw)
-                            execs.append((Opcode.COMPUTE, dict(
-                                accumulate=int(gi > 0 or t > 0), wgt_addr=wrow + t * rows,
-                                in_addr=in_tile + kb * ih * iw + ky * iw + kx,
-                                acc_addr=acc_addr, y_size=h, x_size=wdt,
-                                in_y_stride=sh * iw, in_x_stride=sw,
-                                acc_y_stride=wdt, acc_x_stride=1)))
+                        execs = [(Opcode.COMPUTE, dict(
+                            accumulate=int(gi > 0), wgt_addr=wrow, in_addr=in_tile,
+                            acc_addr=acc_addr, y_size=h, x_size=wdt,
+                            in_y_stride=sh * iw, in_x_stride=sw, acc_y_stride=wdt, acc_x_stride=1,
+                            kz_size=nkb, ky_size=kh, kx_size=kw,
+                            in_kz_stride=ih * iw, in_ky_stride=iw, in_kx_stride=1))]
                         pipe.batch(batch_loads, execs, o)
                         b += 1
                     pp = _setpp(rq, residual)

@@ -19,7 +19,7 @@ __all__ = [
     "Opcode", "Queue", "Buffer", "PoolMode", "ErrorCode", "PerfCounter",
     "HEADER", "LOAD", "STORE", "COMPUTE", "POOL", "SETPP", "END", "COMMAND", "COMMANDS",
     "QUEUE_OF", "FIELD_DOCS", "Field", "fields", "encode", "decode", "EncodeError",
-    "Register", "registers", "register_by_name", "PERF_BASE",
+    "Register", "registers", "register_by_name", "PERF_BASE", "PERF_DOCS", "SEMANTICS",
 ]
 
 #: (major, minor, patch) of the ISA and register map. Bump minor on additions, major on changes.
@@ -87,22 +87,43 @@ class ErrorCode(enum.Enum, shape=8):
 
 
 class PerfCounter(enum.Enum, shape=5):
-    """64-bit performance counters, cleared by START, counting while busy."""
-    CYCLES = 0               #: cycles from START to done/error
-    COMMANDS = 1             #: commands retired (END included)
-    LOAD_BUSY = 2            #: cycles the LOAD unit works on a command
-    EXECUTE_BUSY = 3         #: cycles the EXECUTE unit works on a command
-    STORE_BUSY = 4           #: cycles the STORE unit works on a command
-    MAC_ACTIVE = 5           #: cycles an input vector enters the array (rows*cols MACs each)
-    LOAD_WAIT_TOKEN = 6      #: cycles LOAD holds a command waiting for a token
-    EXECUTE_WAIT_TOKEN = 7   #: cycles EXECUTE holds a command waiting for a token
-    STORE_WAIT_TOKEN = 8     #: cycles STORE holds a command waiting for a token
-    FETCH_STALL = 9          #: cycles the command processor waits for room in a full queue
-    EXECUTE_STARVED = 10     #: cycles EXECUTE is idle with an empty queue
-    LOAD_BUS_STALL = 11      #: cycles LOAD waits for read data from memory
-    STORE_BUS_STALL = 12     #: cycles STORE waits for the write channel or responses
-    BYTES_READ = 13          #: bytes requested from memory (commands included)
-    BYTES_WRITTEN = 14       #: bytes written to memory (byte strobes set)
+    """64-bit performance counters, cleared by START, counting while busy (what each counts:
+    :data:`PERF_DOCS`)."""
+    CYCLES = 0
+    COMMANDS = 1
+    LOAD_BUSY = 2
+    EXECUTE_BUSY = 3
+    STORE_BUSY = 4
+    MAC_ACTIVE = 5
+    LOAD_WAIT_TOKEN = 6
+    EXECUTE_WAIT_TOKEN = 7
+    STORE_WAIT_TOKEN = 8
+    FETCH_STALL = 9
+    EXECUTE_STARVED = 10
+    LOAD_BUS_STALL = 11
+    STORE_BUS_STALL = 12
+    BYTES_READ = 13
+    BYTES_WRITTEN = 14
+
+
+#: What each performance counter counts.
+PERF_DOCS = {
+    PerfCounter.CYCLES: "cycles from START to done or error",
+    PerfCounter.COMMANDS: "commands retired (END included)",
+    PerfCounter.LOAD_BUSY: "cycles the LOAD unit works on a command",
+    PerfCounter.EXECUTE_BUSY: "cycles the EXECUTE unit works on a command",
+    PerfCounter.STORE_BUSY: "cycles the STORE unit works on a command",
+    PerfCounter.MAC_ACTIVE: "cycles an input vector enters the array (rows*cols MACs each)",
+    PerfCounter.LOAD_WAIT_TOKEN: "cycles LOAD holds a command waiting for a token",
+    PerfCounter.EXECUTE_WAIT_TOKEN: "cycles EXECUTE holds a command waiting for a token",
+    PerfCounter.STORE_WAIT_TOKEN: "cycles STORE holds a command waiting for a token",
+    PerfCounter.FETCH_STALL: "cycles the command processor waits for room in a full queue",
+    PerfCounter.EXECUTE_STARVED: "cycles EXECUTE is idle with an empty queue",
+    PerfCounter.LOAD_BUS_STALL: "cycles LOAD waits for read data from memory",
+    PerfCounter.STORE_BUS_STALL: "cycles STORE waits for the write channel or responses",
+    PerfCounter.BYTES_READ: "bytes requested from memory (command fetch included)",
+    PerfCounter.BYTES_WRITTEN: "bytes written to memory (byte strobes set)",
+}
 
 
 # -- Commands ------------------------------------------------------------------------------------
@@ -187,8 +208,10 @@ _STORE_SPEC = _HEADER_SPEC + [
 ]
 
 _COMPUTE_SPEC = _HEADER_SPEC + [
-    ("accumulate", unsigned(1), "1: add to the accumulator rows; 0: overwrite them"),
-    ("wgt_addr", unsigned(16), "first of the `rows` weight-buffer rows of the tile"),
+    ("accumulate", unsigned(1), "1: add to the accumulator rows; 0: the first reduction step "
+                                "overwrites them"),
+    ("wgt_addr", unsigned(16), "first weight-buffer row of the first tile; tiles follow every "
+                               "`rows` rows"),
     ("in_addr", unsigned(16), "input-buffer row of the first vector"),
     ("acc_addr", unsigned(16), "accumulator row of the first result"),
     ("x_size", unsigned(12), "vectors along x"),
@@ -197,6 +220,12 @@ _COMPUTE_SPEC = _HEADER_SPEC + [
     ("in_y_stride", unsigned(16), "input rows between y steps"),
     ("acc_x_stride", unsigned(16), "accumulator rows between x steps"),
     ("acc_y_stride", unsigned(16), "accumulator rows between y steps"),
+    ("kx_size", unsigned(12), "reduction steps along kx (innermost)"),
+    ("ky_size", unsigned(12), "reduction steps along ky"),
+    ("kz_size", unsigned(12), "reduction steps along kz (outermost)"),
+    ("in_kx_stride", unsigned(16), "input rows between kx steps"),
+    ("in_ky_stride", unsigned(16), "input rows between ky steps"),
+    ("in_kz_stride", unsigned(16), "input rows between kz steps"),
 ]
 
 _POOL_SPEC = _HEADER_SPEC + [
@@ -306,34 +335,60 @@ _RESERVED = {op: next(((f.offset, f.width) for f in fields(layout) if f.name == 
              for op, layout in COMMANDS.items()}
 
 
-def encode(op, **values):
+_OP_FIELD = next(f for f in fields(HEADER) if f.name == "op")
+_ENUM_FIELDS = {op: {f.name: f.shape for f in fields(layout)
+                     if isinstance(f.shape, type) and issubclass(f.shape, enum.Enum)}
+                for op, layout in COMMANDS.items()}
+
+
+def encode(op, /, **values):
     """Encode one command to its :data:`CMD_BYTES`-byte little-endian form.
 
     ``op`` is an :class:`Opcode` (or its name); ``values`` are its fields, missing ones are zero.
+    ``values`` may also hold ``op`` (it must agree) and ``reserved`` (to build malformed commands
+    on purpose), so ``encode(*decode(raw))``-style round trips work:
+    ``op, f = decode(raw); encode(op, **f) == raw``.
     Equivalent to ``COMMANDS[op].const({...}).as_bits()``, but fast enough for whole networks.
 
     Raises
     ------
     EncodeError
-        If a field is unknown for this opcode or its value does not fit.
+        If the opcode is not a command, a field is unknown for it, or a value does not fit.
     """
-    op = Opcode[op] if isinstance(op, str) else Opcode(op)
+    try:
+        op = Opcode[op] if isinstance(op, str) else Opcode(op)
+    except (KeyError, ValueError):
+        raise EncodeError(f"{op!r} is not an opcode "
+                          f"({', '.join(o.name for o in Opcode)})") from None
+    if "op" in values and values["op"] != op:
+        raise EncodeError(f"{op.name}: op field says {values['op']!r}")
     codec = _CODECS[op]
     known = {name for name, *_ in codec}
-    unknown = set(values) - known
+    unknown = set(values) - known - {"reserved"}
     if unknown:
         raise EncodeError(f"{op.name}: unknown field(s) {', '.join(sorted(unknown))}; "
                           f"fields are {', '.join(sorted(known - {'op'}))}")
-    word = op.value
-    for name, offset, width, mask, lo, hi, _ in codec[1:]:
+    word = op.value << _OP_FIELD.offset
+    enums = _ENUM_FIELDS[op]
+    for name, offset, width, mask, lo, hi, _ in codec:
+        if name == "op":
+            continue
         v = values.get(name, 0)
         if isinstance(v, enum.Enum):
+            if name in enums and not isinstance(v, enums[name]):
+                raise EncodeError(f"{op.name}.{name} = {v!r}: must be a {enums[name].__name__}")
             v = v.value
         v = int(v)
         if not lo <= v <= hi:
             raise EncodeError(f"{op.name}.{name} = {v}: does not fit {width} bits "
                               f"({lo}..{hi})")
         word |= (v & mask) << offset
+    if values.get("reserved"):
+        offset, width = _RESERVED[op]
+        if not 0 <= int(values["reserved"]) < (1 << width):
+            raise EncodeError(f"{op.name}.reserved = {values['reserved']}: does not fit "
+                              f"{width} bits")
+        word |= int(values["reserved"]) << offset
     return word.to_bytes(CMD_BYTES, "little")
 
 
@@ -341,12 +396,13 @@ def decode(raw):
     """Decode one command (bytes or int) to ``(opcode, {field: value})``.
 
     The opcode is an :class:`Opcode`, or the raw integer if it is not a legal opcode (the fields
-    are then empty). Signed fields are sign-extended; the reserved tail is returned as
-    ``"reserved"`` so callers can check it is zero.
+    are then empty). ``op`` is returned as an :class:`Opcode`; every other field, enum-typed ones
+    included, as a plain int (signed fields sign-extended), which keeps the golden model fast.
+    The reserved tail is returned as ``"reserved"`` so callers can check it is zero.
     """
     word = int.from_bytes(raw, "little") if isinstance(raw, (bytes, bytearray, memoryview)) \
         else int(raw)
-    opval = word & 0xF
+    opval = (word >> _OP_FIELD.offset) & ((1 << _OP_FIELD.width) - 1)
     try:
         op = Opcode(opval)
     except ValueError:
@@ -384,6 +440,7 @@ class Register:
     reset: int
     doc: str
     field_docs: dict
+    from_config: bool = False   #: the reset value comes from the NpuConfig
 
     @property
     def fields(self):
@@ -483,11 +540,15 @@ def registers(config=None):
         Register("ID", 0x00, Access.RO, u32, NPU_ID, "identification, ASCII 'NPU0'", {}),
         Register("VERSION", 0x04, Access.RO, u32, version,
                  "ISA version: major << 16 | minor << 8 | patch", {}),
-        Register("HW_CONFIG0", 0x08, Access.RO, HW_CONFIG0, hw0, "array and bus", _HW0_DOCS),
-        Register("HW_CONFIG1", 0x0C, Access.RO, HW_CONFIG1, hw1, "buffer sizes", _HW1_DOCS),
-        Register("HW_CONFIG2", 0x10, Access.RO, HW_CONFIG2, hw2, "queues and bus", _HW2_DOCS),
+        Register("HW_CONFIG0", 0x08, Access.RO, HW_CONFIG0, hw0, "array and bus", _HW0_DOCS,
+                 from_config=True),
+        Register("HW_CONFIG1", 0x0C, Access.RO, HW_CONFIG1, hw1, "buffer sizes", _HW1_DOCS,
+                 from_config=True),
+        Register("HW_CONFIG2", 0x10, Access.RO, HW_CONFIG2, hw2, "queues and bus", _HW2_DOCS,
+                 from_config=True),
         Register("CONFIG_HASH", 0x14, Access.RO, u32, chash,
-                 "first 32 bits of the configuration's fingerprint: programs carry it too", {}),
+                 "first 32 bits of the configuration's fingerprint: programs carry it too", {},
+                 from_config=True),
         Register("CTRL", 0x20, Access.WO, CTRL, 0, "control", _CTRL_DOCS),
         Register("STATUS", 0x24, Access.RO, STATUS, 0, "status", _STATUS_DOCS),
         Register("ERR_INDEX", 0x28, Access.RO, u32, 0,
@@ -498,15 +559,15 @@ def registers(config=None):
                  "byte address of the first command, 32-byte aligned", {}),
         Register("PROG_LEN", 0x34, Access.RW, u32, 0, "number of commands in the program", {}),
         Register("WIN_BASE", 0x38, Access.RW, u32, win_base,
-                 "lowest byte address the NPU may access", {}),
+                 "lowest byte address the NPU may access", {}, from_config=True),
         Register("WIN_LIMIT", 0x3C, Access.RW, u32, win_limit,
-                 "highest byte address the NPU may access (inclusive)", {}),
+                 "highest byte address the NPU may access (inclusive)", {}, from_config=True),
         Register("IRQ_ENABLE", 0x40, Access.RW, IRQ, 0, "interrupt enables", _IRQ_DOCS),
         Register("IRQ_STATUS", 0x44, Access.W1C, IRQ, 0,
                  "pending interrupts; irq = |(IRQ_STATUS & IRQ_ENABLE)", _IRQ_DOCS),
     ]
     for counter in PerfCounter:
-        doc = _PERF_DOCS[counter]
+        doc = PERF_DOCS[counter]
         for half, word in (("LO", 0), ("HI", 4)):
             regs.append(Register(f"PERF_{counter.name}_{half}",
                                  PERF_BASE + 8 * counter.value + word, Access.RO, u32, 0,
@@ -514,23 +575,6 @@ def registers(config=None):
     return regs
 
 
-_PERF_DOCS = {
-    PerfCounter.CYCLES: "cycles from START to done or error",
-    PerfCounter.COMMANDS: "commands retired",
-    PerfCounter.LOAD_BUSY: "cycles the LOAD unit works on a command",
-    PerfCounter.EXECUTE_BUSY: "cycles the EXECUTE unit works on a command",
-    PerfCounter.STORE_BUSY: "cycles the STORE unit works on a command",
-    PerfCounter.MAC_ACTIVE: "cycles an input vector enters the array",
-    PerfCounter.LOAD_WAIT_TOKEN: "cycles LOAD waits for a token",
-    PerfCounter.EXECUTE_WAIT_TOKEN: "cycles EXECUTE waits for a token",
-    PerfCounter.STORE_WAIT_TOKEN: "cycles STORE waits for a token",
-    PerfCounter.FETCH_STALL: "cycles the command processor waits for room in a queue",
-    PerfCounter.EXECUTE_STARVED: "cycles EXECUTE is idle with an empty queue",
-    PerfCounter.LOAD_BUS_STALL: "cycles LOAD waits for read data",
-    PerfCounter.STORE_BUS_STALL: "cycles STORE waits for the write channel",
-    PerfCounter.BYTES_READ: "bytes read from memory",
-    PerfCounter.BYTES_WRITTEN: "bytes written to memory",
-}
 
 
 def register_by_name(name, config=None):
@@ -588,12 +632,17 @@ for INPUT/WEIGHT or ACC/PARAM) from byte address
 lanes at and past `elems` are `pad_value` (sign-extended for ACC/PARAM). Memory rows may overlap
 (for example x stride smaller than the row), which lets one LOAD build im2col-style rows.""",
     "COMPUTE": """\
-Runs the weight tile at WEIGHT rows `wgt_addr .. wgt_addr + rows - 1` over y_size x x_size input
-vectors. For vector (y, x), with `i = in_addr + y*in_y_stride + x*in_x_stride` and
-`a = acc_addr + y*acc_y_stride + x*acc_x_stride`:
-`ACC[a][c] = (ACC[a][c] if accumulate else 0) + sum_k INPUT[i][k] * WEIGHT[wgt_addr + k][c]`
-for every lane c, in wrapping int32. Raw int8 values are multiplied: zero points are folded into
-the bias by the compiler (docs/numerics.md).""",
+Runs kz_size x ky_size x kx_size weight tiles over y_size x x_size input vectors and reduces them
+into the accumulator. Reduction step (kz, ky, kx) uses tile number
+`t = (kz*ky_size + ky)*kx_size + kx`, the WEIGHT rows `wgt_addr + t*rows .. + rows - 1`. For vector
+(y, x), with `i = in_addr + y*in_y_stride + x*in_x_stride + kz*in_kz_stride + ky*in_ky_stride +
+kx*in_kx_stride` and `a = acc_addr + y*acc_y_stride + x*acc_x_stride`:
+`ACC[a][c] = (ACC[a][c] if accumulate else 0) + sum_{kz,ky,kx} sum_k INPUT[i][k] *
+WEIGHT[wgt_addr + t*rows + k][c]` for every lane c, in wrapping int32. Steps are taken tile by tile
+(kz, ky, kx outermost, then y, then x); the first step overwrites when `accumulate` is 0, later
+steps always add. One step of a 3x3 convolution over a channel block is one tile; a whole
+convolution tile is one command. Raw int8 values are multiplied: zero points are folded into the
+bias by the compiler (docs/numerics.md).""",
     "POOL": """\
 For output (y, x), the window rows are
 `in_addr + y*in_y_stride + x*in_x_stride + wy*win_y_stride + wx*win_x_stride` for
