@@ -650,8 +650,11 @@ class NpuConfig:
         return "\n".join(lines) + "\n"
 
     def fingerprint(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict`: the build-cache key."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict` without ``name`` and
+        ``description``: it identifies the hardware (the CONFIG_HASH register, the config a
+        program was compiled for, the build-cache key), which a rename does not change."""
+        hardware = {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
+        canonical = json.dumps(hardware, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=True, allow_nan=False)
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 

@@ -92,6 +92,10 @@ def test_fingerprints_are_stable_and_distinct():
     d = NpuConfig.load("default").to_dict()
     d["queues"]["token_depth"] = 15
     assert NpuConfig.from_dict(d).fingerprint() != prints["default"]
+    # A rename or a new description is the same hardware: the same fingerprint.
+    d = NpuConfig.load("default").to_dict()
+    d["name"], d["description"] = "renamed", "another description"
+    assert NpuConfig.from_dict(d).fingerprint() == prints["default"]
 
 
 def test_derived_properties():
