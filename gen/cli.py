@@ -33,9 +33,18 @@ def cmd_demo(args):
     return run_demo(_config(args), Path(args.output))
 
 
+def cmd_tools(args):
+    from .toolchain import tools_report
+    rows = tools_report()
+    width = max(len(r[0]) for r in rows)
+    for tool, where, status in rows:
+        print(f"{tool:<{width}}  {status:<12}  {where}")
+
+
 COMMANDS = {
     "header": (cmd_header, "write npu.h, regmap.json and isa.md for a configuration"),
     "demo": (cmd_demo, "generate a configuration's artifacts and run a ResNet-50 layer"),
+    "tools": (cmd_tools, "show the external tools npugen uses and where they come from"),
 }
 
 
