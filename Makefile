@@ -28,8 +28,14 @@ test-all: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -c "from gen.header import update_docs; update_docs()"
 
+lint: $(STAMP)
+	$(BIN)/ruff check hdl gen sim firmware tests benchmarks
+
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
 
-distclean: clean
+distlint: $(STAMP)
+	$(BIN)/ruff check hdl gen sim firmware tests benchmarks
+
+clean: clean
 	rm -rf $(VENV) *.egg-info

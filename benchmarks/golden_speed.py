@@ -13,9 +13,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from firmware import numerics
 from firmware.golden import GoldenNpu
 from gen.demo import compile_conv, resnet_conv_layer
-from firmware import numerics
 from hdl.config import NpuConfig
 
 #: (name, spatial size, c_in, c_out, kernel, stride) of representative ResNet-50 convolutions.

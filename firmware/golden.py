@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hdl.isa import (CMD_BYTES, QUEUE_OF, Buffer, ErrorCode, Opcode, PoolMode, Queue,
-                     decode)
+from hdl.isa import CMD_BYTES, QUEUE_OF, Buffer, ErrorCode, Opcode, PoolMode, Queue, decode
 
 from . import numerics
 
@@ -81,7 +80,7 @@ class _Cmd:
 
 
 def _span(base, sizes, strides):
-    """Highest address reached by ``base + sum(i_k * stride_k)`` for ``i_k < size_k`` (sizes > 0)."""
+    """Highest address of ``base + sum(i_k * stride_k)`` over ``i_k < size_k`` (sizes > 0)."""
     return base + sum((n - 1) * s for n, s in zip(sizes, strides))
 
 
@@ -388,7 +387,7 @@ class GoldenNpu:
         return self.mem[start:start + size]
 
     def _gather(self, index, addrs, nbytes):
-        """Bytes at each address of ``addrs`` (any shape): array of shape addrs.shape + (nbytes,)."""
+        """The ``nbytes`` bytes at each address of ``addrs``: shape ``addrs.shape + (nbytes,)``."""
         lo, hi = int(addrs.min()), int(addrs.max()) + nbytes
         view = self._mem_view(index, lo, hi - lo)
         self._counters["bytes_read"] += addrs.size * nbytes

@@ -251,7 +251,8 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
             barrier(prog)
         nbs = range(n0, min(nb_all, n0 + chunk))
         pipe = Pipeline(prog)
-        first = [_load_params(prog, f"{name}.params{ci}", _pack_params(cfg, groups[n0:nbs[-1] + 1]))]
+        params = _pack_params(cfg, groups[n0:nbs[-1] + 1])
+        first = [_load_params(prog, f"{name}.params{ci}", params)]
         b = o = loads = 0
         kgroups = _tiles(kb_all, kbg)
         for oy0, h in _tiles(out.height, th):

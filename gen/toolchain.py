@@ -110,7 +110,7 @@ def tools_report():
     iverilog = shutil.which("iverilog", path=env["PATH"])
     rows.append(("iverilog", iverilog or "-", "found" if iverilog else
                  "not installed: Icarus tests are skipped"))
-    for var, tool in _YOWASP.items():
+    for var in _YOWASP:
         where = shutil.which(env[var], path=env["PATH"])
         rows.append((env[var], where or "-", f"${var}" if where else "missing"))
     return rows

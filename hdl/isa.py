@@ -191,7 +191,7 @@ _LOAD_SPEC = _HEADER_SPEC + [
 ]
 
 _STORE_SPEC = _HEADER_SPEC + [
-    ("residual", unsigned(1), "add the int8 tensor at `res_addr` (same strides) in the second stage"),
+    ("residual", unsigned(1), "add the int8 tensor at `res_addr` (same strides) in stage 2"),
     ("elems", unsigned(8), "output channels written per row, 1..cols"),
     ("acc_addr", unsigned(16), "first accumulator row"),
     ("dram_addr", unsigned(32), "byte address of the first output row"),
@@ -658,8 +658,8 @@ Nothing is read when SETPP executes; STORE reads the PARAM rows when it runs."""
 Writes a z x y x x block of accumulator rows through the post-processor to memory. Row (z, y, x)
 reads ACC row `acc_addr + z*acc_z_stride + y*acc_y_stride + x*acc_x_stride` and writes lanes
 `0 .. elems-1` as int8 at byte address `dram_addr + z*dram_z_stride + y*dram_y_stride +
-x*dram_x_stride`. Step z uses PARAM rows `p = param_addr + 3*z` (from the last SETPP): bias `PARAM[p]`,
-multiplier `PARAM[p+1]`, shift `PARAM[p+2] & 63`, per lane c:
+x*dram_x_stride`. Step z uses PARAM rows `p = param_addr + 3*z` (from the last SETPP): bias
+`PARAM[p]`, multiplier `PARAM[p+1]`, shift `PARAM[p+2] & 63`, per lane c:
 
 1. `v = wrap32(acc[c] + bias[c])`
 2. `a = clamp(zp + round_half_even(v * mult[c] / 2^shift[c]), lo, hi)`
