@@ -34,7 +34,7 @@ class Opcode(enum.Enum, shape=4):
     """Command opcodes. Opcode 0 is illegal, so zeroed memory never executes."""
     LOAD = 1     #: memory -> input/weight/accumulator/parameter buffer (LOAD queue)
     STORE = 2    #: accumulator -> post-processor -> memory (STORE queue)
-    COMPUTE = 3  #: one weight tile over a 2-D block of input vectors on the array (EXECUTE queue)
+    COMPUTE = 3  #: weight tiles over a 2-D block of input vectors, reduced into ACC (EXECUTE queue)
     POOL = 4     #: max or sum pooling of input rows into the accumulator (EXECUTE queue)
     SETPP = 5    #: set the post-processor parameters used by later STOREs (STORE queue)
     END = 15     #: end of program: stop fetching; done when all queues have drained
