@@ -1,0 +1,40 @@
+"""Evaluate a :class:`Graph` directly with the numerics golden functions (no commands).
+
+The program the compiler emits must give exactly these values on the golden model; the
+functions are those of :mod:`firmware.numerics`, so this is the specification of what each layer
+computes, independent of tiling, scheduling and allocation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import numerics
+from .ir import Add, Alias, AvgPool, Conv, Graph, MaxPool
+
+__all__ = ["interpret"]
+
+
+def interpret(graph: Graph, x_q: np.ndarray) -> dict:
+    """Every tensor's int8 NHWC value (``(1, h, w, c)``) for the int8 NHWC input ``x_q``."""
+    t = graph.tensors
+    vals = {graph.input: np.asarray(x_q, np.int8).reshape(1, t[graph.input].h,
+                                                          t[graph.input].w, t[graph.input].c)}
+    for op in graph.ops:
+        if isinstance(op, Conv):
+            x, y = t[op.x], t[op.out]
+            vals[op.out] = numerics.qlinear_conv(vals[op.x], x.scale, x.zp, op.w, op.w_scale,
+                                                 op.bias, y.scale, y.zp, op.stride, op.pad,
+                                                 op.lo, op.hi)
+        elif isinstance(op, Add):
+            a, b, y = t[op.a], t[op.b], t[op.out]
+            vals[op.out] = numerics.qlinear_add(vals[op.a], a.scale, a.zp, vals[op.b], b.scale,
+                                                b.zp, y.scale, y.zp, op.lo, op.hi)
+        elif isinstance(op, MaxPool):
+            vals[op.out] = numerics.maxpool(vals[op.x], op.kernel, op.stride, op.pad)
+        elif isinstance(op, AvgPool):
+            x, y = t[op.x], t[op.out]
+            vals[op.out] = numerics.global_avgpool(vals[op.x], x.scale, x.zp, y.scale, y.zp)
+        elif isinstance(op, Alias):
+            vals[op.out] = vals[op.x]
+    return vals

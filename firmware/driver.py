@@ -1,0 +1,135 @@
+"""The host driver: run a compiled program on a backend, float in and float out.
+
+::
+
+    from firmware import driver, npubin
+    prog = npubin.load("model.npubin")
+    y = driver.run(prog, x)                    # x: the ONNX model's float input (NCHW)
+
+The driver quantises the input with the model's input scale and zero point (round half to even
+and saturation, as ONNX ``QuantizeLinear``, in float32), converts NCHW to NHWC, lets the backend
+execute the program, reads the int8 output and dequantises it (``(q - zp) * scale`` in float32,
+as ``DequantizeLinear``), back in the ONNX output's layout.
+
+Backends are pluggable: a backend is any object with
+``execute(program, writes, reads) -> list of bytes``, where ``writes`` are ``(address, bytes)``
+to put in memory after the program image and ``reads`` are ``(address, size)`` to read back
+after the program has finished. ``golden`` (the numpy model) is built in; the RTL and board
+backends register theirs with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .golden import GoldenNpu
+from .npubin import NpuProgram
+
+__all__ = ["run", "run_int8", "quantize_input", "dequantize_output", "register_backend",
+           "backends", "get_backend", "GoldenBackend", "DriverError"]
+
+
+class DriverError(RuntimeError):
+    """The program could not be run (bad input, unknown backend, NPU error)."""
+
+
+class GoldenBackend:
+    """The bit-exact numpy golden model (:class:`firmware.golden.GoldenNpu`).
+
+    Parameters
+    ----------
+    schedule : numpy.random.Generator or None
+        Passed to :meth:`GoldenNpu.run`: None runs the oldest ready command, a generator a
+        random one (any token-correct program gives the same result).
+    """
+
+    name = "golden"
+
+    def __init__(self, schedule=None):
+        self.schedule = schedule
+        self.last_result = None
+
+    def execute(self, program: NpuProgram, writes, reads):
+        cfg = program.config()
+        npu = GoldenNpu(cfg, program.image_size, program.base)
+        npu.write(program.base, program.image())
+        for addr, raw in writes:
+            npu.write(addr, raw)
+        result = npu.run(program.prog_base, program.num_commands, window=program.window,
+                         schedule=self.schedule)
+        self.last_result = result
+        if not result.ok:
+            raise DriverError(f"golden backend: the NPU stopped: {result.message}")
+        return [npu.read(a, n).tobytes() for a, n in reads]
+
+
+_BACKENDS: dict[str, Callable] = {"golden": GoldenBackend}
+
+
+def register_backend(name: str, factory: Callable) -> None:
+    """Make ``factory()`` available as ``backend=name``."""
+    _BACKENDS[name] = factory
+
+
+def backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(backend):
+    if isinstance(backend, str):
+        if backend not in _BACKENDS:
+            raise DriverError(f"unknown backend {backend!r} (available: {', '.join(backends())})")
+        return _BACKENDS[backend]()
+    return backend
+
+
+def quantize_input(program: NpuProgram, x) -> np.ndarray:
+    """The float input (the ONNX input's shape, NCHW) as int8 NHWC, as QuantizeLinear does."""
+    info = program.manifest["input"]
+    x = np.asarray(x, dtype=np.float32)
+    want = tuple(info["onnx_shape"])
+    if x.shape != want:
+        if x.size == int(np.prod(want)) and x.ndim == len(want) - 1:
+            x = x.reshape(want)
+        else:
+            raise DriverError(f"input {info['name']!r} must have shape {want}, not {x.shape}")
+    q = np.rint(x / np.float32(info["scale"])) + np.float32(info["zero_point"])
+    q = np.clip(q, -128, 127).astype(np.int8)
+    if q.ndim == 4:
+        q = q.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(q)
+
+
+def dequantize_output(program: NpuProgram, q) -> np.ndarray:
+    """int8 NHWC output -> float32 in the ONNX output's shape, as DequantizeLinear does."""
+    info = program.manifest["output"]
+    shape = tuple(info["onnx_shape"])
+    q = np.asarray(q, dtype=np.int8).reshape(info["nhwc"])
+    if len(shape) == 4:
+        q = q.transpose(0, 3, 1, 2)
+    y = (q.astype(np.int32) - info["zero_point"]).astype(np.float32) * np.float32(info["scale"])
+    return y.reshape(shape)
+
+
+def run_int8(program: NpuProgram, x_q, backend="golden") -> np.ndarray:
+    """Run on an int8 NHWC input; returns the int8 NHWC output."""
+    inp, out = program.manifest["input"], program.manifest["output"]
+    x_q = np.ascontiguousarray(np.asarray(x_q, dtype=np.int8))
+    if x_q.size != inp["size"]:
+        raise DriverError(f"int8 input must have {inp['size']} elements, not {x_q.size}")
+    raw = get_backend(backend).execute(program, [(inp["address"], x_q.tobytes())],
+                                       [(out["address"], out["size"])])[0]
+    return np.frombuffer(raw, dtype=np.int8).reshape(out["nhwc"])
+
+
+def run(program: NpuProgram, x, backend="golden", config=None) -> np.ndarray:
+    """Run ``program`` on the float input ``x`` and return the float output.
+
+    ``config``, when given, is the configuration of the NPU at hand: a program compiled for
+    another one is refused (:class:`firmware.npubin.NpubinError`).
+    """
+    if config is not None:
+        program.check_config(config)
+    return dequantize_output(program, run_int8(program, quantize_input(program, x), backend))
