@@ -41,27 +41,61 @@ def cmd_tools(args):
         print(f"{tool:<{width}}  {status:<12}  {where}")
 
 
+def cmd_compile(args):
+    from .firmware_cmds import cmd_compile
+    return cmd_compile(args)
+
+
+def cmd_run(args):
+    from .firmware_cmds import cmd_run
+    return cmd_run(args)
+
+
+def cmd_quantize(args):
+    from .firmware_cmds import cmd_quantize
+    return cmd_quantize(args)
+
+
+def _args(name):
+    """The argument adder of a subcommand defined in gen/firmware_cmds.py (imported lazily)."""
+    def add(s):
+        from . import firmware_cmds
+        getattr(firmware_cmds, f"add_{name}_args")(s)
+    return add
+
+
+#: name -> (function, help[, add_arguments(subparser)]).
 COMMANDS = {
     "header": (cmd_header, "write npu.h, regmap.json and isa.md for a configuration"),
     "demo": (cmd_demo, "generate a configuration's artifacts and run a ResNet-50 layer"),
     "tools": (cmd_tools, "show the external tools npugen uses and where they come from"),
+    "compile": (cmd_compile, "compile a quantised ONNX model to a .npubin program "
+                             "(prints the per-layer table, writes it as CSV too)",
+                _args("compile")),
+    "run": (cmd_run, "run a .npubin program on a float .npy input (backend: golden)",
+            _args("run")),
+    "quantize": (cmd_quantize, "quantise a float ONNX model with onnxruntime (QDQ, "
+                               "per-channel int8)", _args("quantize")),
 }
 
 
 def parser():
     p = argparse.ArgumentParser(prog="npugen", description="int8 NPU generator")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_) in COMMANDS.items():
+    for name, (_, help_, *add_args) in COMMANDS.items():
         s = sub.add_parser(name, help=help_, description=help_)
         s.add_argument("--config", "-c", default="default",
                        help="a shipped config name (tiny, small, default, large) or a TOML path")
-        s.add_argument("--output", "-o", default=f"build/{name}", help="output directory")
+        s.add_argument("--output", "-o", default=f"build/{name}",
+                       help="output directory (for compile, run, quantize: the output file)")
+        for add in add_args:
+            add(s)
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    func, _ = COMMANDS[args.command]
+    func = COMMANDS[args.command][0]
     try:
         status = func(args)
     except (ConfigError, UserError) as err:

@@ -43,8 +43,8 @@ def package(prog, tensors, low, graph, alloc, config, memory_size=None) -> NpuPr
     data_len = prog.prog_base - prog.base
     limit_size = cfg.window_size if memory_size is None else int(memory_size)
     if prog.image_size > limit_size or prog.base + limit_size > 1 << 32:
-        raise CompileError(graph.source or "model", "program",
-                           f"needs {prog.image_size} bytes of memory, but config {cfg.name!r} "
+        raise CompileError(None, None,
+                           f"the program needs {prog.image_size} bytes of memory, but config {cfg.name!r} "
                            f"has a {limit_size}-byte window (memory.window_size); compile for "
                            f"a larger memory with --memory-size")
 

@@ -20,7 +20,7 @@ class CompileError(ValueError):
 
     def __init__(self, node, op_type, detail):
         self.node, self.op_type, self.detail = node, op_type, detail
-        super().__init__(f"node {node!r} ({op_type}): {detail}")
+        super().__init__(f"node {node!r} ({op_type}): {detail}" if node is not None else detail)
 
 
 @dataclass(frozen=True)
