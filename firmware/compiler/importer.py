@@ -33,8 +33,8 @@ __all__ = ["import_onnx", "SUPPORTED_OPS"]
 #: What the importer accepts, for error messages.
 SUPPORTED_OPS = ("Conv, Gemm, MatMul, Add, Relu, Clip, MaxPool, GlobalAveragePool, ReduceMean, "
                  "Flatten, Reshape, Squeeze, QuantizeLinear, DequantizeLinear (QDQ form); "
-                 "QLinearConv, QLinearMatMul, QLinearAdd, QLinearGlobalAveragePool (QOperator "
-                 "form)")
+                 "QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearGlobalAveragePool "
+                 "(QOperator form)")
 
 _ACTIVATIONS = ("Relu", "Clip")
 _ALIASES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
@@ -320,6 +320,8 @@ class _Importer:
         if q.size != o:
             self.fail(node, f"bias has {q.size} values for {o} output channels")
         want = x_scale * w_scale
+        if s is None and q.dtype == np.int32:      # QOperator: int32 at the bias scale
+            return q
         if s is None:                              # float bias: quantise at the bias scale
             return numerics.wrap_int32(np.rint(q.astype(np.float64) / want).astype(np.int64))
         if q.dtype != np.int32:
@@ -449,9 +451,7 @@ class _Importer:
     def op_QLinearConv(self, node):
         i = node.input
         x = self.act(node, i[0])
-        xs, xzp = self.qparams(node, i[1], i[2], "input")
-        if (xs, xzp) != (x.scale, x.zp):
-            self.fail(node, "input scale/zero point differ from the producer's")
+        self.check_input(node, x, i[1], i[2])
         w = self.const(node, i[3], "weight")
         ws = self.const(node, i[4], "weight scale")
         wzp = self.const(node, i[5], "weight zero point")
@@ -464,6 +464,7 @@ class _Importer:
         x = self.act(node, i[0])
         if x.h != 1 or x.w != 1:
             self.fail(node, "supported: a fully connected layer on a flattened 1x1 input")
+        self.check_input(node, x, i[1], i[2])
         w = np.asarray(self.const(node, i[3], "weight"))
         ws = self.const(node, i[4], "weight scale")
         wzp = self.const(node, i[5], "weight zero point")
@@ -471,9 +472,37 @@ class _Importer:
         self._conv(node, x, np.ascontiguousarray(w.T)[:, :, None, None], ws, wzp, "",
                    (node.output[0], ys, yzp))
 
+    def op_QGemm(self, node):
+        i = node.input
+        a = _attrs(node)
+        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0:
+            self.fail(node, "supported: QGemm with transA = 0 and alpha = 1")
+        if len(i) < 9 or not i[7]:
+            self.fail(node, "the output is float; supported: QGemm with an int8 output "
+                            "(y_scale, y_zero_point)")
+        x = self.act(node, i[0])
+        if x.h != 1 or x.w != 1:
+            self.fail(node, "supported: a fully connected layer on a flattened 1x1 input")
+        self.check_input(node, x, i[1], i[2])
+        w = np.asarray(self.const(node, i[3], "weight"))
+        w = w if a.get("transB", 0) else w.T
+        ws = self.const(node, i[4], "weight scale")
+        wzp = self.const(node, i[5], "weight zero point")
+        ys, yzp = self.qparams(node, i[7], i[8], "output")
+        self._conv(node, x, np.ascontiguousarray(w)[:, :, None, None], ws, wzp, i[6],
+                   (node.output[0], ys, yzp))
+
+    def check_input(self, node, x, scale_name, zp_name):
+        xs, xzp = self.qparams(node, scale_name, zp_name, "input")
+        if abs(xs - x.scale) > 1e-7 * x.scale or xzp != x.zp:
+            self.fail(node, f"input quantisation ({xs}, {xzp}) differs from its producer's "
+                            f"({x.scale}, {x.zp})")
+
     def op_QLinearAdd(self, node):
         i = node.input
         a, b = self.act(node, i[0]), self.act(node, i[3])
+        self.check_input(node, a, i[1], i[2])
+        self.check_input(node, b, i[4], i[5])
         ys, yzp = self.qparams(node, i[6], i[7] if len(i) > 7 else "", "output")
         if (a.h, a.w, a.c) != (b.h, b.w, b.c):
             self.fail(node, "supported: two activations of the same shape (no broadcasting)")
@@ -487,6 +516,7 @@ class _Importer:
         if _attrs(node).get("channels_last", 0):
             self.fail(node, "supported: channels_last = 0 (NCHW)")
         x = self.act(node, i[0])
+        self.check_input(node, x, i[1], i[2])
         ys, yzp = self.qparams(node, i[3], i[4], "output")
         self._avgpool(node, x, node.output[0], ys, yzp, -128, 127)
 
