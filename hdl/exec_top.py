@@ -1,0 +1,151 @@
+"""Datapath test top: execute unit, INPUT/WEIGHT/ACC/PARAM scratchpads and post-processor."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .execute import ExecuteUnit
+from .postproc import PostProcessor
+from .scratchpad import Scratchpad, read_signature, write_signature
+
+__all__ = ["ExecTop", "pp_request_layout"]
+
+
+def pp_request_layout(config):
+    """A post-processing request: ACC row, first of its three PARAM rows, residual row."""
+    return data.StructLayout({
+        "acc_addr": range(config.acc_depth),
+        "param_addr": range(config.param_depth),
+        "residual": data.ArrayLayout(signed(8), config.cols),
+        "use_residual": unsigned(1),
+    })
+
+
+class ExecTop(wiring.Component):
+    """The compute datapath with plain ports, for tests and for the Verilog of issue 3.
+
+    The memory system and command processor of the full NPU are not here: the buffers are
+    written directly through the ``*_wr`` ports, commands are pushed on :attr:`cmd`, ACC rows are
+    read back through :attr:`acc_rd`, and post-processed rows are requested on :attr:`pp_req`
+    (ACC row + PARAM rows ``param_addr .. + 2`` + residual row) and come out on :attr:`pp_out`.
+
+    ``acc_wr`` may only be used while the execute unit is idle (the execute unit's writes win).
+    ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
+    Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        Array and buffer sizes.
+
+    Members
+    -------
+    cmd : In(stream.Signature(hdl.isa.COMMAND))
+        COMPUTE and POOL commands for the execute unit.
+    done : Out(1)
+        One pulse per completed command, in order.
+    mac_active : Out(1)
+        An input vector enters the array.
+    busy : Out(1)
+        The execute unit works on a command.
+    input_wr, weight_wr, acc_wr, param_wr : In(write_signature(...))
+        Buffer write ports.
+    acc_rd : In(read_signature(acc_depth, cols, signed(32)))
+        ACC read port.
+    pp_config : In(hdl.isa.SETPP)
+        Post-processing parameters.
+    pp_req : In(stream.Signature(pp_request_layout(config)))
+        Rows to post-process.
+    pp_out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
+        Post-processed rows, in order.
+    """
+
+    def __init__(self, config):
+        self._config = c = config
+        super().__init__({
+            "cmd": In(stream.Signature(isa.COMMAND)),
+            "done": Out(1),
+            "mac_active": Out(1),
+            "busy": Out(1),
+            "input_wr": In(write_signature(c.input_depth, c.rows, signed(8))),
+            "weight_wr": In(write_signature(c.weight_depth, c.cols, signed(8))),
+            "acc_wr": In(write_signature(c.acc_depth, c.cols, signed(32))),
+            "param_wr": In(write_signature(c.param_depth, c.cols, signed(32))),
+            "acc_rd": In(read_signature(c.acc_depth, c.cols, signed(32))),
+            "pp_config": In(isa.SETPP),
+            "pp_req": In(stream.Signature(pp_request_layout(c))),
+            "pp_out": Out(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        m.submodules.execute = exe = ExecuteUnit(c)
+        m.submodules.input_buf = inp = Scratchpad(c.input_depth, c.rows, signed(8),
+                                                  c.input_banks)
+        m.submodules.weight_buf = wgt = Scratchpad(c.weight_depth, c.cols, signed(8),
+                                                   c.weight_banks)
+        m.submodules.acc_buf = acc = Scratchpad(c.acc_depth, c.cols, signed(32), c.acc_banks,
+                                                read_ports=2, transparent=True)
+        m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
+                                                  read_ports=3)
+        m.submodules.postproc = pp = PostProcessor(c.cols)
+
+        wiring.connect(m, wiring.flipped(self.cmd), exe.cmd)
+        m.d.comb += [self.done.eq(exe.done), self.mac_active.eq(exe.mac_active),
+                     self.busy.eq(exe.busy)]
+        wiring.connect(m, exe.input_rd, inp.read[0])
+        wiring.connect(m, exe.weight_rd, wgt.read[0])
+        wiring.connect(m, exe.acc_rd, acc.read[0])
+        wiring.connect(m, wiring.flipped(self.input_wr), inp.write)
+        wiring.connect(m, wiring.flipped(self.weight_wr), wgt.write)
+        wiring.connect(m, wiring.flipped(self.param_wr), par.write)
+
+        # ACC writes: the execute unit's, else the preload port's.
+        with m.If(exe.acc_wr.en):
+            m.d.comb += [acc.write.en.eq(1), acc.write.addr.eq(exe.acc_wr.addr),
+                         acc.write.data.eq(exe.acc_wr.data), acc.write.mask.eq(exe.acc_wr.mask)]
+        with m.Else():
+            m.d.comb += [acc.write.en.eq(self.acc_wr.en), acc.write.addr.eq(self.acc_wr.addr),
+                         acc.write.data.eq(self.acc_wr.data),
+                         acc.write.mask.eq(self.acc_wr.mask)]
+
+        # Post-processing: read the ACC row and three PARAM rows, then the post-processor.
+        st_valid = Signal()
+        st_residual = Signal(data.ArrayLayout(signed(8), c.cols))
+        st_use = Signal()
+        req = self.pp_req
+        accept = Signal()
+        m.d.comb += [req.ready.eq(~st_valid | pp.i.ready), accept.eq(req.valid & req.ready)]
+        with m.If(accept):
+            m.d.sync += [st_valid.eq(1), st_residual.eq(req.payload.residual),
+                         st_use.eq(req.payload.use_residual)]
+        with m.Elif(pp.i.ready):
+            m.d.sync += st_valid.eq(0)
+        rd = acc.read[1]
+        m.d.comb += [
+            rd.addr.eq(Mux(accept, req.payload.acc_addr, self.acc_rd.addr)),
+            rd.en.eq(accept | (self.acc_rd.en & ~st_valid)),
+            self.acc_rd.data.eq(rd.data),
+        ]
+        for k in range(3):
+            m.d.comb += [par.read[k].addr.eq(req.payload.param_addr + k),
+                         par.read[k].en.eq(accept)]
+        m.d.comb += [
+            pp.config.eq(self.pp_config),
+            pp.i.valid.eq(st_valid),
+            pp.i.payload.acc.eq(rd.data),
+            pp.i.payload.bias.eq(par.read[0].data),
+            pp.i.payload.mult.eq(par.read[1].data),
+            pp.i.payload.residual.eq(st_residual),
+            pp.i.payload.use_residual.eq(st_use),
+        ]
+        for lane in range(c.cols):
+            m.d.comb += pp.i.payload.shift[lane].eq(par.read[2].data[lane][:6])
+        wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
+        return m

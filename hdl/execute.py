@@ -1,0 +1,432 @@
+"""The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .scratchpad import read_signature, write_signature
+from .systolic import SystolicArray
+
+__all__ = ["ExecuteUnit", "AccOp", "JobKind"]
+
+
+class AccOp(enum.Enum, shape=2):
+    """How an accumulator row is updated with a new value."""
+    OVERWRITE = 0
+    ADD = 1
+    MAX = 2
+
+
+class JobKind(enum.Enum, shape=2):
+    """A unit of work inside the execute unit: one weight tile of a COMPUTE, a whole POOL, or a
+    marker (a command that does no work, which only signals completion in order)."""
+    MARKER = 0
+    TILE = 1
+    POOL = 2
+
+
+JOB = data.StructLayout({
+    "kind": JobKind,
+    "overwrite": unsigned(1),   # TILE: the first reduction step of a non-accumulating COMPUTE
+    "last": unsigned(1),        # the command's last job: signals completion
+    "wgt": unsigned(16),        # TILE: first weight row of the tile
+    "in_base": unsigned(16),    # TILE: input row of vector (0, 0) for this reduction step
+    "cmd": isa.COMMAND,
+})
+
+
+class ExecuteUnit(wiring.Component):
+    """Executes COMPUTE and POOL commands (docs/isa.md) over the INPUT, WEIGHT and ACC buffers.
+
+    Structure, in pipeline order:
+
+    - a *job generator* takes commands from :attr:`cmd` and splits a COMPUTE into one job per
+      reduction step (kz, ky, kx outermost, in that order); a POOL is one job, and a command that
+      does no work (a zero size) is a marker job, so its completion is signalled in order;
+    - a *weight loader* reads the next tile's ``rows`` weight rows, one per cycle, into the
+      array's shadow weights while the current tile streams (the timing rules are those of
+      :class:`~hdl.systolic.SystolicArray`);
+    - an *issuer* walks the job's vectors (y, then x), reading one INPUT row per cycle into the
+      array, the first with the switch flag; the next tile's first vector follows the current
+      tile's last vector in the next cycle, so consecutive tiles and consecutive COMPUTE commands
+      run back to back once each tile has at least ``max(rows, cols)`` vectors. A POOL waits for
+      the array to drain, then reads its window rows into a max/sum reducer;
+    - the *accumulator update* reads the ACC row (transparent read port) and writes back
+      overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
+      a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
+
+    Latency of a COMPUTE vector: input read 1 + array ``rows + cols - 1`` + accumulator update 1
+    cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles after its input read.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        Array and buffer sizes.
+
+    Members
+    -------
+    cmd : In(stream.Signature(hdl.isa.COMMAND))
+        Decoded COMPUTE and POOL commands (any other opcode completes as a no-op).
+    done : Out(1)
+        One pulse per command, in command order, in the cycle its last ACC write happens.
+    mac_active : Out(1)
+        An input vector enters the array this cycle (``rows * cols`` MACs).
+    busy : Out(1)
+        A command is in progress.
+    input_rd : Out(read_signature(input_depth, rows, signed(8)))
+        INPUT read port.
+    weight_rd : Out(read_signature(weight_depth, cols, signed(8)))
+        WEIGHT read port.
+    acc_rd : Out(read_signature(acc_depth, cols, signed(32)))
+        ACC read port for the read-modify-write; must be transparent for ``acc_wr``.
+    acc_wr : Out(write_signature(acc_depth, cols, signed(32)))
+        ACC write port.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        c = config
+        self.LATENCY = 1 + (c.rows + c.cols - 1) + 1
+        super().__init__({
+            "cmd": In(stream.Signature(isa.COMMAND)),
+            "done": Out(1),
+            "mac_active": Out(1),
+            "busy": Out(1),
+            "input_rd": Out(read_signature(c.input_depth, c.rows, signed(8))),
+            "weight_rd": Out(read_signature(c.weight_depth, c.cols, signed(8))),
+            "acc_rd": Out(read_signature(c.acc_depth, c.cols, signed(32))),
+            "acc_wr": Out(write_signature(c.acc_depth, c.cols, signed(32))),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        rows, cols = cfg.rows, cfg.cols
+        lanes = min(rows, cols)
+        m.submodules.array = array = SystolicArray(rows, cols)
+        alat = array.LATENCY
+
+        # -- job generator -------------------------------------------------------------------
+        g_valid = Signal()
+        g_job = Signal(JOB)
+        g_take = Signal()
+        t_busy = Signal()
+        t_cmd = Signal(isa.COMPUTE)
+        kx = Signal(12)
+        ky = Signal(12)
+        kz = Signal(12)
+        t_first = Signal()
+        t_wgt = Signal(16)
+        t_in = Signal(16)
+        t_in_ky = Signal(16)
+        t_in_kz = Signal(16)
+
+        can_emit = ~g_valid | g_take
+        m.d.comb += self.cmd.ready.eq(~t_busy & can_emit)
+        with m.If(g_take):
+            m.d.sync += g_valid.eq(0)
+
+        p = self.cmd.payload
+        cp, pp = p.compute, p.pool
+        compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
+            (cp.ky_size != 0) & (cp.kz_size != 0)
+        pool_work = (pp.x_size != 0) & (pp.y_size != 0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
+                m.d.sync += [
+                    t_busy.eq(1), t_cmd.eq(cp), t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
+                    t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
+                    t_in_kz.eq(cp.in_addr),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    g_valid.eq(1),
+                    g_job.kind.eq(Mux((p.header.op == isa.Opcode.POOL) & pool_work,
+                                      JobKind.POOL, JobKind.MARKER)),
+                    g_job.last.eq(1),
+                    g_job.cmd.eq(p),
+                ]
+        with m.Elif(t_busy & can_emit):
+            last_x = kx == t_cmd.kx_size - 1
+            last_y = ky == t_cmd.ky_size - 1
+            last_z = kz == t_cmd.kz_size - 1
+            m.d.sync += [
+                g_valid.eq(1),
+                g_job.kind.eq(JobKind.TILE),
+                g_job.overwrite.eq(t_first & ~t_cmd.accumulate),
+                g_job.last.eq(last_x & last_y & last_z),
+                g_job.wgt.eq(t_wgt),
+                g_job.in_base.eq(t_in),
+                g_job.cmd.compute.eq(t_cmd),
+                t_first.eq(0),
+                t_wgt.eq(t_wgt + rows),
+            ]
+            with m.If(~last_x):
+                m.d.sync += [kx.eq(kx + 1), t_in.eq(t_in + t_cmd.in_kx_stride)]
+            with m.Else():
+                m.d.sync += kx.eq(0)
+                with m.If(~last_y):
+                    nxt = t_in_ky + t_cmd.in_ky_stride
+                    m.d.sync += [ky.eq(ky + 1), t_in_ky.eq(nxt), t_in.eq(nxt)]
+                with m.Else():
+                    m.d.sync += ky.eq(0)
+                    with m.If(~last_z):
+                        nxt = t_in_kz + t_cmd.in_kz_stride
+                        m.d.sync += [kz.eq(kz + 1), t_in_kz.eq(nxt), t_in_ky.eq(nxt),
+                                     t_in.eq(nxt)]
+                    with m.Else():
+                        m.d.sync += t_busy.eq(0)
+
+        # -- weight loader -------------------------------------------------------------------
+        l_valid = Signal()
+        l_job = Signal(JOB)
+        l_loaded = Signal()
+        l_take = Signal()             # the issuer takes l_job
+        seq_left = Signal(range(rows + 1))
+        seq_addr = Signal(16)
+        seq_row = Signal(range(rows))
+        cool = Signal(range(cols + 1))
+        w_en = Signal()
+        w_row = Signal(range(rows))
+
+        m.d.comb += g_take.eq(g_valid & (~l_valid | l_take))
+        with m.If(cool != 0):
+            m.d.sync += cool.eq(cool - 1)
+        with m.If(l_take):
+            m.d.sync += l_valid.eq(0)
+            with m.If(l_job.kind == JobKind.TILE):
+                m.d.sync += cool.eq(cols - 1)
+        with m.If(g_take):
+            m.d.sync += [l_valid.eq(1), l_job.eq(g_job),
+                         l_loaded.eq(g_job.kind != JobKind.TILE)]
+
+        start = Signal()
+        m.d.comb += start.eq(l_valid & ~l_loaded & (seq_left == 0) & (cool == 0))
+        m.d.comb += self.weight_rd.en.eq(1)
+        with m.If(start):
+            m.d.comb += self.weight_rd.addr.eq(l_job.wgt)
+            m.d.sync += [l_loaded.eq(1), seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
+                         seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]
+        with m.Elif(seq_left != 0):
+            m.d.comb += self.weight_rd.addr.eq(seq_addr)
+            m.d.sync += [seq_left.eq(seq_left - 1), seq_addr.eq(seq_addr + 1),
+                         seq_row.eq(seq_row + 1), w_en.eq(1), w_row.eq(seq_row)]
+        with m.Else():
+            m.d.sync += w_en.eq(0)
+        m.d.comb += [array.w_en.eq(w_en), array.w_row.eq(w_row),
+                     array.w_data.eq(self.weight_rd.data)]
+
+        # -- issuer --------------------------------------------------------------------------
+        c_valid = Signal()
+        c_job = Signal(JOB)
+        c_first = Signal()
+        x = Signal(12)
+        y = Signal(12)
+        wx = Signal(8)
+        wy = Signal(8)
+        in_row = Signal(16)     # TILE: vector (y, 0); POOL: window origin of output (y, 0)
+        in_cur = Signal(16)     # TILE: vector (y, x); POOL: window origin of output (y, x)
+        win_row = Signal(16)    # POOL: window row wy
+        win_cur = Signal(16)    # POOL: window element (wy, wx)
+        acc_row = Signal(16)
+        acc_cur = Signal(16)
+        inflight = Signal(range(alat + 3))
+
+        a_issue = Signal()      # a vector goes to the array
+        a_marker = Signal()     # a completion marker goes down the array's tag pipeline
+        a_done = Signal()
+        p_issue = Signal()      # a window element goes to the pool reducer
+        p_first = Signal()
+        p_last = Signal()
+        p_done = Signal()
+        job_end = Signal()      # the current job issues its last slot this cycle
+
+        ccp, cpp = c_job.cmd.compute, c_job.cmd.pool
+        next_ready = l_valid & l_loaded
+        m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
+
+        with m.If(a_issue | a_marker):
+            m.d.sync += inflight.eq(alat + 2)
+        with m.Elif(inflight != 0):
+            m.d.sync += inflight.eq(inflight - 1)
+
+        m.d.comb += self.input_rd.en.eq(1)
+        with m.If(c_valid):
+            with m.Switch(c_job.kind):
+                with m.Case(JobKind.MARKER):
+                    m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
+                with m.Case(JobKind.TILE):
+                    last_x = x == ccp.x_size - 1
+                    last_y = y == ccp.y_size - 1
+                    m.d.comb += [
+                        a_issue.eq(1),
+                        self.input_rd.addr.eq(in_cur),
+                        job_end.eq(last_x & last_y),
+                        a_done.eq(last_x & last_y & c_job.last),
+                    ]
+                    m.d.sync += c_first.eq(0)
+                    with m.If(~last_x):
+                        m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + ccp.in_x_stride),
+                                     acc_cur.eq(acc_cur + ccp.acc_x_stride)]
+                    with m.Else():
+                        nin = in_row + ccp.in_y_stride
+                        nacc = acc_row + ccp.acc_y_stride
+                        m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
+                                     acc_row.eq(nacc), acc_cur.eq(nacc)]
+                with m.Case(JobKind.POOL):
+                    with m.If(inflight == 0):
+                        last_wx = wx == cpp.win_w - 1
+                        last_wy = wy == cpp.win_h - 1
+                        last_x = x == cpp.x_size - 1
+                        last_y = y == cpp.y_size - 1
+                        m.d.comb += [
+                            p_issue.eq(1),
+                            self.input_rd.addr.eq(win_cur),
+                            p_first.eq((wx == 0) & (wy == 0)),
+                            p_last.eq(last_wx & last_wy),
+                            p_done.eq(last_wx & last_wy & last_x & last_y),
+                            job_end.eq(last_wx & last_wy & last_x & last_y),
+                        ]
+                        with m.If(~last_wx):
+                            m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + cpp.win_x_stride)]
+                        with m.Elif(~last_wy):
+                            nwin = win_row + cpp.win_y_stride
+                            m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin),
+                                         win_cur.eq(nwin)]
+                        with m.Else():
+                            m.d.sync += [wx.eq(0), wy.eq(0)]
+                            with m.If(~last_x):
+                                nin = in_cur + cpp.in_x_stride
+                                m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
+                                             win_cur.eq(nin),
+                                             acc_cur.eq(acc_cur + cpp.acc_x_stride)]
+                            with m.Else():
+                                nin = in_row + cpp.in_y_stride
+                                nacc = acc_row + cpp.acc_y_stride
+                                m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin),
+                                             in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
+                                             acc_row.eq(nacc), acc_cur.eq(nacc)]
+
+        # Taking the next job comes last: it overrides the counter updates above.
+        with m.If(l_take):
+            nj = l_job
+            is_tile = nj.kind == JobKind.TILE
+            m.d.sync += [
+                c_valid.eq(1), c_job.eq(nj), c_first.eq(1),
+                x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
+                in_row.eq(Mux(is_tile, nj.in_base, nj.cmd.pool.in_addr)),
+                in_cur.eq(Mux(is_tile, nj.in_base, nj.cmd.pool.in_addr)),
+                win_row.eq(nj.cmd.pool.in_addr),
+                win_cur.eq(nj.cmd.pool.in_addr),
+                acc_row.eq(Mux(is_tile, nj.cmd.compute.acc_addr, nj.cmd.pool.acc_addr)),
+                acc_cur.eq(Mux(is_tile, nj.cmd.compute.acc_addr, nj.cmd.pool.acc_addr)),
+            ]
+        with m.Elif(job_end):
+            m.d.sync += c_valid.eq(0)
+
+        # -- array path: input read (1 cycle), array, tag pipeline alongside -----------------
+        tag_layout = data.StructLayout({"valid": 1, "done": 1, "op": AccOp,
+                                        "addr": range(cfg.acc_depth)})
+        tag = Signal(tag_layout)
+        m.d.comb += [
+            tag.valid.eq(a_issue),
+            tag.done.eq(a_done),
+            tag.op.eq(Mux(c_job.overwrite, AccOp.OVERWRITE, AccOp.ADD)),
+            tag.addr.eq(acc_cur),
+        ]
+        a_valid1 = Signal()
+        a_switch1 = Signal()
+        m.d.sync += [a_valid1.eq(a_issue), a_switch1.eq(a_issue & c_first)]
+        m.d.comb += [
+            array.i_valid.eq(a_valid1),
+            array.i_switch.eq(a_switch1),
+            array.i_data.eq(self.input_rd.data),
+            self.mac_active.eq(a_valid1),
+        ]
+        t = tag
+        for k in range(1 + alat):
+            t_d = Signal(tag_layout, name=f"tag_d{k + 1}")
+            m.d.sync += t_d.eq(t)
+            t = t_d
+        a_tail = t
+
+        # -- pool path: input read (1 cycle), reducer, result register ------------------------
+        p1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "done": 1,
+                                       "op": AccOp, "mode": isa.PoolMode,
+                                       "addr": range(cfg.acc_depth)}))
+        m.d.sync += [
+            p1.valid.eq(p_issue), p1.first.eq(p_first), p1.last.eq(p_last), p1.done.eq(p_done),
+            p1.op.eq(Mux(~cpp.accumulate, AccOp.OVERWRITE,
+                         Mux(cpp.mode == isa.PoolMode.MAX, AccOp.MAX, AccOp.ADD))),
+            p1.mode.eq(cpp.mode),
+            p1.addr.eq(acc_cur),
+        ]
+        pr_valid = Signal()
+        pr_done = Signal()
+        pr_op = Signal(AccOp)
+        pr_addr = Signal(range(cfg.acc_depth))
+        pr_data = Signal(data.ArrayLayout(signed(32), cols))
+        m.d.sync += [pr_valid.eq(p1.valid & p1.last), pr_done.eq(p1.valid & p1.done),
+                     pr_op.eq(p1.op), pr_addr.eq(p1.addr)]
+        for lane in range(lanes):
+            cur = Signal(signed(32), name=f"pool_{lane}")
+            val = self.input_rd.data[lane]
+            new = Signal(signed(32), name=f"pool_new_{lane}")
+            m.d.comb += new.eq(Mux(p1.first, val,
+                                   Mux(p1.mode == isa.PoolMode.MAX,
+                                       Mux(val > cur, val, cur), cur + val)))
+            with m.If(p1.valid):
+                m.d.sync += cur.eq(new)
+            m.d.sync += pr_data[lane].eq(new)
+        for lane in range(lanes, cols):
+            # lanes past min(rows, cols): 0 (overwrite, or +0) or INT32_MIN (max keeps the old)
+            m.d.sync += pr_data[lane].eq(Mux(p1.op == AccOp.MAX, -2**31, 0))
+
+        # -- accumulator read-modify-write ---------------------------------------------------
+        r_valid = Signal()
+        r_done = Signal()
+        r_op = Signal(AccOp)
+        r_addr = Signal(range(cfg.acc_depth))
+        r_data = Signal(data.ArrayLayout(signed(32), cols))
+        m.d.comb += [
+            r_valid.eq(a_tail.valid | pr_valid),
+            r_done.eq(a_tail.done | pr_done),
+            r_op.eq(Mux(pr_valid, pr_op, a_tail.op)),
+            r_addr.eq(Mux(pr_valid, pr_addr, a_tail.addr)),
+            r_data.eq(Mux(pr_valid, pr_data, array.o_data)),
+            self.acc_rd.addr.eq(r_addr),
+            self.acc_rd.en.eq(1),
+        ]
+        s_valid = Signal()
+        s_done = Signal()
+        s_op = Signal(AccOp)
+        s_addr = Signal(range(cfg.acc_depth))
+        s_data = Signal(data.ArrayLayout(signed(32), cols))
+        m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr),
+                     s_data.eq(r_data)]
+        m.d.comb += [
+            self.acc_wr.en.eq(s_valid),
+            self.acc_wr.addr.eq(s_addr),
+            self.acc_wr.mask.eq((1 << cols) - 1),
+            self.done.eq(s_done),
+        ]
+        for lane in range(cols):
+            old, new = self.acc_rd.data[lane], s_data[lane]
+            with m.Switch(s_op):
+                with m.Case(AccOp.OVERWRITE):
+                    m.d.comb += self.acc_wr.data[lane].eq(new)
+                with m.Case(AccOp.ADD):
+                    m.d.comb += self.acc_wr.data[lane].eq((old + new)[:32])
+                with m.Case(AccOp.MAX):
+                    m.d.comb += self.acc_wr.data[lane].eq(Mux(new > old, new, old))
+
+        pipe_busy = Signal()
+        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pr_valid | s_valid)
+        m.d.comb += self.busy.eq(t_busy | g_valid | l_valid | c_valid | pipe_busy)
+        return m
+

@@ -1,0 +1,160 @@
+"""Post-processor: int32 accumulator rows to int8, STORE stages 1 and 2 of docs/isa.md."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+
+__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp"]
+
+
+def round_shift(m, x, s, name):
+    """``round_half_even(x / 2**s)`` as a combinational signal (docs/numerics.md
+    ``rounding_shift``). ``x`` is signed of width ``w``; ``s`` must stay below ``w``.
+
+    ``q = x >> s`` (arithmetic); the bits shifted out are moved to the top of a ``w``-bit word by
+    ``x << (w - s)``: its top bit is the half bit, the rest the sticky bits. Round up when the half
+    bit is set and either a sticky bit is set or ``q`` is odd. ``s = 0`` shifts everything out of
+    the word, so nothing is rounded.
+    """
+    w = len(x)
+    q = Signal(signed(w), name=f"{name}_q")
+    amount = Signal(range(w + 1), name=f"{name}_amount")
+    rem = Signal(w, name=f"{name}_rem")
+    up = Signal(name=f"{name}_up")
+    out = Signal(signed(w + 1), name=f"{name}_out")
+    m.d.comb += [
+        q.eq(x >> s),
+        amount.eq(w - s),
+        rem.eq((x.as_unsigned() << amount)[:w]),
+        up.eq(rem[w - 1] & (rem[:w - 1].any() | q[0])),
+        out.eq(q + up),
+    ]
+    return out
+
+
+def clamp(v, lo, hi):
+    """``min(max(v, lo), hi)``, as ``numpy.clip``."""
+    t = Mux(v < lo, lo, v)
+    return Mux(t > hi, hi, t)
+
+
+def postproc_input_layout(cols):
+    """One row into the post-processor: the accumulator row, its three PARAM rows (bias,
+    multiplier, shift & 63), the residual row, and whether stage 2 applies."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(32), cols),
+        "bias": data.ArrayLayout(signed(32), cols),
+        "mult": data.ArrayLayout(signed(32), cols),
+        "shift": data.ArrayLayout(unsigned(6), cols),
+        "residual": data.ArrayLayout(signed(8), cols),
+        "use_residual": unsigned(1),
+    })
+
+
+class PostProcessor(wiring.Component):
+    """Requantization and residual add of one accumulator row per cycle.
+
+    Per lane ``c`` (docs/isa.md, STORE):
+
+    1. ``v = wrap32(acc[c] + bias[c])``
+    2. ``a = clamp(zp + round_half_even(v * mult[c] / 2^shift[c]), lo, hi)`` (64-bit product)
+    3. with ``use_residual``: ``y = clamp(add_zp + round_half_even(((a - zp) * add_ma +
+       (r - res_zp) * add_mb) / 2^add_shift), add_lo, add_hi)``; otherwise ``y = a``.
+
+    ``zp, lo, hi, res_zp, add_*`` come from :attr:`config` (the fields of the last SETPP), which
+    must hold still while rows are in flight; the per-lane parameters travel with each row.
+
+    Pipeline stages (registers): bias add; multiply; round; zero point and clamp; residual
+    products; residual round, zero point and clamp. The pipeline advances whenever its output is
+    empty or taken, so it sustains one row per cycle; :attr:`LATENCY` is the number of cycles
+    from a transfer on ``i`` to the row at ``o`` without backpressure.
+
+    Parameters
+    ----------
+    cols : int
+        Lanes per row.
+
+    Members
+    -------
+    config : In(hdl.isa.SETPP)
+        The post-processing parameters (only the SETPP fields are used).
+    i : In(stream.Signature(postproc_input_layout(cols)))
+        Rows in.
+    o : Out(stream.Signature(ArrayLayout(signed(8), cols)))
+        int8 rows out, in order.
+    """
+
+    LATENCY = 6
+
+    def __init__(self, cols):
+        if not isinstance(cols, int) or cols < 1:
+            raise TypeError(f"cols must be a positive integer, not {cols!r}")
+        self._cols = cols
+        super().__init__({
+            "config": In(isa.SETPP),
+            "i": In(stream.Signature(postproc_input_layout(cols))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(8), cols))),
+        })
+
+    @property
+    def cols(self):
+        return self._cols
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+        cfg = self.config
+        n = self.LATENCY
+        valid = [Signal(name=f"valid{k + 1}") for k in range(n)]
+        ce = Signal()
+        m.d.comb += [ce.eq(~self.o.valid | self.o.ready), self.i.ready.eq(ce)]
+        with m.If(ce):
+            m.d.sync += valid[0].eq(self.i.valid)
+            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, n)]
+        m.d.comb += self.o.valid.eq(valid[n - 1])
+
+        p = self.i.payload
+        use_res = [Signal(name=f"use_res{k + 1}") for k in range(n - 1)]
+        with m.If(ce):
+            m.d.sync += use_res[0].eq(p.use_residual)
+            m.d.sync += [use_res[k].eq(use_res[k - 1]) for k in range(1, n - 1)]
+
+        for c in range(cols):
+            v = Signal(signed(32), name=f"v_{c}")
+            mult1 = Signal(signed(32), name=f"mult1_{c}")
+            shift1 = Signal(6, name=f"shift1_{c}")
+            shift2 = Signal(6, name=f"shift2_{c}")
+            prod = Signal(signed(64), name=f"prod_{c}")
+            rq = Signal(signed(65), name=f"rq_{c}")
+            a = Signal(signed(8), name=f"a_{c}")
+            a5 = Signal(signed(8), name=f"a5_{c}")
+            s2 = Signal(signed(32), name=f"sum2_{c}")
+            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4)]
+            with m.If(ce):
+                m.d.sync += [
+                    # stage 1: bias (wrapping int32)
+                    v.eq((p.acc[c] + p.bias[c])[:32].as_signed()),
+                    mult1.eq(p.mult[c]),
+                    shift1.eq(p.shift[c]),
+                    res[0].eq(p.residual[c]),
+                    # stage 2: 32 x 32 -> 64-bit product
+                    prod.eq(v * mult1),
+                    shift2.eq(shift1),
+                    res[1].eq(res[0]),
+                    # stage 3: round half to even
+                    rq.eq(round_shift(m, prod, shift2, f"rq{c}")),
+                    res[2].eq(res[1]),
+                    # stage 4: zero point and clamp
+                    a.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi)),
+                    res[3].eq(res[2]),
+                    # stage 5: residual rescale
+                    s2.eq((a - cfg.zp) * cfg.add_ma + (res[3] - cfg.res_zp) * cfg.add_mb),
+                    a5.eq(a),
+                ]
+                r2 = round_shift(m, s2, cfg.add_shift, f"add{c}")
+                # stage 6: residual round, zero point, clamp, or stage 1's result
+                m.d.sync += self.o.payload[c].eq(
+                    Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi), a5))
+        return m

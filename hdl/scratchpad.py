@@ -1,0 +1,142 @@
+"""Banked on-chip buffers on ``amaranth.lib.memory`` with synchronous read ports."""
+
+from amaranth.hdl import Module, Shape, Signal
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Scratchpad", "read_signature", "write_signature"]
+
+
+def write_signature(depth, lanes, lane_shape):
+    """A write port as seen by its initiator: ``en``, ``addr``, ``data`` (``lanes`` x
+    ``lane_shape``) and a per-lane write ``mask``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(depth)),
+        "data": Out(data.ArrayLayout(lane_shape, lanes)),
+        "mask": Out(lanes, init=(1 << lanes) - 1),
+    })
+
+
+def read_signature(depth, lanes, lane_shape):
+    """A synchronous read port as seen by its initiator: ``addr`` and ``en`` in one cycle,
+    ``data`` in the next (it holds while ``en`` is low)."""
+    return wiring.Signature({
+        "en": Out(1, init=1),
+        "addr": Out(range(depth)),
+        "data": In(data.ArrayLayout(lane_shape, lanes)),
+    })
+
+
+def _is(bank, b, bank_bits):
+    return (bank == b) if bank_bits else 1
+
+
+class Scratchpad(wiring.Component):
+    """A buffer of ``depth`` rows of ``lanes`` x ``lane_shape``, split into ``banks`` memories.
+
+    Bank ``b`` holds rows ``[b * depth/banks, (b+1) * depth/banks)`` (the high address bits pick
+    the bank), so the two halves of a double-buffered region lie in different block RAMs. Every
+    bank is one ``amaranth.lib.memory.Memory`` with one write port (per-lane write enables) and
+    ``read_ports`` synchronous read ports, which synthesis maps to block RAM (a memory with
+    several read ports is replicated once per port).
+
+    Read latency is one cycle: ``data`` is the row at the ``addr`` of the previous cycle in which
+    ``en`` was high. With ``transparent``, a read in the same cycle as a write to the same row
+    returns the new data (the accumulator's read-modify-write relies on it); otherwise it returns
+    the old data.
+
+    Parameters
+    ----------
+    depth : int
+        Rows; ``depth / banks`` must be a power of two.
+    lanes : int
+        Elements per row.
+    lane_shape : ShapeLike
+        Shape of one element: ``signed(8)`` for INPUT/WEIGHT, ``signed(32)`` for ACC/PARAM.
+    banks : int
+        Memories the rows are split over.
+    read_ports : int
+        Number of read ports.
+    transparent : bool
+        Read ports are transparent for the write port.
+
+    Members
+    -------
+    write : In(write_signature(depth, lanes, lane_shape))
+        The write port.
+    read : In(read_signature(depth, lanes, lane_shape)).array(read_ports)
+        The read ports.
+    """
+
+    LATENCY = 1
+
+    def __init__(self, depth, lanes, lane_shape, banks=1, read_ports=1, transparent=False):
+        for name, value in (("depth", depth), ("lanes", lanes), ("banks", banks),
+                            ("read_ports", read_ports)):
+            if not isinstance(value, int) or value < 1:
+                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        if depth % banks:
+            raise ValueError(f"depth {depth} must be a multiple of banks {banks}")
+        bank_depth = depth // banks
+        if bank_depth & (bank_depth - 1):
+            raise ValueError(f"depth / banks = {bank_depth} must be a power of two")
+        self._depth = depth
+        self._lanes = lanes
+        self._lane_shape = Shape.cast(lane_shape)
+        self._banks = banks
+        self._read_ports = read_ports
+        self._transparent = bool(transparent)
+        super().__init__({
+            "write": In(write_signature(depth, lanes, lane_shape)),
+            "read": In(read_signature(depth, lanes, lane_shape)).array(read_ports),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def banks(self):
+        return self._banks
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self._lane_shape.width
+        bank_depth = self._depth // self._banks
+        abits = (bank_depth - 1).bit_length()
+        bank_bits = (self._banks - 1).bit_length()
+
+        def split(addr):
+            return addr[:abits], addr[abits:abits + bank_bits] if bank_bits else 0
+
+        w_local, w_bank = split(self.write.addr)
+        selects = []
+        for p in range(self._read_ports):
+            sel = Signal(range(self._banks), name=f"read{p}_bank")
+            with m.If(self.read[p].en):
+                m.d.sync += sel.eq(split(self.read[p].addr)[1])
+            selects.append(sel)
+
+        for b in range(self._banks):
+            mem = memory.Memory(shape=width * self._lanes, depth=bank_depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port(granularity=width)
+            m.d.comb += [
+                wp.addr.eq(w_local),
+                wp.data.eq(self.write.data.as_value()),
+                wp.en.eq(self.write.mask &
+                         (self.write.en & _is(w_bank, b, bank_bits)).replicate(self._lanes)),
+            ]
+            for p in range(self._read_ports):
+                rp = mem.read_port(domain="sync",
+                                   transparent_for=(wp,) if self._transparent else ())
+                local, bank = split(self.read[p].addr)
+                m.d.comb += [rp.addr.eq(local), rp.en.eq(self.read[p].en)]
+                with m.If(_is(selects[p], b, bank_bits)):
+                    m.d.comb += self.read[p].data.as_value().eq(rp.data)
+        return m

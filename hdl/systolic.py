@@ -1,0 +1,160 @@
+"""Weight-stationary systolic MAC array, int8 x int8 -> int32, with double-buffered weights."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SystolicArray", "psum_width"]
+
+
+def psum_width(rows):
+    """Bits of a partial sum inside the array: a sum of ``rows`` products of int8 x int8.
+
+    Each product lies in ``[-16256, 16384]`` (16 bits signed), so ``rows`` of them need
+    ``17 + ceil(log2(rows))`` bits at most; the column outputs are sign-extended to int32.
+    """
+    return min(32, 17 + max(0, (rows - 1).bit_length()))
+
+
+class SystolicArray(wiring.Component):
+    """A ``rows`` x ``cols`` grid of processing elements, weight-stationary.
+
+    PE ``(r, c)`` holds the weight ``W[r][c]``. An input vector ``x`` (``rows`` int8) enters row
+    ``r`` skewed by ``r`` cycles and moves right one column per cycle; partial sums move down one
+    row per cycle, so column ``c`` leaves the bottom row with ``sum_r x[r] * W[r][c]``. Columns are
+    de-skewed at the bottom: the whole output row appears together, :attr:`LATENCY` cycles after
+    the vector entered, in input order. Every PE performs one MAC per cycle in steady state.
+
+    Weights are double-buffered. Each PE has an *active* weight (used for the MACs) and a
+    *shadow* weight, written one row of PEs at a time through ``w_*`` while the active weights are
+    in use. A vector entered with ``i_switch`` set carries a switch token diagonally through the
+    array together with its data: each PE copies its shadow weight to its active weight when the
+    token passes and uses the new weight for that vector and the ones after it. So consecutive
+    weight tiles stream back to back with no bubble (like Gemmini's *propagate* flag).
+
+    Timing rules for the shadow writes (the execute unit follows them): a vector entering at cycle
+    ``t`` reaches PE ``(r, c)`` at cycle ``t + r + c``, where it reads the shadow register
+    combinationally if it carries the switch token. A write of shadow row ``r`` at cycle ``X``
+    becomes visible at ``X + 1``. Hence shadow row ``r`` of tile n+1 may be written at cycle ``X``
+    only if ``t_sw(n) + r + cols - 1 < X + 1`` (the switch of tile n has left the row) and
+    ``X + 1 <= t_sw(n+1) + r`` (it is in place when tile n+1's switch arrives). Writing rows
+    ``0 .. rows-1`` in consecutive cycles starting at ``X0`` satisfies both when
+    ``t_sw(n) + cols - 1 <= X0 < t_sw(n+1)``.
+
+    Parameters
+    ----------
+    rows : int
+        Rows of PEs: the length of an input vector (the reduction dimension).
+    cols : int
+        Columns of PEs: the length of an output row (output channels).
+
+    Attributes
+    ----------
+    LATENCY : int
+        Cycles from a vector at ``i_*`` to its result at ``o_*``: ``rows + cols - 1``.
+
+    Members
+    -------
+    i_valid : In(1)
+        An input vector is present this cycle (there is no backpressure).
+    i_switch : In(1)
+        This vector is the first of a new weight tile: switch to the shadow weights.
+    i_data : In(ArrayLayout(signed(8), rows))
+        The input vector.
+    w_en : In(1)
+        Write shadow row ``w_row``.
+    w_row : In(range(rows))
+        Which row of PEs.
+    w_data : In(ArrayLayout(signed(8), cols))
+        Weights ``W[w_row][0 .. cols-1]``.
+    o_valid : Out(1)
+        An output row is present (``LATENCY`` cycles after its ``i_valid``).
+    o_data : Out(ArrayLayout(signed(32), cols))
+        ``sum_r i_data[r] * W[r][c]`` for each column ``c``.
+    """
+
+    def __init__(self, rows, cols):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or value < 1:
+                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        self._rows = rows
+        self._cols = cols
+        self.LATENCY = rows + cols - 1
+        super().__init__({
+            "i_valid": In(1),
+            "i_switch": In(1),
+            "i_data": In(data.ArrayLayout(signed(8), rows)),
+            "w_en": In(1),
+            "w_row": In(range(rows)),
+            "w_data": In(data.ArrayLayout(signed(8), cols)),
+            "o_valid": Out(1),
+            "o_data": Out(data.ArrayLayout(signed(32), cols)),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+        pw = psum_width(rows)
+
+        # Input skew: row r is delayed by r cycles, with its switch token.
+        a_in = [[None] * cols for _ in range(rows)]
+        sw_in = [[None] * cols for _ in range(rows)]
+        for r in range(rows):
+            a, sw = self.i_data[r], self.i_valid & self.i_switch
+            for k in range(r):
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}")
+                sw_d = Signal(name=f"skew_sw_{r}_{k}")
+                m.d.sync += [a_d.eq(a), sw_d.eq(sw)]
+                a, sw = a_d, sw_d
+            a_in[r][0], sw_in[r][0] = a, sw
+
+        psum_out = [[None] * cols for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                w_act = Signal(signed(8), name=f"w_act_{r}_{c}")
+                w_shadow = Signal(signed(8), name=f"w_shadow_{r}_{c}")
+                w_use = Signal(signed(8), name=f"w_use_{r}_{c}")
+                prod = Signal(signed(16), name=f"prod_{r}_{c}")
+                psum = Signal(signed(pw), name=f"psum_{r}_{c}")
+                with m.If(self.w_en & (self.w_row == r)):
+                    m.d.sync += w_shadow.eq(self.w_data[c])
+                m.d.comb += [
+                    w_use.eq(Mux(sw_in[r][c], w_shadow, w_act)),
+                    prod.eq(a_in[r][c] * w_use),
+                ]
+                m.d.sync += w_act.eq(w_use)
+                if r == 0:
+                    m.d.sync += psum.eq(prod)
+                else:
+                    m.d.sync += psum.eq(psum_out[r - 1][c] + prod)
+                psum_out[r][c] = psum
+                if c + 1 < cols:
+                    a_out = Signal(signed(8), name=f"a_{r}_{c + 1}")
+                    sw_out = Signal(name=f"sw_{r}_{c + 1}")
+                    m.d.sync += [a_out.eq(a_in[r][c]), sw_out.eq(sw_in[r][c])]
+                    a_in[r][c + 1], sw_in[r][c + 1] = a_out, sw_out
+
+        # De-skew: column c leaves the bottom row at t + rows + c; delay it to t + LATENCY.
+        for c in range(cols):
+            v = psum_out[rows - 1][c]
+            for k in range(cols - 1 - c):
+                v_d = Signal(signed(pw), name=f"deskew_{c}_{k}")
+                m.d.sync += v_d.eq(v)
+                v = v_d
+            m.d.comb += self.o_data[c].eq(v)
+
+        valid = self.i_valid
+        for k in range(self.LATENCY):
+            valid_d = Signal(name=f"valid_d{k + 1}")
+            m.d.sync += valid_d.eq(valid)
+            valid = valid_d
+        m.d.comb += self.o_valid.eq(valid)
+        return m

@@ -1,0 +1,414 @@
+"""Amaranth-simulator tests of the datapath blocks against the golden functions and GoldenNpu."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed
+from amaranth.sim import Simulator
+
+from firmware import numerics
+from firmware.golden import GoldenNpu
+from hdl.config import NpuConfig
+from hdl.exec_top import ExecTop
+from hdl.isa import CMD_BYTES, Buffer, Opcode, PoolMode, encode
+from hdl.postproc import PostProcessor
+from hdl.scratchpad import Scratchpad
+from hdl.systolic import SystolicArray
+
+
+def small_config(rows, cols, name="t", **buffers):
+    d = NpuConfig.load("tiny").to_dict()
+    d["name"] = name
+    d["array"].update(rows=rows, cols=cols)
+    d["buffers"].update(dict(input_depth=64, weight_depth=64, acc_depth=32, param_depth=16,
+                             input_banks=2, weight_banks=1, acc_banks=2), **buffers)
+    return NpuConfig.from_dict(d)
+
+
+def run_sim(dut, testbench, vcd=None):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+
+
+def s8(rng, shape):
+    return rng.integers(-128, 128, size=shape, dtype=np.int64)
+
+
+async def stream_put(ctx, stream, payloads, rng=None, p_idle=0.0):
+    """Send payloads (values for ``ctx.set(stream.payload, v)``) with random idle cycles."""
+    for payload in payloads:
+        while rng is not None and rng.random() < p_idle:
+            ctx.set(stream.valid, 0)
+            await ctx.tick()
+        ctx.set(stream.valid, 1)
+        if isinstance(payload, int):    # raw bits, e.g. an encoded command
+            ctx.set(stream.payload.as_value(), payload)
+        else:
+            ctx.set(stream.payload, payload)
+        await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream, count, rng=None, p_stall=0.0):
+    """Receive ``count`` payloads with random backpressure."""
+    out = []
+    while len(out) < count:
+        ready = rng is None or rng.random() >= p_stall
+        ctx.set(stream.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if ready and valid:
+            out.append(payload)
+    ctx.set(stream.ready, 0)
+    return out
+
+
+# -- systolic array ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (4, 3), (3, 5)])
+def test_systolic_back_to_back_tiles(rows, cols):
+    rng = np.random.default_rng(rows * 10 + cols)
+    dut = SystolicArray(rows, cols)
+    lat = dut.LATENCY
+    # Tiles of different lengths, each at least max(rows, cols) + 1 vectors so the shadow
+    # weights of the next tile can be written while the current one streams.
+    ntiles = 4
+    lengths = [int(rng.integers(max(rows, cols), max(rows, cols) + 4)) for _ in range(ntiles)]
+    weights = [s8(rng, (rows, cols)) for _ in range(ntiles)]
+    weights[0][0, 0] = -128
+    vectors = [s8(rng, (n, rows)) for n in lengths]
+    vectors[0][0, 0] = -128
+    expect = np.concatenate([v @ w for v, w in zip(vectors, weights)])
+    got = []
+
+    async def tb(ctx):
+        # Tile 0's shadow weights first, then for each tile: switch at its first vector and
+        # write the next tile's rows from cycle t_sw + cols - 1 on.
+        for r in range(rows):
+            ctx.set(dut.w_en, 1)
+            ctx.set(dut.w_row, r)
+            ctx.set(dut.w_data, [int(v) for v in weights[0][r]])
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        schedule = []
+        for t, vecs in enumerate(vectors):
+            for i, v in enumerate(vecs):
+                schedule.append((t, i, v))
+        cycle = 0
+        t_sw = None
+        wq = []
+        for t, i, v in schedule + [(None, None, None)] * (lat + 2):
+            if v is not None:
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.i_switch, i == 0)
+                ctx.set(dut.i_data, [int(e) for e in v])
+                if i == 0:
+                    t_sw = cycle
+                    if t + 1 < ntiles:
+                        wq += [(t_sw + cols - 1 + r, r, weights[t + 1][r]) for r in range(rows)]
+            else:
+                ctx.set(dut.i_valid, 0)
+            due = [w for w in wq if w[0] == cycle]
+            if due:
+                _, r, wrow = due[0]
+                ctx.set(dut.w_en, 1)
+                ctx.set(dut.w_row, r)
+                ctx.set(dut.w_data, [int(e) for e in wrow])
+            else:
+                ctx.set(dut.w_en, 0)
+            if ctx.get(dut.o_valid):
+                got.append([int(e) for e in ctx.get(dut.o_data)])
+            await ctx.tick()
+            cycle += 1
+
+    run_sim(dut, tb)
+    assert np.array_equal(np.array(got), expect)
+
+
+# -- scratchpad -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("banks, transparent", [(1, False), (2, True), (4, False)])
+def test_scratchpad_masked_writes_and_reads(banks, transparent):
+    rng = np.random.default_rng(banks)
+    depth, lanes = 32, 3
+    dut = Scratchpad(depth, lanes, signed(32), banks, read_ports=2, transparent=transparent)
+    model = np.zeros((depth, lanes), dtype=np.int64)
+
+    async def tb(ctx):
+        for step in range(200):
+            addr = int(rng.integers(depth))
+            row = rng.integers(-2**31, 2**31, size=lanes)
+            mask = int(rng.integers(1 << lanes))
+            en = rng.random() < 0.6
+            raddr = [int(rng.integers(depth)), addr]
+            ctx.set(dut.write.en, en)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, [int(v) for v in row])
+            ctx.set(dut.write.mask, mask)
+            for p in range(2):
+                ctx.set(dut.read[p].addr, raddr[p])
+            before = model.copy()
+            if en:
+                for lane in range(lanes):
+                    if mask >> lane & 1:
+                        model[addr, lane] = row[lane]
+            await ctx.tick()
+            for p in range(2):
+                got = [int(v) for v in ctx.get(dut.read[p].data)]
+                ref = (model if transparent else before)[raddr[p]]
+                assert got == list(ref), (step, p)
+
+    run_sim(dut, tb)
+
+
+# -- post-processor ---------------------------------------------------------------------------
+
+
+def _pp_config(rng, extreme=False):
+    lo, hi = sorted(int(v) for v in rng.integers(-128, 128, size=2))
+    add_lo, add_hi = sorted(int(v) for v in rng.integers(-128, 128, size=2))
+    if extreme:
+        lo, hi, add_lo, add_hi = -128, 127, -128, 127
+    return dict(zp=int(rng.integers(-128, 128)), lo=lo, hi=hi,
+                res_zp=int(rng.integers(-128, 128)), add_zp=int(rng.integers(-128, 128)),
+                add_lo=add_lo, add_hi=add_hi, add_ma=int(rng.integers(0, 65536)),
+                add_mb=int(rng.integers(0, 65536)), add_shift=int(rng.integers(0, 32)))
+
+
+def _pp_rows(rng, n, cols):
+    acc = rng.integers(-2**31, 2**31, size=(n, cols))
+    # Extremes and exact ties: small accumulators with shifts make halves frequent.
+    acc[rng.random((n, cols)) < 0.3] = rng.integers(-64, 64)
+    acc[0, 0], acc[-1, -1] = -2**31, 2**31 - 1
+    bias = rng.integers(-2**31, 2**31, size=(n, cols))
+    bias[rng.random((n, cols)) < 0.5] = 0
+    mult = rng.integers(0, 2**31, size=(n, cols))
+    mult[rng.random((n, cols)) < 0.3] = 1 << 30
+    mult[0, 0] = 2**31 - 1
+    shift = rng.integers(0, 64, size=(n, cols))
+    shift[rng.random((n, cols)) < 0.3] = rng.integers(30, 34)
+    residual = s8(rng, (n, cols))
+    use = rng.random(n) < 0.5
+    return acc, bias, mult, shift, residual, use
+
+
+def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
+    v = numerics.wrap_int32(acc + bias)
+    a = numerics.requantize(v, mult, shift, cfg["zp"], cfg["lo"], cfg["hi"])
+    y = numerics.add(a, cfg["zp"], residual, cfg["res_zp"], cfg["add_ma"], cfg["add_mb"],
+                     cfg["add_shift"], cfg["add_zp"], cfg["add_lo"], cfg["add_hi"])
+    return np.where(use[:, None], y, a).astype(np.int64)
+
+
+@pytest.mark.parametrize("seed, extreme", [(1, False), (2, True), (3, False)])
+def test_postproc_matches_golden_with_stalls(seed, extreme):
+    rng = np.random.default_rng(seed)
+    cols, n = 3, 60
+    dut = PostProcessor(cols)
+    cfg = _pp_config(rng, extreme)
+    acc, bias, mult, shift, residual, use = _pp_rows(rng, n, cols)
+    expect = _pp_golden(cfg, acc, bias, mult, shift, residual, use)
+    payloads = [{"acc": [int(v) for v in acc[i]], "bias": [int(v) for v in bias[i]],
+                 "mult": [int(v) for v in mult[i]], "shift": [int(v) for v in shift[i]],
+                 "residual": [int(v) for v in residual[i]], "use_residual": int(use[i])}
+                for i in range(n)]
+    got = []
+
+    async def put(ctx):
+        for k, v in cfg.items():
+            ctx.set(getattr(dut.config, k), v)
+        await stream_put(ctx, dut.i, payloads, rng, 0.3)
+
+    async def get(ctx):
+        got.extend(await stream_get(ctx, dut.o, n, rng, 0.3))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(put)
+    sim.add_testbench(get)
+    sim.run()
+    assert np.array_equal(np.array([[int(v) for v in row] for row in got]), expect)
+
+
+def test_postproc_latency():
+    dut = PostProcessor(1)
+    seen = []
+
+    async def tb(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        for k in range(1, 10):
+            if ctx.get(dut.o.valid):
+                seen.append(k)
+            await ctx.tick()
+
+    run_sim(dut, tb)
+    assert seen == [PostProcessor.LATENCY]
+
+
+# -- execute unit against GoldenNpu --------------------------------------------------------------
+
+
+class ExecHarness:
+    """Drives an :class:`ExecTop` in the Amaranth simulator with the same buffers as a
+    :class:`GoldenNpu`, and runs the same commands on both."""
+
+    def __init__(self, config, rng):
+        self.cfg = config
+        self.rng = rng
+        self.golden = GoldenNpu(config, 1 << 16)
+        b = self.golden.buffers
+        c = config
+        b[Buffer.INPUT][:] = s8(rng, (c.input_depth, c.rows))
+        b[Buffer.WEIGHT][:] = s8(rng, (c.weight_depth, c.cols))
+        acc = rng.integers(-2**31, 2**31, size=(c.acc_depth, c.cols))
+        acc[rng.random(acc.shape) < 0.5] = rng.integers(-1000, 1000)
+        b[Buffer.ACC][:] = acc
+        self.initial = {k: v.copy() for k, v in b.items()}
+
+    def run_golden(self, cmds):
+        raw = b"".join(encode(op, **f) for op, f in cmds) + encode(Opcode.END)
+        self.golden.write(0x8000, raw)
+        result = self.golden.run(0x8000, len(cmds) + 1)
+        assert result.ok, result.message
+        return result
+
+    def run_rtl(self, cmds, p_idle=0.3):
+        c, rng = self.cfg, self.rng
+        dut = ExecTop(c)
+        out = {"acc": None, "cycles": 0, "mac": 0, "done": 0}
+
+        async def preload(ctx, port, array):
+            ctx.set(port.en, 1)
+            for addr, row in enumerate(array):
+                ctx.set(port.addr, addr)
+                ctx.set(port.data, [int(v) for v in row])
+                await ctx.tick()
+            ctx.set(port.en, 0)
+
+        async def tb(ctx):
+            await preload(ctx, dut.input_wr, self.initial[Buffer.INPUT])
+            await preload(ctx, dut.weight_wr, self.initial[Buffer.WEIGHT])
+            await preload(ctx, dut.acc_wr, self.initial[Buffer.ACC])
+            raw = [int.from_bytes(encode(op, **f), "little") for op, f in cmds]
+            await stream_put(ctx, dut.cmd, raw, rng, p_idle)
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.acc_rd.en, 1)
+            rows = []
+            for addr in range(c.acc_depth):
+                ctx.set(dut.acc_rd.addr, addr)
+                await ctx.tick()
+                rows.append([int(v) for v in ctx.get(dut.acc_rd.data)])
+            out["acc"] = np.array(rows)
+
+        async def count(ctx):
+            cycle = 0
+            async for _, _, done, mac in ctx.tick().sample(dut.done, dut.mac_active):
+                if mac and out["mac"] == 0:
+                    out["first_mac"] = cycle
+                if done:
+                    out["last_done"] = cycle
+                out["done"] += done
+                out["mac"] += mac
+                cycle += 1
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tb)
+        sim.add_testbench(count, background=True)
+        sim.run()
+        return out
+
+
+def _rand_compute(rng, c, tiles_max=3):
+    kx, ky, kz = (int(rng.integers(1, tiles_max + 1)) for _ in range(3))
+    while kx * ky * kz * c.rows > c.weight_depth:
+        kx = ky = kz = 1
+    tiles = kx * ky * kz
+    xs, ys = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+
+    def strides(n_outer, sizes, depth):
+        # random strides keeping the span inside the buffer
+        while True:
+            st = [int(rng.integers(0, 4)) for _ in sizes]
+            span = sum((n - 1) * s for n, s in zip(sizes, st))
+            if span < depth:
+                return st, int(rng.integers(0, depth - span))
+
+    (skz, sky, skx, sy, sx), in_addr = strides(0, (kz, ky, kx, ys, xs), c.input_depth)
+    (ay, ax), acc_addr = strides(0, (ys, xs), c.acc_depth)
+    if rng.random() < 0.2:
+        ax = 0   # repeated accumulator rows, back to back
+    return (Opcode.COMPUTE, dict(
+        accumulate=int(rng.integers(2)), wgt_addr=int(rng.integers(0, c.weight_depth -
+                                                                   tiles * c.rows + 1)),
+        in_addr=in_addr, acc_addr=acc_addr, x_size=xs, y_size=ys, in_x_stride=sx,
+        in_y_stride=sy, acc_x_stride=ax, acc_y_stride=ay, kx_size=kx, ky_size=ky, kz_size=kz,
+        in_kx_stride=skx, in_ky_stride=sky, in_kz_stride=skz))
+
+
+def _rand_pool(rng, c):
+    ww, wh = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    xs, ys = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    while True:
+        st = [int(rng.integers(0, 4)) for _ in range(4)]
+        span = (ys - 1) * st[0] + (xs - 1) * st[1] + (wh - 1) * st[2] + (ww - 1) * st[3]
+        if span < c.input_depth:
+            break
+    ay, ax = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    acc_addr = int(rng.integers(0, c.acc_depth - (ys - 1) * ay - (xs - 1) * ax))
+    return (Opcode.POOL, dict(
+        mode=PoolMode(int(rng.integers(2))), accumulate=int(rng.integers(2)), win_w=ww,
+        win_h=wh, in_addr=int(rng.integers(0, c.input_depth - span)), acc_addr=acc_addr,
+        x_size=xs, y_size=ys, in_y_stride=st[0], in_x_stride=st[1], win_y_stride=st[2],
+        win_x_stride=st[3], acc_y_stride=ay, acc_x_stride=ax))
+
+
+@pytest.mark.parametrize("rows, cols, seed", [(4, 3, 1), (3, 4, 2), (2, 2, 3), (1, 3, 4)])
+def test_execute_random_commands_match_golden(rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    cfg = small_config(rows, cols)
+    h = ExecHarness(cfg, rng)
+    cmds = []
+    for _ in range(10):
+        r = rng.random()
+        if r < 0.6:
+            cmds.append(_rand_compute(rng, cfg))
+        elif r < 0.9:
+            cmds.append(_rand_pool(rng, cfg))
+        else:
+            cmds.append((Opcode.COMPUTE, dict(x_size=0, y_size=1)))   # does no work
+    res = h.run_golden(cmds)
+    out = h.run_rtl(cmds)
+    assert out["done"] == len(cmds)
+    assert out["mac"] == res.counters["mac_vectors"]
+    assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
+
+
+def test_execute_long_matmul_keeps_array_busy():
+    """K = 1024 over many tiles, back to back in one command: MAC-active cycles >= 95% of the
+    cycles from the first vector to the last ACC write (deterministic)."""
+    rows, cols = 4, 4
+    cfg = small_config(rows, cols, input_depth=4096, weight_depth=1024, acc_depth=32)
+    rng = np.random.default_rng(7)
+    h = ExecHarness(cfg, rng)
+    n = 16                       # vectors per tile
+    tiles = 1024 // rows
+    cmd = (Opcode.COMPUTE, dict(accumulate=0, wgt_addr=0, in_addr=0, acc_addr=0, x_size=n,
+                                y_size=1, in_x_stride=1, acc_x_stride=1, kx_size=tiles,
+                                ky_size=1, kz_size=1, in_kx_stride=n))
+    h.run_golden([cmd])
+    out = h.run_rtl([cmd], p_idle=0)
+    assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
+    assert out["mac"] == n * tiles
+    total = out["last_done"] - out["first_mac"] + 1
+    assert out["mac"] / total >= 0.95, (out["mac"], total)
