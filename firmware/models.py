@@ -39,6 +39,8 @@ ARCHS = {
 }
 
 OPSET = 17
+#: Bumped whenever the builders change, so cached models are rebuilt.
+MODELS_VERSION = 1
 
 
 class _Builder:
@@ -181,17 +183,24 @@ class ArrayReader:
         self.i = 0
 
 
-def quantize(float_model, output, calib) -> Path:
+def quantize(float_model, output, calib, fmt="qdq", activations="int8") -> Path:
     """Quantise a float ONNX model with onnxruntime: ``quant_pre_process`` (shape inference and
-    graph optimisation, which folds batch norm), then ``quantize_static`` in QDQ format, per-channel
-    symmetric int8 weights and asymmetric int8 activations, MinMax calibration on ``calib``
-    (an array of samples, each of the model input's shape without the batch axis).
+    graph optimisation, which folds batch norm), then ``quantize_static`` with per-channel
+    symmetric int8 weights and asymmetric activations, MinMax calibration on ``calib`` (an array
+    of samples, each of the model input's shape without the batch axis).
 
-    The output is written atomically (no partial file on failure).
+    ``fmt`` is ``"qdq"`` (QuantizeLinear/DequantizeLinear around float operators, the default and
+    onnxruntime's recommendation) or ``"qop"`` (QLinearConv and friends); ``activations`` is
+    ``"int8"`` or ``"uint8"``. The output is written atomically (no partial file on failure).
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    formats = {"qdq": QuantFormat.QDQ, "qop": QuantFormat.QOperator}
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    if fmt not in formats or activations not in types:
+        raise ValueError(f"fmt must be one of {list(formats)} and activations one of "
+                         f"{list(types)}, not {fmt!r}, {activations!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     model = float_model if isinstance(float_model, onnx.ModelProto) else onnx.load(float_model)
@@ -202,8 +211,8 @@ def quantize(float_model, output, calib) -> Path:
         quant_pre_process(model, str(pre), skip_symbolic_shape=True)
         partial = Path(tmp) / "quant.onnx"
         quantize_static(str(pre), str(partial), ArrayReader(name, calib),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        quant_format=formats[fmt], per_channel=True,
+                        activation_type=types[activations], weight_type=QuantType.QInt8)
         os.replace(partial, output)
     return output
 
@@ -217,7 +226,7 @@ def _cached(path: Path, make) -> Path:
 
 def float_resnet(arch="resnet50", size=224, num_classes=1000, seed=0) -> Path:
     """Path of the cached float model (built on first use)."""
-    path = MODEL_DIR / f"{arch}_{size}_c{num_classes}_s{seed}.float.onnx"
+    path = MODEL_DIR / f"{arch}_{size}_c{num_classes}_s{seed}_v{MODELS_VERSION}.float.onnx"
 
     def make(p):
         model = build_resnet(arch, size, num_classes, seed)
@@ -228,8 +237,13 @@ def float_resnet(arch="resnet50", size=224, num_classes=1000, seed=0) -> Path:
     return _cached(path, make)
 
 
-def quantized_resnet(arch="resnet50", size=224, num_classes=1000, seed=0, calib=8) -> Path:
-    """Path of the cached QDQ int8 model, calibrated on ``calib`` synthetic images."""
-    path = MODEL_DIR / f"{arch}_{size}_c{num_classes}_s{seed}_cal{calib}.qdq.onnx"
+def quantized_resnet(arch="resnet50", size=224, num_classes=1000, seed=0, calib=8, fmt="qdq",
+                     activations="int8") -> Path:
+    """Path of the cached int8 model (``fmt`` and ``activations`` as :func:`quantize`),
+    calibrated on ``calib`` synthetic images."""
+    kind = fmt if activations == "int8" else f"{fmt}-{activations}"
+    path = MODEL_DIR / (f"{arch}_{size}_c{num_classes}_s{seed}_v{MODELS_VERSION}_cal{calib}"
+                        f".{kind}.onnx")
     src = float_resnet(arch, size, num_classes, seed)
-    return _cached(path, lambda p: quantize(src, p, synthetic_images(calib, size, seed=1000 + seed)))
+    return _cached(path, lambda p: quantize(src, p, synthetic_images(calib, size, seed=1000 + seed),
+                                            fmt, activations))
