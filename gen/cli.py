@@ -33,6 +33,12 @@ def cmd_demo(args):
     return run_demo(_config(args), Path(args.output))
 
 
+def cmd_verilog(args):
+    from .verilog import generate_verilog
+    for path, changed in generate_verilog(_config(args), Path(args.output)):
+        print(f"{'wrote' if changed else 'unchanged'} {path}")
+
+
 def cmd_tools(args):
     from .toolchain import tools_report
     rows = tools_report()
@@ -68,6 +74,8 @@ def _args(name):
 COMMANDS = {
     "header": (cmd_header, "write npu.h, regmap.json and isa.md for a configuration"),
     "demo": (cmd_demo, "generate a configuration's artifacts and run a ResNet-50 layer"),
+    "verilog": (cmd_verilog, "write the Verilog of a configuration (the compute datapath "
+                             "top, npu_datapath.v, until the full NPU top exists)"),
     "tools": (cmd_tools, "show the external tools npugen uses and where they come from"),
     "compile": (cmd_compile, "compile a quantised ONNX model to a .npubin program "
                              "(prints the per-layer table, writes it as CSV too)",
