@@ -17,8 +17,8 @@ from __future__ import annotations
 import csv
 import io
 
-from hdl.isa import ISA_VERSION
 from hdl.config import NpuConfig
+from hdl.isa import ISA_VERSION
 
 from ..npubin import NpuProgram
 from .allocate import allocate
@@ -43,10 +43,7 @@ def package(prog, tensors, low, graph, alloc, config, memory_size=None) -> NpuPr
     data_len = prog.prog_base - prog.base
     limit_size = cfg.window_size if memory_size is None else int(memory_size)
     if prog.image_size > limit_size or prog.base + limit_size > 1 << 32:
-        raise CompileError(None, None,
-                           f"the program needs {prog.image_size} bytes of memory, but config {cfg.name!r} "
-                           f"has a {limit_size}-byte window (memory.window_size); compile for "
-                           f"a larger memory with --memory-size")
+        raise CompileError(None, None, _too_big(prog.image_size, cfg, limit_size))
 
     def tensor_info(name, onnx_name, onnx_shape):
         q, t = low.tensors[name], tensors[name]
@@ -73,6 +70,12 @@ def package(prog, tensors, low, graph, alloc, config, memory_size=None) -> NpuPr
     return NpuProgram(manifest, image[:data_len].tobytes(), image[data_len:].tobytes())
 
 
+def _too_big(need, cfg, limit, least=""):
+    return (f"the program needs {least}{need} bytes of memory, but config {cfg.name!r} has a "
+            f"{limit}-byte window (memory.window_size); compile for a larger memory with "
+            f"--memory-size")
+
+
 def compile_model(model, config, memory_size=None) -> NpuProgram:
     """Compile a quantised ONNX model (path or ``ModelProto``) for ``config`` (name, path or
     :class:`NpuConfig`)."""
@@ -80,6 +83,10 @@ def compile_model(model, config, memory_size=None) -> NpuProgram:
     graph = import_onnx(model)
     low = lower(graph)
     alloc = allocate(low)
+    limit = cfg.window_size if memory_size is None else int(memory_size)
+    least = alloc.size + sum(s.w.nbytes for s in low.steps if hasattr(s, "w"))
+    if least > limit:                 # fail before scheduling: weights alone do not fit
+        raise CompileError(None, None, _too_big(least, cfg, limit, "at least "))
     prog, tensors = schedule(low, alloc, cfg)
     return package(prog, tensors, low, graph, alloc, cfg, memory_size)
 

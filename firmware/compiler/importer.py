@@ -64,6 +64,7 @@ class _Importer:
         self.ops = []
         self.names = set()
         self.graph_outputs = {o.name for o in g.output}
+        self.absorbed = set()                 # Relu/Clip nodes folded into a producer's clamp
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -153,6 +154,8 @@ class _Importer:
                                 f"(optionally through Relu or Clip); a float output cannot run "
                                 f"on the NPU")
             nxt = cons[0]
+            if nxt.op_type in _ACTIVATIONS:
+                self.absorbed.add(id(nxt))
             if nxt.op_type == "Relu":
                 relu = True
             elif nxt.op_type == "Clip":
@@ -211,7 +214,7 @@ class _Importer:
         model_input = model_output = None
         for node in g.node:
             op = node.op_type
-            if op in ("Constant",):
+            if op == "Constant" or id(node) in self.absorbed:
                 continue
             if op == "QuantizeLinear":
                 if node.input[0] == inp.name:
@@ -241,6 +244,9 @@ class _Importer:
             raise CompileError(outp.name, "output", "the model output is not a "
                                "DequantizeLinear of an int8 activation")
         out_shape = tuple(d.dim_value for d in outp.type.tensor_type.shape.dim)
+        if not out_shape or 0 in out_shape:         # not declared: NCHW of the int8 tensor
+            o = self.tensors[model_output]
+            out_shape = (1, o.c, o.h, o.w)
         return Graph(self.tensors, self.ops, model_input, model_output, inp.name, in_shape,
                      outp.name, out_shape, source=g.name)
 
@@ -253,7 +259,7 @@ class _Importer:
         self.ops.append(op)
         self.mark_dq_consumers(out_tensor)
 
-    # -- QDQ operators ------------------------------------------------------------------------------
+    # -- QDQ operators ----------------------------------------------------------------------------
 
     def conv_attrs(self, node, kh, kw):
         a = _attrs(node)
@@ -285,10 +291,10 @@ class _Importer:
             self.fail(node, f"weight rank {wq.ndim}; supported: 2-D convolutions (4-D weights)")
         w, w_scale = self.weight(node, wq, ws, wzp, "weights")
         o, c, kh, kw = w.shape
+        stride, pad = self.conv_attrs(node, kh, kw)
         if c != x.c:
             self.fail(node, f"weights have {c} input channels, the input {x.c}")
         w_scale = self.per_channel(node, w_scale, o)
-        stride, pad = self.conv_attrs(node, kh, kw)
         bias = self.bias(node, bias_name, x.scale, w_scale, o)
         if out_q is None:
             out, scale, zp, lo, hi = self.follow(node, node.output[0])
@@ -446,7 +452,7 @@ class _Importer:
 
     op_Clip = op_Relu
 
-    # -- QOperator ----------------------------------------------------------------------------------
+    # -- QOperator --------------------------------------------------------------------------------
 
     def op_QLinearConv(self, node):
         i = node.input

@@ -12,29 +12,35 @@ import numpy as np
 from .. import numerics
 from .ir import Add, Alias, AvgPool, Conv, Graph, MaxPool
 
-__all__ = ["interpret"]
+__all__ = ["interpret", "evaluate"]
+
+
+def evaluate(op, tensors: dict, vals: dict) -> np.ndarray:
+    """One IR operation's int8 NHWC output, from the int8 values of its inputs in ``vals``."""
+    t = tensors
+    if isinstance(op, Conv):
+        x, y = t[op.x], t[op.out]
+        return numerics.qlinear_conv(vals[op.x], x.scale, x.zp, op.w, op.w_scale, op.bias,
+                                     y.scale, y.zp, op.stride, op.pad, op.lo, op.hi)
+    if isinstance(op, Add):
+        a, b, y = t[op.a], t[op.b], t[op.out]
+        return numerics.qlinear_add(vals[op.a], a.scale, a.zp, vals[op.b], b.scale, b.zp,
+                                    y.scale, y.zp, op.lo, op.hi)
+    if isinstance(op, MaxPool):
+        return numerics.maxpool(vals[op.x], op.kernel, op.stride, op.pad)
+    if isinstance(op, AvgPool):
+        x, y = t[op.x], t[op.out]
+        return numerics.global_avgpool(vals[op.x], x.scale, x.zp, y.scale, y.zp)
+    if isinstance(op, Alias):
+        return vals[op.x]
+    raise TypeError(f"unknown IR op {op!r}")
 
 
 def interpret(graph: Graph, x_q: np.ndarray) -> dict:
     """Every tensor's int8 NHWC value (``(1, h, w, c)``) for the int8 NHWC input ``x_q``."""
     t = graph.tensors
-    vals = {graph.input: np.asarray(x_q, np.int8).reshape(1, t[graph.input].h,
-                                                          t[graph.input].w, t[graph.input].c)}
+    i = t[graph.input]
+    vals = {graph.input: np.asarray(x_q, np.int8).reshape(1, i.h, i.w, i.c)}
     for op in graph.ops:
-        if isinstance(op, Conv):
-            x, y = t[op.x], t[op.out]
-            vals[op.out] = numerics.qlinear_conv(vals[op.x], x.scale, x.zp, op.w, op.w_scale,
-                                                 op.bias, y.scale, y.zp, op.stride, op.pad,
-                                                 op.lo, op.hi)
-        elif isinstance(op, Add):
-            a, b, y = t[op.a], t[op.b], t[op.out]
-            vals[op.out] = numerics.qlinear_add(vals[op.a], a.scale, a.zp, vals[op.b], b.scale,
-                                                b.zp, y.scale, y.zp, op.lo, op.hi)
-        elif isinstance(op, MaxPool):
-            vals[op.out] = numerics.maxpool(vals[op.x], op.kernel, op.stride, op.pad)
-        elif isinstance(op, AvgPool):
-            x, y = t[op.x], t[op.out]
-            vals[op.out] = numerics.global_avgpool(vals[op.x], x.scale, x.zp, y.scale, y.zp)
-        elif isinstance(op, Alias):
-            vals[op.out] = vals[op.x]
+        vals[op.out] = evaluate(op, t, vals)
     return vals
