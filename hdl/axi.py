@@ -1,0 +1,286 @@
+"""AXI4 and AXI4-Lite signatures and the NPU's AXI4 master engine (the bus controller)."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
+           "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
+
+#: AXI response codes.
+class Resp:
+    OKAY = 0
+    EXOKAY = 1
+    SLVERR = 2
+    DECERR = 3
+
+
+#: AXI burst types.
+class Burst:
+    FIXED = 0
+    INCR = 1
+    WRAP = 2
+
+
+def axi4_signature(addr_width, data_width, id_width):
+    """The AXI4 signal set, as seen by the master (five channels, ``valid``/``ready`` each).
+
+    Flattened into Verilog ports as ``<name>__awvalid`` etc., the names cocotbext-axi expects.
+    """
+    def ax(p):
+        return {
+            f"{p}id": Out(id_width), f"{p}addr": Out(addr_width), f"{p}len": Out(8),
+            f"{p}size": Out(3), f"{p}burst": Out(2), f"{p}lock": Out(1), f"{p}cache": Out(4),
+            f"{p}prot": Out(3), f"{p}qos": Out(4), f"{p}valid": Out(1), f"{p}ready": In(1),
+        }
+    return wiring.Signature({
+        **ax("aw"),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
+        "wvalid": Out(1), "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        **ax("ar"),
+        "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
+        "rvalid": In(1), "rready": Out(1),
+    })
+
+
+def axi4_lite_signature(addr_width=12, data_width=32):
+    """The AXI4-Lite signal set, as seen by the master."""
+    return wiring.Signature({
+        "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wvalid": Out(1),
+        "wready": In(1),
+        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
+        "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
+    })
+
+
+#: Beats a single engine request may ask for.
+MAX_REQUEST_BEATS = 1 << 12
+
+
+def read_request_layout():
+    """A read request: ``beats`` bus beats from the beat holding byte ``addr``."""
+    return data.StructLayout({"addr": 32, "beats": range(MAX_REQUEST_BEATS + 1)})
+
+
+def read_beat_layout(data_width):
+    """One beat of read data: ``err`` if the memory answered SLVERR/DECERR, ``addr`` the address
+    of the burst it belongs to, ``last`` on the request's last beat."""
+    return data.StructLayout({"data": data_width, "err": 1, "addr": 32, "last": 1})
+
+
+def write_request_layout():
+    return read_request_layout()
+
+
+def write_beat_layout(data_width):
+    return data.StructLayout({"data": data_width, "strb": data_width // 8})
+
+
+class AxiMaster(wiring.Component):
+    """AXI4 master engine: turns beat-granular requests into INCR bursts.
+
+    A request of ``beats`` beats starting at the beat that holds ``addr`` is split into bursts of
+    at most ``max_burst`` beats that never cross a 4 KiB boundary. Reads are arbitrated between
+    ``read_clients`` request ports (round robin, one request at a time); up to ``max_reads``
+    read bursts are in flight, all with ARID 0, so data returns in request order and is routed to
+    the client that asked (a FIFO of in-flight bursts). One write client: its beats follow the
+    bursts' AW handshakes in order; WLAST marks burst ends; BRESP is checked per burst.
+
+    Every burst is full-width (``size`` = log2 bytes per beat), INCR, ``cache`` = 0b0011
+    (normal non-cacheable bufferable), ``prot`` = 0 (unprivileged, secure, data). VALID never
+    waits for READY: AR/AW payloads are registered before VALID rises and held until READY.
+
+    ``flush`` (held high while the NPU is stopping) discards queued requests and read data,
+    completes the write bursts already announced on AW with null strobes (so no byte changes),
+    and waits for every response; :attr:`idle` then rises.
+
+    Latency: a request reaches AR/AW two cycles after it is accepted; read data reaches the
+    client in the cycle its R beat is accepted.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        ``bus_data_width``, ``bus_id_width``, ``max_burst``, ``max_reads``.
+    read_clients : int
+        Number of read request/data port pairs.
+
+    Members
+    -------
+    bus : Out(axi4_signature(32, bus_data_width, bus_id_width))
+        The AXI4 master port.
+    rd_req : In(stream.Signature(read_request_layout())).array(read_clients)
+        Read requests, one port per client.
+    rd_data : Out(stream.Signature(read_beat_layout(bus_data_width))).array(read_clients)
+        Read beats, in request order, per client.
+    wr_req : In(stream.Signature(write_request_layout()))
+        Write requests.
+    wr_data : In(stream.Signature(write_beat_layout(bus_data_width)))
+        Write beats, in request order.
+    wr_err : Out(1)
+        A write burst was answered SLVERR/DECERR (one pulse), at :attr:`wr_err_addr`.
+    wr_err_addr : Out(32)
+        Address of the failing write burst.
+    wr_idle : Out(1)
+        No write request or burst outstanding (every B response received).
+    flush : In(1)
+        Stop: drop requests, discard read data, finish announced bursts.
+    idle : Out(1)
+        Nothing outstanding on the bus.
+    """
+
+    def __init__(self, config, read_clients=1):
+        self._config = c = config
+        self._clients = read_clients
+        self._beat = c.bus_data_width // 8
+        super().__init__({
+            "bus": Out(axi4_signature(32, c.bus_data_width, c.bus_id_width)),
+            "rd_req": In(stream.Signature(read_request_layout())).array(read_clients),
+            "rd_data": Out(stream.Signature(read_beat_layout(c.bus_data_width))).array(
+                read_clients),
+            "wr_req": In(stream.Signature(write_request_layout())),
+            "wr_data": In(stream.Signature(write_beat_layout(c.bus_data_width))),
+            "wr_err": Out(1),
+            "wr_err_addr": Out(32),
+            "wr_idle": Out(1),
+            "flush": In(1),
+            "idle": Out(1),
+        })
+
+    def _splitter(self, m, name, req, room, handshake):
+        """Burst splitter: latches a request and proposes bursts. Returns (busy, valid, addr,
+        len-1, last) signals; ``valid`` is registered and holds until ``handshake``."""
+        c = self._config
+        bb = self._beat
+        shift = bb.bit_length() - 1
+        busy = Signal(name=f"{name}_busy")
+        addr = Signal(32, name=f"{name}_addr")
+        remaining = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_remaining")
+        valid = Signal(name=f"{name}_valid")
+        b_addr = Signal(32, name=f"{name}_baddr")
+        b_len = Signal(range(c.max_burst + 1), name=f"{name}_blen")
+        b_last = Signal(name=f"{name}_blast")
+        to_page = Signal(range(4096 // bb + 1), name=f"{name}_to_page")
+        n = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n")
+        m.d.comb += to_page.eq((4096 - addr[:12]) >> shift)
+        n1 = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n1")
+        m.d.comb += n1.eq(Mux(remaining > c.max_burst, c.max_burst, remaining))
+        m.d.comb += n.eq(Mux(n1 > to_page, to_page, n1))
+        with m.If(valid & handshake):
+            m.d.sync += valid.eq(0)
+            with m.If(self.flush | b_last):
+                m.d.sync += busy.eq(0)
+        with m.Elif(busy & ~valid):
+            with m.If(self.flush):
+                m.d.sync += busy.eq(0)
+            with m.Elif(room):
+                m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n),
+                             b_last.eq(n == remaining),
+                             addr.eq(addr + (n << shift)), remaining.eq(remaining - n)]
+        return busy, valid, b_addr, b_len, b_last, addr, remaining
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        bb = self._beat
+        bus = self.bus
+        size = bb.bit_length() - 1
+        nclients = self._clients
+        cbits = max(1, (nclients - 1).bit_length())
+
+        # ---- read path -------------------------------------------------------------------
+        inflight = fifo.SyncFIFOBuffered(width=cbits + 32 + 1, depth=c.max_reads)
+        m.submodules.inflight = inflight
+        r_busy, r_valid, r_addr, r_len, r_last, r_next, r_rem = self._splitter(
+            m, "ar", None, inflight.w_rdy, bus.arready)
+        r_client = Signal(cbits)
+        # Round-robin arbiter: the client after the last one granted goes first.
+        last_grant = Signal(range(nclients))
+        grant = Signal(range(nclients))
+        any_req = Signal()
+        for first in reversed(range(nclients)):
+            order = [(first + 1 + k) % nclients for k in range(nclients)]
+            with m.If(last_grant == first):
+                for k in reversed(order):
+                    with m.If(self.rd_req[k].valid):
+                        m.d.comb += [grant.eq(k), any_req.eq(1)]
+        with m.If(~r_busy & ~self.flush & any_req):
+            for k in range(nclients):
+                with m.If(grant == k):
+                    m.d.comb += self.rd_req[k].ready.eq(1)
+                    m.d.sync += [r_busy.eq(1), r_next.eq(self.rd_req[k].payload.addr),
+                                 r_rem.eq(self.rd_req[k].payload.beats), r_client.eq(k)]
+            m.d.sync += last_grant.eq(grant)
+        # (an empty request, beats = 0, is accepted and produces nothing)
+        with m.If(r_busy & (r_rem == 0) & ~r_valid):
+            m.d.sync += r_busy.eq(0)
+        m.d.comb += [
+            bus.arid.eq(0), bus.araddr.eq(r_addr & ~Const(bb - 1, 32)), bus.arlen.eq(r_len - 1),
+            bus.arsize.eq(size), bus.arburst.eq(Burst.INCR), bus.arcache.eq(0b0011),
+            bus.arprot.eq(0), bus.arlock.eq(0), bus.arqos.eq(0), bus.arvalid.eq(r_valid),
+        ]
+        m.d.comb += [inflight.w_en.eq(r_valid & bus.arready),
+                     inflight.w_data.eq(Cat(r_client, r_addr, r_last))]
+        h_client = inflight.r_data[:cbits]
+        h_addr = inflight.r_data[cbits:cbits + 32]
+        h_last = inflight.r_data[cbits + 32]
+        with m.If(inflight.r_rdy):
+            with m.If(self.flush):
+                m.d.comb += bus.rready.eq(1)
+            with m.Else():
+                for k in range(nclients):
+                    with m.If(h_client == k):
+                        m.d.comb += [
+                            self.rd_data[k].valid.eq(bus.rvalid),
+                            self.rd_data[k].payload.data.eq(bus.rdata),
+                            self.rd_data[k].payload.err.eq(bus.rresp[1]),
+                            self.rd_data[k].payload.addr.eq(h_addr),
+                            self.rd_data[k].payload.last.eq(bus.rlast & h_last),
+                            bus.rready.eq(self.rd_data[k].ready),
+                        ]
+        m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
+
+        # ---- write path ------------------------------------------------------------------
+        wq = fifo.SyncFIFOBuffered(width=9, depth=4)        # beats of announced bursts
+        bq = fifo.SyncFIFOBuffered(width=32, depth=4)       # addresses awaiting B
+        m.submodules.wq, m.submodules.bq = wq, bq
+        w_busy, w_valid, w_addr, w_len, w_last, w_next, w_rem = self._splitter(
+            m, "aw", None, wq.w_rdy & bq.w_rdy, bus.awready)
+        m.d.comb += self.wr_req.ready.eq(~w_busy & ~self.flush)
+        with m.If(self.wr_req.valid & self.wr_req.ready):
+            m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr),
+                         w_rem.eq(self.wr_req.payload.beats)]
+        with m.If(w_busy & (w_rem == 0) & ~w_valid):
+            m.d.sync += w_busy.eq(0)
+        m.d.comb += [
+            bus.awid.eq(0), bus.awaddr.eq(w_addr & ~Const(bb - 1, 32)), bus.awlen.eq(w_len - 1),
+            bus.awsize.eq(size), bus.awburst.eq(Burst.INCR), bus.awcache.eq(0b0011),
+            bus.awprot.eq(0), bus.awlock.eq(0), bus.awqos.eq(0), bus.awvalid.eq(w_valid),
+            wq.w_en.eq(w_valid & bus.awready), wq.w_data.eq(w_len),
+            bq.w_en.eq(w_valid & bus.awready), bq.w_data.eq(w_addr),
+        ]
+        w_count = Signal(9)
+        m.d.comb += [
+            bus.wvalid.eq(wq.r_rdy & (self.wr_data.valid | self.flush)),
+            bus.wdata.eq(self.wr_data.payload.data),
+            bus.wstrb.eq(Mux(self.flush, 0, self.wr_data.payload.strb)),
+            bus.wlast.eq(w_count + 1 == wq.r_data),
+            self.wr_data.ready.eq(wq.r_rdy & bus.wready & ~self.flush),
+        ]
+        with m.If(bus.wvalid & bus.wready):
+            with m.If(bus.wlast):
+                m.d.sync += w_count.eq(0)
+                m.d.comb += wq.r_en.eq(1)
+            with m.Else():
+                m.d.sync += w_count.eq(w_count + 1)
+        m.d.comb += [bus.bready.eq(1), bq.r_en.eq(bus.bvalid)]
+        with m.If(bus.bvalid & bq.r_rdy & bus.bresp[1] & ~self.flush):
+            m.d.comb += [self.wr_err.eq(1), self.wr_err_addr.eq(bq.r_data)]
+
+        m.d.comb += [
+            self.wr_idle.eq(~w_busy & ~w_valid & ~bq.r_rdy & ~wq.r_rdy),
+            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy),
+        ]
+        return m

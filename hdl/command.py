@@ -1,0 +1,578 @@
+"""The command processor: fetch, static checks, dispatch into the LOAD/EXECUTE/STORE queues,
+dependency tokens, deadlock detection and completion."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .axi import read_beat_layout, read_request_layout
+
+__all__ = ["CommandProcessor", "QUEUE_ENTRY", "FetchKind"]
+
+#: A queued command: the command and its index in the program.
+QUEUE_ENTRY = data.StructLayout({"cmd": isa.COMMAND, "index": 32})
+
+
+class FetchKind:
+    """What a fetch-buffer entry holds: a command, or the reason fetching stopped there."""
+    CMD = 0
+    WINDOW = 1      #: the command's 32 bytes are outside the memory window (not read)
+    BUS_ERROR = 2   #: the read was answered SLVERR/DECERR
+    PAST_END = 3    #: index == PROG_LEN
+
+
+_FETCH_ENTRY = data.StructLayout({"cmd": isa.COMMAND, "index": 32, "kind": 2, "addr": 32})
+_INFLIGHT = data.StructLayout({"push_prev": 1, "push_next": 1, "index": 32})
+
+
+def _nm1(n):
+    """``n - 1`` as an unsigned value of ``n``'s width (only used where ``n != 0``)."""
+    return (n - 1)[:len(n)]
+
+
+def _span(base, terms):
+    """``base + sum((n - 1) * stride)``: the last row/byte a strided block touches."""
+    out = base
+    for n, s in terms:
+        out = out + _nm1(n) * s
+    return out
+
+
+class CommandProcessor(wiring.Component):
+    """Fetches, checks and dispatches the program; runs the three queues' token protocol.
+
+    Held in reset while the NPU is not running; it starts fetching at PROG_BASE when released.
+
+    - *Fetch*: one command (32 bytes) at a time through read port ``rd_req``/``rd_data``, into a
+      fetch buffer of ``fetch_depth`` entries. A command outside the memory window is not read:
+      a WINDOW entry is queued instead; so is PAST_END at index PROG_LEN, and a BUS_ERROR entry
+      for a read answered with an error. Fetching stops after such an entry.
+    - *Decode*: each entry is checked exactly as ``firmware.golden.GoldenNpu._fetch`` and the
+      ``_check_*`` methods do (opcode, reserved bits, END and neighbour token flags, field ranges,
+      buffer row ranges, memory window), in program order, over two cycles; the first failing
+      check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
+      here: FETCH_STALL); END stops decoding.
+    - *Units*: each takes the head of its queue into a register, waits until its pop tokens are
+      available and its push channels have room (``token_depth``), starts it, and pushes its
+      tokens when it completes. LOAD and STORE run one command at a time; EXECUTE issues
+      commands back to back into the execute unit, reserving room for their pushes, and pushes
+      as they complete (in order). SETPP completes as it starts: it sets :attr:`pp_config` and
+      :attr:`pp_param`. While LOAD writes the accumulator, EXECUTE issues nothing.
+    - *End*: after END, when every queue and unit is empty, :attr:`done` rises. If every unit
+      is idle or blocked on tokens (at least one blocked) and the decoder cannot dispatch or has
+      seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
+
+    Latency: a command reaches its queue 4 cycles after its fetch-buffer entry is at the head.
+
+    Members
+    -------
+    prog_base, prog_len, win_base, win_limit : In(32)
+        Held constant while running.
+    rd_req, rd_data :
+        Command fetch read port of the AXI master engine.
+    load_cmd : Out(stream.Signature(hdl.isa.LOAD))
+    load_done, load_err : In(1)
+    load_err_addr : In(32)
+    load_to_acc : Out(1)
+        The LOAD unit holds or runs a command with target ACC.
+    exec_cmd : Out(stream.Signature(hdl.isa.COMMAND))
+    exec_done : In(1)
+        One pulse per completed EXECUTE command, in order.
+    store_cmd : Out(stream.Signature(hdl.isa.STORE))
+    store_done, store_err : In(1)
+    store_err_addr : In(32)
+    pp_config : Out(hdl.isa.SETPP)
+    pp_param : Out(16)
+    done : Out(1)
+        The program has ended and drained (level).
+    error : Out(1)
+        The program stopped (level, from the first error on).
+    error_code : Out(hdl.isa.ErrorCode)
+    error_index, error_addr : Out(32)
+    retired : Out(3)
+        Commands that completed this cycle (END included).
+    load_wait, exec_wait, store_wait, fetch_stall, exec_starved : Out(1)
+        Performance events (see ``hdl.isa.PERF_DOCS``).
+    load_active, store_active : Out(1)
+    """
+
+    def __init__(self, config):
+        self._config = c = config
+        super().__init__({
+            "prog_base": In(32), "prog_len": In(32), "win_base": In(32), "win_limit": In(32),
+            "rd_req": Out(stream.Signature(read_request_layout())),
+            "rd_data": In(stream.Signature(read_beat_layout(c.bus_data_width))),
+            "load_cmd": Out(stream.Signature(isa.LOAD)),
+            "load_done": In(1), "load_err": In(1), "load_err_addr": In(32),
+            "load_to_acc": Out(1),
+            "exec_cmd": Out(stream.Signature(isa.COMMAND)),
+            "exec_done": In(1),
+            "store_cmd": Out(stream.Signature(isa.STORE)),
+            "store_done": In(1), "store_err": In(1), "store_err_addr": In(32),
+            "pp_config": Out(isa.SETPP),
+            "pp_param": Out(16),
+            "done": Out(1),
+            "error": Out(1),
+            "error_code": Out(isa.ErrorCode),
+            "error_index": Out(32),
+            "error_addr": Out(32),
+            "retired": Out(3),
+            "load_wait": Out(1), "exec_wait": Out(1), "store_wait": Out(1),
+            "fetch_stall": Out(1), "exec_starved": Out(1),
+            "load_active": Out(1), "store_active": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        bb = c.bus_data_width // 8
+        beats = isa.CMD_BYTES // bb
+        E = isa.ErrorCode
+
+        # ---- error register (first error wins) -------------------------------------------
+        err_set = Signal()
+        err_code = Signal(E)
+        err_index = Signal(32)
+        err_addr = Signal(32)
+        m.d.comb += [self.error.eq(err_set), self.error_code.eq(err_code),
+                     self.error_index.eq(err_index), self.error_addr.eq(err_addr)]
+        raised = []   # (condition, code, index, addr), in priority order
+
+        # ---- fetch -------------------------------------------------------------------------
+        fbuf = fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth)
+        m.submodules.fetch_buffer = fbuf
+        f_idx = Signal(32)
+        f_addr = Signal(40)
+        f_cmd = Signal(isa.CMD_BITS)
+        f_beat = Signal(range(beats + 1))
+        f_err = Signal()
+        entry = Signal(_FETCH_ENTRY)
+        m.d.comb += fbuf.w_data.eq(entry)
+        f_hi = Signal(41)
+        m.d.comb += f_hi.eq(f_addr + isa.CMD_BYTES - 1)
+        with m.FSM(name="fetch"):
+            with m.State("START"):
+                m.d.sync += [f_idx.eq(0), f_addr.eq(self.prog_base)]
+                m.next = "REQ"
+            with m.State("REQ"):
+                m.d.comb += [entry.index.eq(f_idx)]
+                with m.If(fbuf.w_rdy):
+                    with m.If(f_idx >= self.prog_len):
+                        m.d.comb += [entry.kind.eq(FetchKind.PAST_END), fbuf.w_en.eq(1)]
+                        m.next = "STOP"
+                    with m.Elif((f_addr < self.win_base) | (f_hi > self.win_limit)):
+                        m.d.comb += [entry.kind.eq(FetchKind.WINDOW), fbuf.w_en.eq(1),
+                                     entry.addr.eq(Mux(f_addr < self.win_base, f_addr, f_hi))]
+                        m.next = "STOP"
+                    with m.Else():
+                        m.d.comb += [self.rd_req.valid.eq(1),
+                                     self.rd_req.payload.addr.eq(f_addr),
+                                     self.rd_req.payload.beats.eq(beats)]
+                        with m.If(self.rd_req.ready):
+                            m.d.sync += [f_beat.eq(0), f_err.eq(0)]
+                            m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += self.rd_data.ready.eq(1)
+                with m.If(self.rd_data.valid):
+                    word = self.rd_data.payload.data
+                    for k in range(beats):
+                        with m.If(f_beat == k):
+                            m.d.sync += f_cmd[8 * bb * k:8 * bb * (k + 1)].eq(word)
+                    m.d.sync += [f_beat.eq(f_beat + 1),
+                                 f_err.eq(f_err | self.rd_data.payload.err)]
+                    with m.If(f_beat + 1 == beats):
+                        m.next = "PUSH"
+            with m.State("PUSH"):
+                # (room was checked before the request; nothing else fills the buffer)
+                m.d.comb += [entry.cmd.eq(f_cmd), entry.index.eq(f_idx), entry.addr.eq(f_addr),
+                             entry.kind.eq(Mux(f_err, FetchKind.BUS_ERROR, FetchKind.CMD)),
+                             fbuf.w_en.eq(1)]
+                m.d.sync += [f_idx.eq(f_idx + 1), f_addr.eq(f_addr + isa.CMD_BYTES)]
+                m.next = "REQ"
+                with m.If(f_err):
+                    m.next = "STOP"
+            with m.State("STOP"):
+                pass
+
+        # ---- decode and static checks ------------------------------------------------------
+        cur = Signal(_FETCH_ENTRY)
+        cmd = cur.cmd
+        op = cmd.header.op
+        queues = {
+            isa.Queue.LOAD: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size, depth=c.load_depth),
+            isa.Queue.EXECUTE: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size,
+                                                     depth=c.execute_depth),
+            isa.Queue.STORE: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size, depth=c.store_depth),
+        }
+        for q, f in queues.items():
+            m.submodules[f"{q.name.lower()}_queue"] = f
+        qentry = Signal(QUEUE_ENTRY)
+        m.d.comb += [qentry.cmd.eq(cmd), qentry.index.eq(cur.index)]
+        for f in queues.values():
+            m.d.comb += f.w_data.eq(qentry)
+
+        seen_setpp = Signal()
+        pp_static = Signal(16)
+        ended = Signal()
+        wb, wl = self.win_base, self.win_limit
+
+        # Check 1 (registered): every quantity the checks compare, for every command type.
+        L, S, C, P = cmd.load, cmd.store, cmd.compute, cmd.pool
+        chk = {}
+
+        def reg(name, expr, width=None):
+            sig = Signal(width or len(Value.cast(expr)), name=f"chk_{name}")
+            m.d.sync += sig.eq(expr)
+            chk[name] = sig
+            return sig
+
+        tgt = Value.cast(L.target)
+        is_wide = tgt.matches(isa.Buffer.ACC, isa.Buffer.PARAM)
+        width = Mux(tgt == isa.Buffer.INPUT, c.rows, c.cols)
+        depth = Signal(17)
+        with m.Switch(tgt):
+            for b, dep in ((isa.Buffer.INPUT, c.input_depth), (isa.Buffer.WEIGHT, c.weight_depth),
+                           (isa.Buffer.ACC, c.acc_depth), (isa.Buffer.PARAM, c.param_depth)):
+                with m.Case(b):
+                    m.d.comb += depth.eq(dep)
+        # LOAD
+        reg("l_elems", (L.elems < 1) | (L.elems > width), 1)
+        reg("l_zero", (L.x_size == 0) | (L.y_size == 0) | (L.z_size == 0), 1)
+        reg("l_pad", (L.pad_top + L.pad_bottom > L.y_size) |
+            (L.pad_left + L.pad_right > L.x_size), 1)
+        reg("l_rows", _span(L.sram_addr, [(L.z_size, L.sram_z_stride),
+                                          (L.y_size, L.sram_y_stride),
+                                          (L.x_size, L.sram_x_stride)]) >= depth, 1)
+        iy = Signal(13)
+        ix = Signal(13)
+        m.d.comb += [iy.eq(L.y_size - L.pad_top - L.pad_bottom),
+                     ix.eq(L.x_size - L.pad_left - L.pad_right)]
+        reg("l_nowin", (iy == 0) | (ix == 0), 1)
+        l_hi = reg("l_hi", _span(L.dram_addr, [(L.z_size, L.dram_z_stride),
+                                               (iy, L.dram_y_stride),
+                                               (ix, L.dram_x_stride)]) +
+                   Mux(is_wide, L.elems << 2, L.elems) - 1, 48)
+        # STORE
+        reg("s_elems", (S.elems < 1) | (S.elems > c.cols), 1)
+        reg("s_zero", (S.x_size == 0) | (S.y_size == 0) | (S.z_size == 0), 1)
+        reg("s_acc", _span(S.acc_addr, [(S.z_size, S.acc_z_stride), (S.y_size, S.acc_y_stride),
+                                        (S.x_size, S.acc_x_stride)]) >= c.acc_depth, 1)
+        reg("s_param", pp_static + _nm1(S.z_size) * 3 + 2 >= c.param_depth, 1)
+        s_dspan = _span(0, [(S.z_size, S.dram_z_stride), (S.y_size, S.dram_y_stride),
+                            (S.x_size, S.dram_x_stride)]) + S.elems - 1
+        s_hi = reg("s_hi", S.dram_addr + s_dspan, 48)
+        r_hi = reg("r_hi", S.res_addr + s_dspan, 48)
+        # COMPUTE
+        reg("c_zero", (C.x_size == 0) | (C.y_size == 0) | (C.kx_size == 0) |
+            (C.ky_size == 0) | (C.kz_size == 0), 1)
+        tiles = Signal(36)
+        m.d.comb += tiles.eq(C.kz_size * C.ky_size * C.kx_size)
+        reg("c_wgt", C.wgt_addr + tiles * c.rows - 1 >= c.weight_depth, 1)
+        reg("c_in", _span(C.in_addr, [(C.y_size, C.in_y_stride), (C.x_size, C.in_x_stride),
+                                      (C.kz_size, C.in_kz_stride), (C.ky_size, C.in_ky_stride),
+                                      (C.kx_size, C.in_kx_stride)]) >= c.input_depth, 1)
+        reg("c_acc", _span(C.acc_addr, [(C.y_size, C.acc_y_stride),
+                                        (C.x_size, C.acc_x_stride)]) >= c.acc_depth, 1)
+        # POOL
+        reg("p_win", (P.win_w < 1) | (P.win_h < 1), 1)
+        reg("p_zero", (P.x_size == 0) | (P.y_size == 0), 1)
+        reg("p_in", _span(P.in_addr, [(P.y_size, P.in_y_stride), (P.x_size, P.in_x_stride),
+                                      (P.win_h, P.win_y_stride),
+                                      (P.win_w, P.win_x_stride)]) >= c.input_depth, 1)
+        reg("p_acc", _span(P.acc_addr, [(P.y_size, P.acc_y_stride),
+                                        (P.x_size, P.acc_x_stride)]) >= c.acc_depth, 1)
+        # Header
+        reserved = Signal()
+        with m.Switch(op):
+            for o, layout in isa.COMMANDS.items():
+                with m.Case(o):
+                    res = getattr(cmd, o.name.lower()).reserved
+                    m.d.comb += reserved.eq(Value.cast(res).any())
+        reg("reserved", reserved, 1)
+        h = cmd.header
+        reg("flags", Cat(h.pop_prev, h.pop_next, h.push_prev, h.push_next), 4)
+        legal = Value.cast(op).matches(*[o.value for o in isa.Opcode])
+        reg("legal", legal, 1)
+
+        # Check 2: decide, in the golden model's order.
+        verdict_ok = Signal()
+        v_code = Signal(E)
+        v_addr = Signal(32)
+
+        def window(lo, hi):
+            bad = Signal(name=f"win_bad_{len(raised_w)}")
+            addr = Signal(32, name=f"win_addr_{len(raised_w)}")
+            m.d.comb += [bad.eq((lo < wb) | (hi > wl)), addr.eq(Mux(lo < wb, lo, hi))]
+            raised_w.append(1)
+            return bad, addr
+        raised_w = []
+        l_win, l_waddr = window(L.dram_addr, l_hi)
+        s_win, s_waddr = window(S.dram_addr, s_hi)
+        r_win, r_waddr = window(S.res_addr, r_hi)
+        flags = chk["flags"]
+
+        def fail(code, addr=0):
+            m.d.comb += [v_code.eq(code), v_addr.eq(addr)]
+
+        with m.If(cur.kind == FetchKind.WINDOW):
+            fail(E.WINDOW, cur.addr)
+        with m.Elif(cur.kind == FetchKind.BUS_ERROR):
+            fail(E.BUS_ERROR, cur.addr)
+        with m.Elif(cur.kind == FetchKind.PAST_END):
+            fail(E.PROGRAM_END)
+        with m.Elif(~chk["legal"]):
+            fail(E.ILLEGAL_OPCODE)
+        with m.Elif(chk["reserved"]):
+            fail(E.ILLEGAL_FIELD)
+        with m.Else():
+            with m.Switch(op):
+                with m.Case(isa.Opcode.END):
+                    with m.If(flags.any()):
+                        fail(E.ILLEGAL_FIELD)
+                with m.Case(isa.Opcode.LOAD):
+                    with m.If(flags[0] | flags[2]):          # pop_prev, push_prev
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["l_elems"]):
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["l_zero"]):
+                        pass
+                    with m.Elif(chk["l_pad"]):
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["l_rows"]):
+                        fail(E.BUFFER_OVERFLOW)
+                    with m.Elif(~chk["l_nowin"] & l_win):
+                        fail(E.WINDOW, l_waddr)
+                with m.Case(isa.Opcode.STORE, isa.Opcode.SETPP):
+                    with m.If(flags[1] | flags[3]):          # pop_next, push_next
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(op == isa.Opcode.SETPP):
+                        pass
+                    with m.Elif(chk["s_elems"]):
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["s_zero"]):
+                        pass
+                    with m.Elif(~seen_setpp):
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["s_acc"] | chk["s_param"]):
+                        fail(E.BUFFER_OVERFLOW)
+                    with m.Elif(s_win):
+                        fail(E.WINDOW, s_waddr)
+                    with m.Elif(S.residual & r_win):
+                        fail(E.WINDOW, r_waddr)
+                with m.Case(isa.Opcode.COMPUTE):
+                    with m.If(chk["c_zero"]):
+                        pass
+                    with m.Elif(chk["c_wgt"] | chk["c_in"] | chk["c_acc"]):
+                        fail(E.BUFFER_OVERFLOW)
+                with m.Case(isa.Opcode.POOL):
+                    with m.If(chk["p_win"]):
+                        fail(E.ILLEGAL_FIELD)
+                    with m.Elif(chk["p_zero"]):
+                        pass
+                    with m.Elif(chk["p_in"] | chk["p_acc"]):
+                        fail(E.BUFFER_OVERFLOW)
+        m.d.comb += verdict_ok.eq(v_code == E.NONE)
+
+        target_q = Signal(2)
+        with m.Switch(op):
+            for o, q in isa.QUEUE_OF.items():
+                with m.Case(o):
+                    m.d.comb += target_q.eq(q)
+        room = Signal()
+        for q, f in queues.items():
+            with m.If(target_q == q):
+                m.d.comb += room.eq(f.w_rdy)
+        dec_stuck = Signal()
+        static_err = Signal()
+        with m.FSM(name="decode"):
+            with m.State("NEXT"):
+                m.d.comb += fbuf.r_en.eq(1)
+                with m.If(fbuf.r_rdy):
+                    m.d.sync += cur.eq(fbuf.r_data)
+                    m.next = "CHECK1"
+            with m.State("CHECK1"):
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                with m.If(~verdict_ok):
+                    m.d.comb += static_err.eq(1)
+                    m.next = "STOP"
+                with m.Elif(op == isa.Opcode.END):
+                    m.d.sync += ended.eq(1)
+                    m.next = "STOP"
+                with m.Else():
+                    with m.If(op == isa.Opcode.SETPP):
+                        m.d.sync += [seen_setpp.eq(1), pp_static.eq(cmd.setpp.param_addr)]
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(room):
+                    for q, f in queues.items():
+                        m.d.comb += f.w_en.eq(target_q == q)
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.comb += [dec_stuck.eq(1), self.fetch_stall.eq(1)]
+            with m.State("STOP"):
+                m.d.comb += dec_stuck.eq(ended)
+        raised.append((static_err, v_code, cur.index, v_addr))
+
+        # ---- tokens ------------------------------------------------------------------------
+        D = c.token_depth
+        tok = [Signal(range(D + 1), name=f"tokens_{n}") for n in
+               ("load_exec", "exec_load", "exec_store", "store_exec")]
+        inc = [Signal(name=f"tok_inc_{i}") for i in range(4)]
+        dec = [Signal(name=f"tok_dec_{i}") for i in range(4)]
+        for i in range(4):
+            m.d.sync += tok[i].eq(tok[i] + inc[i] - dec[i])
+
+        def take(q, held, hold):
+            f = queues[q]
+            with m.If(~held & f.r_rdy):
+                m.d.comb += f.r_en.eq(1)
+                m.d.sync += [held.eq(1), hold.eq(f.r_data)]
+
+        # ---- LOAD unit ---------------------------------------------------------------------
+        l_held, l_active = Signal(), Signal()
+        l_e = Signal(QUEUE_ENTRY)
+        lh = l_e.cmd.header
+        take(isa.Queue.LOAD, l_held, l_e)
+        l_ready = Signal()
+        m.d.comb += l_ready.eq((~lh.pop_next | (tok[1] != 0)) & (~lh.push_next | (tok[0] != D)))
+        m.d.comb += [self.load_cmd.valid.eq(l_held & ~l_active & l_ready),
+                     self.load_cmd.payload.eq(l_e.cmd.load)]
+        with m.If(self.load_cmd.valid & self.load_cmd.ready):
+            m.d.sync += l_active.eq(1)
+            m.d.comb += dec[1].eq(lh.pop_next)
+        with m.If(self.load_done):
+            m.d.sync += [l_active.eq(0), l_held.eq(0)]
+            m.d.comb += inc[0].eq(lh.push_next)
+        m.d.comb += [
+            self.load_to_acc.eq(l_held & l_active &
+                                (Value.cast(l_e.cmd.load.target) == isa.Buffer.ACC)),
+            self.load_wait.eq(l_held & ~l_active & ~l_ready),
+            self.load_active.eq(l_active),
+        ]
+        raised.append((self.load_err & l_active, E.BUS_ERROR, l_e.index, self.load_err_addr))
+
+        # ---- EXECUTE unit ------------------------------------------------------------------
+        e_held = Signal()
+        e_e = Signal(QUEUE_ENTRY)
+        eh = e_e.cmd.header
+        take(isa.Queue.EXECUTE, e_held, e_e)
+        infl = fifo.SyncFIFOBuffered(width=_INFLIGHT.size, depth=8)
+        m.submodules.exec_inflight = infl
+        pend = [Signal(range(D + 9), name="pend_exec_load"),
+                Signal(range(D + 9), name="pend_exec_store")]
+        e_ready = Signal()
+        m.d.comb += e_ready.eq((~eh.pop_prev | (tok[0] != 0)) & (~eh.pop_next | (tok[3] != 0)) &
+                               (~eh.push_prev | (tok[1] + pend[0] < D)) &
+                               (~eh.push_next | (tok[2] + pend[1] < D)) &
+                               infl.w_rdy & ~self.load_to_acc)
+        m.d.comb += [self.exec_cmd.valid.eq(e_held & e_ready),
+                     self.exec_cmd.payload.eq(e_e.cmd)]
+        issue = Signal()
+        m.d.comb += issue.eq(self.exec_cmd.valid & self.exec_cmd.ready)
+        ientry = Signal(_INFLIGHT)
+        m.d.comb += [ientry.push_prev.eq(eh.push_prev), ientry.push_next.eq(eh.push_next),
+                     ientry.index.eq(e_e.index), infl.w_data.eq(ientry), infl.w_en.eq(issue)]
+        with m.If(issue):
+            m.d.sync += e_held.eq(0)
+            m.d.comb += [dec[0].eq(eh.pop_prev), dec[3].eq(eh.pop_next)]
+        ihead = Signal(_INFLIGHT)
+        m.d.comb += ihead.eq(infl.r_data)
+        with m.If(self.exec_done):
+            m.d.comb += [infl.r_en.eq(1), inc[1].eq(ihead.push_prev), inc[2].eq(ihead.push_next)]
+        m.d.sync += [
+            pend[0].eq(pend[0] + (issue & eh.push_prev) - (self.exec_done & ihead.push_prev)),
+            pend[1].eq(pend[1] + (issue & eh.push_next) - (self.exec_done & ihead.push_next)),
+        ]
+        e_quiet = Signal()
+        m.d.comb += e_quiet.eq(~infl.r_rdy & (infl.level == 0))
+        m.d.comb += [
+            self.exec_wait.eq(e_held & ~e_ready & ~self.load_to_acc),
+            self.exec_starved.eq(~e_held & (queues[isa.Queue.EXECUTE].level == 0) & e_quiet),
+        ]
+
+        # ---- STORE unit --------------------------------------------------------------------
+        s_held, s_active = Signal(), Signal()
+        s_e = Signal(QUEUE_ENTRY)
+        sh = s_e.cmd.header
+        take(isa.Queue.STORE, s_held, s_e)
+        s_ready = Signal()
+        m.d.comb += s_ready.eq((~sh.pop_prev | (tok[2] != 0)) & (~sh.push_prev | (tok[3] != D)))
+        pp = Signal(isa.SETPP)
+        pp_param = Signal(16)
+        m.d.comb += [self.pp_config.eq(pp), self.pp_param.eq(pp_param)]
+        s_complete = Signal()
+        is_setpp = sh.op == isa.Opcode.SETPP
+        with m.If(s_held & ~s_active & s_ready):
+            with m.If(is_setpp):
+                m.d.sync += [pp.eq(s_e.cmd.setpp), pp_param.eq(s_e.cmd.setpp.param_addr)]
+                m.d.comb += [dec[2].eq(sh.pop_prev), s_complete.eq(1)]
+            with m.Else():
+                m.d.comb += self.store_cmd.valid.eq(1)
+                with m.If(self.store_cmd.ready):
+                    m.d.sync += s_active.eq(1)
+                    m.d.comb += dec[2].eq(sh.pop_prev)
+        m.d.comb += self.store_cmd.payload.eq(s_e.cmd.store)
+        with m.If(self.store_done & s_active):
+            m.d.comb += s_complete.eq(1)
+        with m.If(s_complete):
+            m.d.sync += [s_held.eq(0), s_active.eq(0)]
+            m.d.comb += inc[3].eq(sh.push_prev)
+        m.d.comb += [self.store_wait.eq(s_held & ~s_active & ~s_ready),
+                     self.store_active.eq(s_active)]
+        raised.append((self.store_err & s_active, E.BUS_ERROR, s_e.index, self.store_err_addr))
+
+        # ---- completion and deadlock -------------------------------------------------------
+        l_blocked = Signal()
+        e_blocked = Signal()
+        s_blocked = Signal()
+        l_idle = Signal()
+        e_idle = Signal()
+        s_idle = Signal()
+        m.d.comb += [
+            l_blocked.eq(l_held & ~l_active & ~l_ready),
+            e_blocked.eq(e_held & ~e_ready & e_quiet & ~self.load_to_acc),
+            s_blocked.eq(s_held & ~s_active & ~s_ready),
+            l_idle.eq(~l_held & (queues[isa.Queue.LOAD].level == 0)),
+            e_idle.eq(~e_held & (queues[isa.Queue.EXECUTE].level == 0) & e_quiet),
+            s_idle.eq(~s_held & (queues[isa.Queue.STORE].level == 0)),
+        ]
+        quiet = Signal()
+        m.d.comb += quiet.eq(dec_stuck & (l_blocked | l_idle) & (e_blocked | e_idle) &
+                             (s_blocked | s_idle))
+        settle = Signal(2)
+        with m.If(quiet):
+            with m.If(settle != 3):
+                m.d.sync += settle.eq(settle + 1)
+        with m.Else():
+            m.d.sync += settle.eq(0)
+        any_blocked = l_blocked | e_blocked | s_blocked
+        deadlock = Signal()
+        drained = Signal()
+        m.d.comb += [deadlock.eq((settle == 3) & quiet & any_blocked),
+                     drained.eq((settle == 3) & quiet & ~any_blocked & ended)]
+        oldest = Signal(32)
+        cand = [(l_blocked, l_e.index), (e_blocked, e_e.index), (s_blocked, s_e.index)]
+        best = Signal(32, name="oldest_0")
+        m.d.comb += best.eq(Mux(cand[0][0], cand[0][1], 0xFFFFFFFF))
+        for i, (b, idx) in enumerate(cand[1:], 1):
+            nb = Signal(32, name=f"oldest_{i}")
+            m.d.comb += nb.eq(Mux(b & (idx < best), idx, best))
+            best = nb
+        m.d.comb += oldest.eq(best)
+        raised.append((deadlock, E.TOKEN_DEADLOCK, oldest, 0))
+
+        done = Signal()
+        with m.If(drained & ~err_set):
+            m.d.sync += done.eq(1)
+        m.d.comb += self.done.eq(done)
+        m.d.comb += self.retired.eq(self.load_done + self.exec_done + s_complete +
+                                    (drained & ~done & ~err_set))
+
+        with m.If(~err_set & ~done):
+            for cond, code, index, addr in reversed(raised):
+                with m.If(cond):
+                    m.d.sync += [err_set.eq(1), err_code.eq(code), err_index.eq(index),
+                                 err_addr.eq(addr)]
+        return m

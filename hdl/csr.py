@@ -1,0 +1,175 @@
+"""AXI4-Lite slave for the NPU's register map, generated from :func:`hdl.isa.registers`."""
+
+from amaranth.hdl import Module, Signal, Value, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .axi import Resp, axi4_lite_signature
+
+__all__ = ["CsrBank", "port_name"]
+
+
+def port_name(reg):
+    """Name of the port a register is reached through: ``PROG_BASE`` -> ``prog_base``."""
+    return reg.name.lower()
+
+
+def _is_perf(reg):
+    return reg.name.startswith("PERF_")
+
+
+def _is_constant(reg):
+    """Read-only registers whose value is fixed at elaboration (ID, VERSION, configuration)."""
+    return reg.access == isa.Access.RO and (reg.from_config or reg.reset != 0)
+
+
+class CsrBank(wiring.Component):
+    """The register map of docs/isa.md on an AXI4-Lite slave port.
+
+    Every register comes from ``hdl.isa.registers(config)``: offsets, access and reset values
+    (configuration registers included) are never written by hand here. Each kind of register
+    becomes a kind of port:
+
+    - RW (PROG_BASE, PROG_LEN, WIN_BASE, WIN_LIMIT, IRQ_ENABLE): an ``Out`` port with the value,
+      reset to the register's reset value;
+    - WO (CTRL): an ``Out`` port with the value written and ``<name>_write``, a one-cycle pulse;
+    - W1C (IRQ_STATUS): an ``Out`` port with the pending bits and ``<name>_set``, an ``In`` port
+      whose bits are set in the register (setting wins over a clear in the same cycle);
+    - RO with a fixed value (ID, VERSION, HW_CONFIG*, CONFIG_HASH): constants, no port;
+    - other RO (STATUS, ERR_INDEX, ERR_ADDR): ``In`` ports, read live;
+    - the performance counters: ``perf``, an array of 64-bit ``In`` ports indexed by
+      :class:`hdl.isa.PerfCounter`. Reading a low word latches that counter's high word, which
+      a read of the high word returns.
+
+    Unmapped addresses read as zero and ignore writes; every response is OKAY. Byte strobes are
+    honoured for RW registers.
+
+    Latency: a read answers one cycle after AR is accepted; a write takes effect (and B is
+    valid) one cycle after both AW and W have been accepted.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        Fills the configuration registers' values.
+
+    Members
+    -------
+    bus : In(axi4_lite_signature(12, 32))
+        The AXI4-Lite slave port.
+    irq : Out(1)
+        ``|(IRQ_STATUS & IRQ_ENABLE)``.
+    <register ports> :
+        As listed above, named by :func:`port_name`.
+    perf : In(unsigned(64)).array(len(PerfCounter))
+        Performance counter values.
+    """
+
+    ADDR_WIDTH = 12
+
+    def __init__(self, config):
+        self._config = config
+        self._regs = isa.registers(config)
+        members = {"bus": In(axi4_lite_signature(self.ADDR_WIDTH, 32)), "irq": Out(1),
+                   "perf": In(unsigned(64)).array(len(isa.PerfCounter))}
+        for reg in self._regs:
+            if _is_perf(reg) or _is_constant(reg):
+                continue
+            name = port_name(reg)
+            if reg.access == isa.Access.RW:
+                if isinstance(reg.layout, data.Layout):
+                    # A structured register's reset value is its fields' inits.
+                    assert reg.reset == 0, reg
+                    members[name] = Out(reg.layout)
+                else:
+                    members[name] = Out(reg.layout, init=reg.reset)
+            elif reg.access == isa.Access.WO:
+                members[name] = Out(reg.layout)
+                members[f"{name}_write"] = Out(1)
+            elif reg.access == isa.Access.W1C:
+                members[name] = Out(reg.layout)
+                members[f"{name}_set"] = In(reg.layout)
+            else:
+                members[name] = In(reg.layout)
+        super().__init__(members)
+
+    @property
+    def registers(self):
+        return self._regs
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        regs = self._regs
+
+        # ---- writes: AW and W are taken independently, the write happens when both are held.
+        aw_held, w_held = Signal(), Signal()
+        aw_addr = Signal(self.ADDR_WIDTH)
+        w_data, w_strb = Signal(32), Signal(4)
+        b_valid = Signal()
+        m.d.comb += [bus.awready.eq(~aw_held), bus.wready.eq(~w_held),
+                     bus.bvalid.eq(b_valid), bus.bresp.eq(Resp.OKAY)]
+        with m.If(bus.awvalid & bus.awready):
+            m.d.sync += [aw_held.eq(1), aw_addr.eq(bus.awaddr)]
+        with m.If(bus.wvalid & bus.wready):
+            m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
+        do_write = Signal()
+        m.d.comb += do_write.eq(aw_held & w_held & ~b_valid)
+        with m.If(do_write):
+            m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
+        with m.If(b_valid & bus.bready):
+            m.d.sync += b_valid.eq(0)
+        byte_mask = Signal(32)
+        for i in range(4):
+            m.d.comb += byte_mask[8 * i:8 * i + 8].eq(w_strb[i].replicate(8))
+        w_word = aw_addr[2:]
+
+        for reg in regs:
+            if _is_perf(reg) or _is_constant(reg):
+                continue
+            port = getattr(self, port_name(reg))
+            value = Value.cast(port)
+            hit = do_write & (w_word == reg.offset // 4)
+            if reg.access == isa.Access.RW:
+                with m.If(hit):
+                    m.d.sync += value.eq((value & ~byte_mask) | (w_data & byte_mask))
+            elif reg.access == isa.Access.WO:
+                pulse = getattr(self, f"{port_name(reg)}_write")
+                m.d.sync += [pulse.eq(hit), value.eq(w_data)]
+            elif reg.access == isa.Access.W1C:
+                setter = Value.cast(getattr(self, f"{port_name(reg)}_set"))
+                with m.If(hit):
+                    m.d.sync += value.eq((value & ~(w_data & byte_mask)) | setter)
+                with m.Else():
+                    m.d.sync += value.eq(value | setter)
+
+        m.d.comb += self.irq.eq((Value.cast(self.irq_status) & Value.cast(self.irq_enable)).any())
+
+        # ---- reads
+        r_valid = Signal()
+        r_data = Signal(32)
+        m.d.comb += [bus.arready.eq(~r_valid), bus.rvalid.eq(r_valid), bus.rdata.eq(r_data),
+                     bus.rresp.eq(Resp.OKAY)]
+        with m.If(r_valid & bus.rready):
+            m.d.sync += r_valid.eq(0)
+        r_word = bus.araddr[2:]
+        hi_latch = [Signal(32, name=f"perf_hi_{c.name.lower()}") for c in isa.PerfCounter]
+        with m.If(bus.arvalid & bus.arready):
+            m.d.sync += [r_valid.eq(1), r_data.eq(0)]
+            with m.Switch(r_word):
+                for reg in regs:
+                    with m.Case(reg.offset // 4):
+                        if _is_perf(reg):
+                            idx = (reg.offset - isa.PERF_BASE) // 8
+                            if reg.name.endswith("_LO"):
+                                m.d.sync += [r_data.eq(self.perf[idx][:32]),
+                                             hi_latch[idx].eq(self.perf[idx][32:])]
+                            else:
+                                m.d.sync += r_data.eq(hi_latch[idx])
+                        elif _is_constant(reg):
+                            m.d.sync += r_data.eq(reg.reset)
+                        elif reg.access == isa.Access.WO:
+                            pass
+                        else:
+                            m.d.sync += r_data.eq(Value.cast(getattr(self, port_name(reg))))
+        return m

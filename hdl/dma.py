@@ -1,0 +1,518 @@
+"""DMA engines: LOAD (strided memory -> buffer rows, with padding) and STORE (post-processed rows
+-> strided memory, with the residual read alongside)."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
+
+__all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
+           "pp_request_layout"]
+
+
+def load_row_bytes(config):
+    """Bytes of the widest buffer row a LOAD writes (INPUT ``rows``, WEIGHT ``cols`` int8,
+    ACC/PARAM ``cols`` int32)."""
+    return max(config.rows, config.cols, 4 * config.cols)
+
+
+def buffer_write_signature(config):
+    """The LOAD engine's buffer write port, as seen by the DMA: one whole row per cycle.
+
+    ``data`` holds the row in the target's lane format: byte lanes for INPUT/WEIGHT (lane i in
+    bits 8i..8i+7), 32-bit lanes for ACC/PARAM. Every lane of the row is written (``mask`` is
+    all ones: lanes past ``elems`` carry ``pad_value``). The write happens in a cycle with
+    ``en`` high, which the DMA only raises while ``ready`` is high.
+    """
+    return wiring.Signature({
+        "en": Out(1),
+        "ready": In(1),
+        "target": Out(isa.Buffer),
+        "addr": Out(16),
+        "data": Out(8 * load_row_bytes(config)),
+    })
+
+
+def pp_request_layout(config):
+    """A post-processing request (as :func:`hdl.exec_top.pp_request_layout`)."""
+    from .exec_top import pp_request_layout as layout
+    return layout(config)
+
+
+def _log2(n):
+    return n.bit_length() - 1
+
+
+class RowReader(wiring.Component):
+    """Reads rows of ``nbytes`` bytes at arbitrary byte addresses, in order.
+
+    Each descriptor asks for one row; the reader issues one engine request covering the beats
+    that hold it (several requests may be in flight), collects the beats and shifts the row down
+    to byte 0. A ``skip`` descriptor reads nothing and comes out in its turn with ``skip`` set
+    (LOAD uses it for padding rows, STORE for rows without a residual).
+
+    Latency: a row comes out in the cycle after its last beat arrives (a skipped row one cycle
+    after it reaches the head).
+
+    Members
+    -------
+    desc : In(stream.Signature({addr, nbytes, skip, user}))
+        Row descriptors.
+    out : Out(stream.Signature({bytes, skip, user}))
+        Rows, ``bytes`` little-endian from the row's first byte.
+    rd_req : Out(stream.Signature(read_request_layout()))
+        To the AXI master engine.
+    rd_data : In(stream.Signature(read_beat_layout(bus_data_width)))
+        From the AXI master engine.
+    err : Out(1)
+        A beat came back with SLVERR/DECERR (pulse); ``err_addr`` is its burst's address.
+    err_addr : Out(32)
+    stall : Out(1)
+        The head row waits for read data.
+    """
+
+    def __init__(self, config, max_bytes, user_layout, depth=4):
+        self._config = config
+        self._bytes = max_bytes
+        self._user = user_layout
+        self._depth = depth
+        bb = config.bus_data_width // 8
+        self._max_beats = (max_bytes + bb - 1 + bb - 1) // bb
+        super().__init__({
+            "desc": In(stream.Signature(data.StructLayout({
+                "addr": 32, "nbytes": range(max_bytes + 1), "skip": 1, "user": user_layout}))),
+            "out": Out(stream.Signature(data.StructLayout({
+                "bytes": 8 * max_bytes, "skip": 1, "user": user_layout}))),
+            "rd_req": Out(stream.Signature(read_request_layout())),
+            "rd_data": In(stream.Signature(read_beat_layout(config.bus_data_width))),
+            "err": Out(1),
+            "err_addr": Out(32),
+            "stall": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        bb = c.bus_data_width // 8
+        sh = _log2(bb)
+        maxb = self._max_beats
+        pend_layout = data.StructLayout({"off": range(bb), "nbeats": range(maxb + 1),
+                                         "skip": 1, "user": self._user})
+        pend = fifo.SyncFIFOBuffered(width=pend_layout.size, depth=self._depth)
+        m.submodules.pend = pend
+
+        d = self.desc.payload
+        off = Signal(range(bb))
+        nbeats = Signal(range(maxb + 1))
+        m.d.comb += [off.eq(d.addr[:sh] if sh else 0),
+                     nbeats.eq((off + d.nbytes + bb - 1) >> sh)]
+        entry = Signal(pend_layout)
+        m.d.comb += [entry.off.eq(off), entry.nbeats.eq(nbeats), entry.skip.eq(d.skip),
+                     entry.user.eq(d.user)]
+        m.d.comb += [
+            self.rd_req.valid.eq(self.desc.valid & ~d.skip & pend.w_rdy),
+            self.rd_req.payload.addr.eq(d.addr),
+            self.rd_req.payload.beats.eq(nbeats),
+            self.desc.ready.eq(pend.w_rdy & (d.skip | self.rd_req.ready)),
+            pend.w_en.eq(self.desc.valid & self.desc.ready),
+            pend.w_data.eq(entry),
+        ]
+
+        head = Signal(pend_layout)
+        m.d.comb += head.eq(pend.r_data)
+        k = Signal(range(maxb + 1))
+        words = [Signal(8 * bb, name=f"buf{j}") for j in range(maxb)]
+        beat = self.rd_data.payload
+        nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
+        out_free = ~self.out.valid | self.out.ready
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += self.out.valid.eq(0)
+        last_beat = Signal()
+        m.d.comb += last_beat.eq(k + 1 == head.nbeats)
+        with m.If(pend.r_rdy):
+            with m.If(head.skip):
+                with m.If(out_free):
+                    m.d.comb += pend.r_en.eq(1)
+                    m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(1),
+                                 self.out.payload.user.eq(head.user),
+                                 self.out.payload.bytes.eq(0)]
+            with m.Else():
+                m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
+                             self.stall.eq(~self.rd_data.valid)]
+                with m.If(self.rd_data.valid & self.rd_data.ready):
+                    with m.If(beat.err):
+                        m.d.comb += [self.err.eq(1), self.err_addr.eq(beat.addr)]
+                    with m.If(last_beat):
+                        row = Cat(*nxt) >> Cat(Const(0, 3), head.off)
+                        m.d.comb += pend.r_en.eq(1)
+                        m.d.sync += [k.eq(0), self.out.valid.eq(1), self.out.payload.skip.eq(0),
+                                     self.out.payload.user.eq(head.user),
+                                     self.out.payload.bytes.eq(row[:8 * self._bytes])]
+                    with m.Else():
+                        m.d.sync += k.eq(k + 1)
+                        for j in range(maxb):
+                            m.d.sync += words[j].eq(nxt[j])
+        return m
+
+
+class _Walker:
+    """Counters that walk a z x y x x block in order (x innermost) and keep running addresses:
+    ``walk.add(name, base, (z_stride, y_stride, x_stride), gates)`` keeps ``base + z*zs + y*ys
+    + x*xs`` where each step only counts while its gate (a function of the position) is true."""
+
+    def __init__(self, m, name):
+        self.m = m
+        self.name = name
+        self.z = Signal(12, name=f"{name}_z")
+        self.y = Signal(12, name=f"{name}_y")
+        self.x = Signal(12, name=f"{name}_x")
+        self.addrs = []
+
+    def add(self, name, width):
+        sig = [Signal(width, name=f"{self.name}_{name}_{lvl}") for lvl in "zyx"]
+        self.addrs.append(sig)
+        return sig
+
+    def step(self, sizes, strides, gates=None):
+        """Statements advancing to the next row. ``strides[i]`` is (zs, ys, xs) of address i;
+        ``gates[i]`` is (ygate, xgate): increments along y/x only count where the gate holds."""
+        m = self.m
+        zs_, ys_, xs_ = sizes
+        last = Signal(name=f"{self.name}_last")
+        m.d.comb += last.eq((self.x + 1 == xs_) & (self.y + 1 == ys_) & (self.z + 1 == zs_))
+        with m.If(self.x + 1 != xs_):
+            m.d.sync += self.x.eq(self.x + 1)
+            for i, (a, (_, _, xs)) in enumerate(zip(self.addrs, strides)):
+                g = gates[i][1] if gates else 1
+                m.d.sync += a[2].eq(a[2] + Mux(g, xs, 0))
+        with m.Elif(self.y + 1 != ys_):
+            m.d.sync += [self.x.eq(0), self.y.eq(self.y + 1)]
+            for i, (a, (_, ys, _)) in enumerate(zip(self.addrs, strides)):
+                g = gates[i][0] if gates else 1
+                ny = a[1] + Mux(g, ys, 0)
+                m.d.sync += [a[1].eq(ny), a[2].eq(ny)]
+        with m.Else():
+            m.d.sync += [self.x.eq(0), self.y.eq(0), self.z.eq(self.z + 1)]
+            for a, (zs, _, _) in zip(self.addrs, strides):
+                nz = a[0] + zs
+                m.d.sync += [a[0].eq(nz), a[1].eq(nz), a[2].eq(nz)]
+        return last
+
+    def start(self, bases):
+        m = self.m
+        m.d.sync += [self.z.eq(0), self.y.eq(0), self.x.eq(0)]
+        for a, base in zip(self.addrs, bases):
+            m.d.sync += [a[0].eq(base), a[1].eq(base), a[2].eq(base)]
+
+
+class DmaLoad(wiring.Component):
+    """The LOAD engine: one LOAD command (docs/isa.md) at a time.
+
+    A row generator walks the z x y x x block (x innermost), classifies each row as padding or
+    interior and hands interior rows' byte ranges to a :class:`RowReader`, which keeps several
+    reads in flight; rows come back in order and are written to the target buffer, one per
+    cycle, with lanes past ``elems`` (and every lane of a padding row) set to ``pad_value``
+    (sign-extended to 32 bits for ACC/PARAM). Bytes are exact at both edges of every row.
+
+    Throughput: one row per cycle for padding rows; an interior row costs its beats on the bus
+    (one beat per cycle, several requests in flight).
+
+    Members
+    -------
+    cmd : In(stream.Signature(hdl.isa.LOAD))
+        Accepted when the engine is idle.
+    done : Out(1)
+        Pulse: the command's last row has been written.
+    busy : Out(1)
+        A command is in progress.
+    err, err_addr : Out(1), Out(32)
+        A read answered SLVERR/DECERR.
+    stall : Out(1)
+        Waiting for read data.
+    wr : Out(buffer_write_signature(config))
+        Buffer row writes.
+    rd_req, rd_data :
+        To the AXI master engine.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        self._row_bytes = load_row_bytes(config)
+        super().__init__({
+            "cmd": In(stream.Signature(isa.LOAD)),
+            "done": Out(1),
+            "busy": Out(1),
+            "err": Out(1),
+            "err_addr": Out(32),
+            "stall": Out(1),
+            "wr": Out(buffer_write_signature(config)),
+            "rd_req": Out(stream.Signature(read_request_layout())),
+            "rd_data": In(stream.Signature(read_beat_layout(config.bus_data_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        nb = self._row_bytes
+        user = data.StructLayout({"row": 16, "last": 1})
+        m.submodules.reader = rd = RowReader(c, nb, user, depth=max(2, c.max_reads * 2))
+        wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
+        wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
+        m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
+                     self.stall.eq(rd.stall)]
+
+        cmd = Signal(isa.LOAD)
+        gen = Signal()      # the generator has rows left
+        busy = Signal()
+        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+        w = _Walker(m, "ld")
+        s = w.add("sram", 32)
+        d = w.add("dram", 32)
+        wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
+        m.d.sync += self.done.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            p = self.cmd.payload
+            m.d.sync += [cmd.eq(p), busy.eq(1)]
+            with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += gen.eq(1)
+            w.start([p.sram_addr, p.dram_addr])
+
+        y_hi = Signal(13)
+        x_hi = Signal(13)
+        m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom), x_hi.eq(cmd.x_size - cmd.pad_right)]
+        pad = Signal()
+        m.d.comb += pad.eq((w.y < cmd.pad_top) | (w.y >= y_hi) | (w.x < cmd.pad_left) |
+                           (w.x >= x_hi))
+        nbytes = Signal(range(nb + 1))
+        m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
+        last = Signal()
+        m.d.comb += [
+            rd.desc.valid.eq(gen),
+            rd.desc.payload.addr.eq(d[2]),
+            rd.desc.payload.nbytes.eq(nbytes),
+            rd.desc.payload.skip.eq(pad),
+            rd.desc.payload.user.row.eq(s[2]),
+            rd.desc.payload.user.last.eq(last),
+        ]
+        with m.If(rd.desc.valid & rd.desc.ready):
+            last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
+                           [(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
+                            (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
+                           gates=[(1, 1), (w.y >= cmd.pad_top, w.x >= cmd.pad_left)])
+            m.d.comb += last.eq(last_)
+            with m.If(last_):
+                m.d.sync += gen.eq(0)
+        with m.Else():
+            m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
+                                (w.z + 1 == cmd.z_size))
+
+        # Row formatting: lanes past `elems` and padding rows carry pad_value.
+        o = rd.out.payload
+        row = Signal(8 * nb)
+        lanes8 = []
+        for i in range(max(c.rows, c.cols)):
+            lane = Signal(8, name=f"lane8_{i}")
+            m.d.comb += lane.eq(Mux(~o.skip & (i < cmd.elems), o.bytes[8 * i:8 * i + 8],
+                                    cmd.pad_value))
+            lanes8.append(lane)
+        lanes32 = []
+        for i in range(c.cols):
+            lane = Signal(32, name=f"lane32_{i}")
+            m.d.comb += lane.eq(Mux(~o.skip & (i < cmd.elems), o.bytes[32 * i:32 * i + 32],
+                                    cmd.pad_value))   # pad_value is signed: sign-extended
+            lanes32.append(lane)
+        m.d.comb += row.eq(Mux(wide, Cat(*lanes32), Cat(*lanes8)))
+        m.d.comb += [
+            self.wr.target.eq(cmd.target),
+            self.wr.addr.eq(o.user.row),
+            self.wr.data.eq(row),
+            self.wr.en.eq(rd.out.valid & self.wr.ready),
+            rd.out.ready.eq(self.wr.ready),
+        ]
+        with m.If(rd.out.valid & self.wr.ready & o.user.last):
+            m.d.sync += [busy.eq(0), self.done.eq(1)]
+        return m
+
+
+class DmaStore(wiring.Component):
+    """The STORE engine: one STORE command (docs/isa.md) at a time.
+
+    A row generator walks the z x y x x block and, for each row, asks a :class:`RowReader` for
+    the residual row (``elems`` bytes at the residual address; skipped without ``residual``).
+    Rows then go to the post-processor (:attr:`pp_req`: ACC row, PARAM rows
+    ``param_addr + 3*z``, residual) while their memory address waits in a FIFO; each
+    post-processed row (:attr:`pp_out`) is written as ``elems`` bytes at its byte address: one
+    engine request covering the beats that hold it, with byte strobes on exactly those bytes.
+    The command completes when every write response has come back.
+
+    Members
+    -------
+    cmd : In(stream.Signature(hdl.isa.STORE))
+        Accepted when idle.
+    param_addr : In(16)
+        PARAM row of the last SETPP.
+    done, busy, err, err_addr, stall :
+        As :class:`DmaLoad` (``stall``: waiting for the write channel, responses or read data).
+    pp_req : Out(stream.Signature(pp_request_layout(config)))
+        To the post-processor.
+    pp_out : In(stream.Signature(ArrayLayout(signed(8), cols)))
+        From the post-processor.
+    rd_req, rd_data, wr_req, wr_data, wr_err, wr_err_addr, wr_idle :
+        To and from the AXI master engine.
+    """
+
+    def __init__(self, config):
+        self._config = c = config
+        super().__init__({
+            "cmd": In(stream.Signature(isa.STORE)),
+            "param_addr": In(16),
+            "done": Out(1),
+            "busy": Out(1),
+            "err": Out(1),
+            "err_addr": Out(32),
+            "stall": Out(1),
+            "pp_req": Out(stream.Signature(pp_request_layout(c))),
+            "pp_out": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
+            "rd_req": Out(stream.Signature(read_request_layout())),
+            "rd_data": In(stream.Signature(read_beat_layout(c.bus_data_width))),
+            "wr_req": Out(stream.Signature(write_request_layout())),
+            "wr_data": Out(stream.Signature(write_beat_layout(c.bus_data_width))),
+            "wr_err": In(1),
+            "wr_err_addr": In(32),
+            "wr_idle": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        bb = c.bus_data_width // 8
+        sh = _log2(bb)
+        cols = c.cols
+        user = data.StructLayout({"acc": 16, "param": 16, "dram": 32, "last": 1})
+        m.submodules.reader = rd = RowReader(c, cols, user, depth=max(2, c.max_reads * 2))
+        wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
+        wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
+
+        cmd = Signal(isa.STORE)
+        gen = Signal()
+        busy = Signal()
+        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+        w = _Walker(m, "st")
+        a = w.add("acc", 32)
+        dr = w.add("dram", 32)
+        rs = w.add("res", 32)
+        par = Signal(16)
+        m.d.sync += self.done.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            p = self.cmd.payload
+            m.d.sync += [cmd.eq(p), busy.eq(1), par.eq(self.param_addr)]
+            with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += gen.eq(1)
+            w.start([p.acc_addr, p.dram_addr, p.res_addr])
+
+        last = Signal()
+        m.d.comb += [
+            rd.desc.valid.eq(gen),
+            rd.desc.payload.addr.eq(rs[2]),
+            rd.desc.payload.nbytes.eq(cmd.elems),
+            rd.desc.payload.skip.eq(~cmd.residual),
+            rd.desc.payload.user.acc.eq(a[2]),
+            rd.desc.payload.user.param.eq(par),
+            rd.desc.payload.user.dram.eq(dr[2]),
+            rd.desc.payload.user.last.eq(last),
+        ]
+        dstr = (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)
+        with m.If(rd.desc.valid & rd.desc.ready):
+            last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
+                           [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr, dstr])
+            m.d.comb += last.eq(last_)
+            with m.If(last_):
+                m.d.sync += gen.eq(0)
+            with m.If(w.x + 1 == cmd.x_size):
+                with m.If(w.y + 1 == cmd.y_size):
+                    m.d.sync += par.eq(par + 3)
+        with m.Else():
+            m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
+                                (w.z + 1 == cmd.z_size))
+
+        # Residual rows -> post-processor; the destination waits in a FIFO.
+        afifo = fifo.SyncFIFOBuffered(width=33, depth=16)
+        m.submodules.afifo = afifo
+        o = rd.out.payload
+        m.d.comb += [
+            self.pp_req.valid.eq(rd.out.valid & afifo.w_rdy),
+            self.pp_req.payload.acc_addr.eq(o.user.acc),
+            self.pp_req.payload.param_addr.eq(o.user.param),
+            self.pp_req.payload.residual.eq(o.bytes),
+            self.pp_req.payload.use_residual.eq(~o.skip),
+            rd.out.ready.eq(self.pp_req.ready & afifo.w_rdy),
+            afifo.w_en.eq(rd.out.valid & rd.out.ready),
+            afifo.w_data.eq(Cat(o.user.dram, o.user.last)),
+        ]
+
+        # Writer: one engine request per row, then its beats with strobes.
+        maxb = (cols + bb - 1 + bb - 1) // bb
+        wdata = Signal(8 * bb * maxb)
+        wstrb = Signal(bb * maxb)
+        nbeats = Signal(range(maxb + 1))
+        waddr = Signal(32)
+        wlast = Signal()
+        k = Signal(range(maxb + 1))
+        h_addr = afifo.r_data[:32]
+        h_last = afifo.r_data[32]
+        off = Signal(range(bb))
+        m.d.comb += off.eq(h_addr[:sh] if sh else 0)
+        row = Signal(8 * cols)
+        m.d.comb += row.eq(self.pp_out.payload)
+        strb = Signal(cols)
+        for i in range(cols):
+            m.d.comb += strb[i].eq(i < cmd.elems)
+        with m.FSM(name="writer"):
+            with m.State("IDLE"):
+                with m.If(self.pp_out.valid & afifo.r_rdy):
+                    m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
+                    m.d.sync += [
+                        wdata.eq(row << Cat(Const(0, 3), off)),
+                        wstrb.eq(strb << off),
+                        nbeats.eq((off + cmd.elems + bb - 1) >> sh),
+                        waddr.eq(h_addr), wlast.eq(h_last), k.eq(0),
+                    ]
+                    m.next = "REQ"
+            with m.State("REQ"):
+                m.d.comb += [self.wr_req.valid.eq(1), self.wr_req.payload.addr.eq(waddr),
+                             self.wr_req.payload.beats.eq(nbeats),
+                             self.stall.eq(~self.wr_req.ready)]
+                with m.If(self.wr_req.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [
+                    self.wr_data.valid.eq(1),
+                    self.wr_data.payload.data.eq(wdata.word_select(k, 8 * bb)),
+                    self.wr_data.payload.strb.eq(wstrb.word_select(k, bb)),
+                    self.stall.eq(~self.wr_data.ready),
+                ]
+                with m.If(self.wr_data.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k + 1 == nbeats):
+                        with m.If(wlast):
+                            m.next = "WAITB"
+                        with m.Else():
+                            m.next = "IDLE"
+            with m.State("WAITB"):
+                m.d.comb += self.stall.eq(1)
+                with m.If(self.wr_idle):
+                    m.d.sync += [busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+        with m.If(rd.stall):
+            m.d.comb += self.stall.eq(1)
+        with m.If(rd.err):
+            m.d.comb += [self.err.eq(1), self.err_addr.eq(rd.err_addr)]
+        with m.Elif(self.wr_err):
+            m.d.comb += [self.err.eq(1), self.err_addr.eq(self.wr_err_addr)]
+        return m

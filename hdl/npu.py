@@ -1,0 +1,217 @@
+"""The NPU top: AXI4 memory master, AXI4-Lite control slave, interrupt."""
+
+from amaranth.hdl import Module, ResetInserter, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .axi import AxiMaster, axi4_lite_signature, axi4_signature
+from .command import CommandProcessor
+from .csr import CsrBank
+from .dma import DmaLoad, DmaStore
+from .exec_top import ExecTop
+
+__all__ = ["Npu"]
+
+
+class Npu(wiring.Component):
+    """The whole accelerator of one :class:`hdl.config.NpuConfig`.
+
+    Structure: :class:`~hdl.csr.CsrBank` (registers) -> run control (here) ->
+    :class:`~hdl.command.CommandProcessor` (fetch, checks, queues, tokens) -> LOAD unit
+    (:class:`~hdl.dma.DmaLoad` into the scratchpads), EXECUTE unit and post-processor
+    (:class:`~hdl.exec_top.ExecTop`), STORE unit (:class:`~hdl.dma.DmaStore`); all memory
+    traffic goes through one :class:`~hdl.axi.AxiMaster` (read clients: 0 command fetch,
+    1 LOAD, 2 STORE residual).
+
+    Run control: a START (CTRL.start) while idle clears STATUS and the performance counters,
+    latches PROG_BASE, PROG_LEN, WIN_BASE and WIN_LIMIT, and releases the command processor and
+    the units from reset (BAD_PROGRAM is raised at once instead when PROG_BASE is not 32-byte
+    aligned or PROG_LEN is zero). The program ends with done or an error, or CTRL.abort
+    (ABORTED). The NPU then *drains*: the units are held in reset, read data is discarded and
+    write bursts already announced complete with null strobes; when the bus is quiet, busy falls
+    and STATUS.done or STATUS.error, with IRQ_STATUS, are set together. A START while busy (also
+    while draining) is ignored and sets STATUS.start_ignored.
+
+    Members
+    -------
+    m_axi : Out(axi4_signature(32, bus_data_width, bus_id_width))
+        Memory.
+    s_axil : In(axi4_lite_signature(12, 32))
+        Registers (docs/isa.md, Register map).
+    irq : Out(1)
+        ``|(IRQ_STATUS & IRQ_ENABLE)``.
+    """
+
+    def __init__(self, config):
+        self._config = c = config
+        super().__init__({
+            "m_axi": Out(axi4_signature(32, c.bus_data_width, c.bus_id_width)),
+            "s_axil": In(axi4_lite_signature(CsrBank.ADDR_WIDTH, 32)),
+            "irq": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        E = isa.ErrorCode
+        PC = isa.PerfCounter
+
+        m.submodules.csr = csr = CsrBank(c)
+        wiring.connect(m, wiring.flipped(self.s_axil), csr.bus)
+        m.d.comb += self.irq.eq(csr.irq)
+
+        m.submodules.axi = axi = AxiMaster(c, read_clients=3)
+        wiring.connect(m, axi.bus, wiring.flipped(self.m_axi))
+
+        running = Signal()
+        units_rst = Signal()
+        m.d.comb += units_rst.eq(~running)
+        cp = CommandProcessor(c)
+        ld = DmaLoad(c)
+        st = DmaStore(c)
+        exe = ExecTop(c)
+        m.submodules.command = ResetInserter(units_rst)(cp)
+        m.submodules.dma_load = ResetInserter(units_rst)(ld)
+        m.submodules.dma_store = ResetInserter(units_rst)(st)
+        m.submodules.datapath = ResetInserter(units_rst)(exe)
+        m.d.comb += axi.flush.eq(~running)
+
+        # ---- memory traffic
+        wiring.connect(m, cp.rd_req, axi.rd_req[0])
+        wiring.connect(m, axi.rd_data[0], cp.rd_data)
+        wiring.connect(m, ld.rd_req, axi.rd_req[1])
+        wiring.connect(m, axi.rd_data[1], ld.rd_data)
+        wiring.connect(m, st.rd_req, axi.rd_req[2])
+        wiring.connect(m, axi.rd_data[2], st.rd_data)
+        wiring.connect(m, st.wr_req, axi.wr_req)
+        wiring.connect(m, st.wr_data, axi.wr_data)
+        m.d.comb += [st.wr_err.eq(axi.wr_err), st.wr_err_addr.eq(axi.wr_err_addr),
+                     st.wr_idle.eq(axi.wr_idle)]
+
+        # ---- units
+        wiring.connect(m, cp.load_cmd, ld.cmd)
+        m.d.comb += [cp.load_done.eq(ld.done), cp.load_err.eq(ld.err),
+                     cp.load_err_addr.eq(ld.err_addr)]
+        wiring.connect(m, cp.exec_cmd, exe.cmd)
+        m.d.comb += cp.exec_done.eq(exe.done)
+        wiring.connect(m, cp.store_cmd, st.cmd)
+        m.d.comb += [cp.store_done.eq(st.done), cp.store_err.eq(st.err),
+                     cp.store_err_addr.eq(st.err_addr), st.param_addr.eq(cp.pp_param),
+                     exe.pp_config.eq(cp.pp_config)]
+        wiring.connect(m, st.pp_req, exe.pp_req)
+        wiring.connect(m, exe.pp_out, st.pp_out)
+        m.d.comb += exe.acc_rd.en.eq(0)
+
+        # LOAD rows into the scratchpads. ACC rows wait while the execute unit works (it owns
+        # the accumulator's write port then; the command processor issues no EXECUTE command
+        # while a LOAD to ACC runs).
+        wr = ld.wr
+        tgt = Value.cast(wr.target)
+        m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe.busy))
+        for port, buf, lanes, bits in ((exe.input_wr, isa.Buffer.INPUT, c.rows, 8),
+                                       (exe.weight_wr, isa.Buffer.WEIGHT, c.cols, 8),
+                                       (exe.acc_wr, isa.Buffer.ACC, c.cols, 32),
+                                       (exe.param_wr, isa.Buffer.PARAM, c.cols, 32)):
+            m.d.comb += [port.en.eq(wr.en & (tgt == buf)), port.addr.eq(wr.addr),
+                         port.data.eq(wr.data[:lanes * bits]),
+                         port.mask.eq((1 << lanes) - 1)]
+
+        # ---- run control
+        prog_base, prog_len = Signal(32), Signal(32)
+        win_base, win_limit = Signal(32), Signal(32)
+        m.d.comb += [cp.prog_base.eq(prog_base), cp.prog_len.eq(prog_len),
+                     cp.win_base.eq(win_base), cp.win_limit.eq(win_limit)]
+        busy = Signal()
+        st_done, st_error, st_ignored = Signal(), Signal(), Signal()
+        code = Signal(E)
+        err_index, err_addr = Signal(32), Signal(32)
+        ending_error = Signal()
+        m.d.comb += [
+            csr.status.busy.eq(busy), csr.status.done.eq(st_done),
+            csr.status.error.eq(st_error), csr.status.start_ignored.eq(st_ignored),
+            csr.status.error_code.eq(code),
+            csr.err_index.eq(err_index), csr.err_addr.eq(err_addr),
+        ]
+        ctrl = csr.ctrl
+        start = Signal()
+        abort = Signal()
+        m.d.comb += [start.eq(csr.ctrl_write & ctrl.start & ~ctrl.abort),
+                     abort.eq(csr.ctrl_write & ctrl.abort)]
+        clear_perf = Signal()
+        with m.FSM(name="run"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.comb += clear_perf.eq(1)
+                    m.d.sync += [st_done.eq(0), st_error.eq(0), st_ignored.eq(0),
+                                 code.eq(E.NONE), err_index.eq(0), err_addr.eq(0)]
+                    with m.If((csr.prog_base[:5] != 0) | (csr.prog_len == 0)):
+                        m.d.sync += [st_error.eq(1), code.eq(E.BAD_PROGRAM)]
+                        m.d.comb += csr.irq_status_set.error.eq(1)
+                    with m.Else():
+                        m.d.sync += [busy.eq(1), running.eq(1), prog_base.eq(csr.prog_base),
+                                     prog_len.eq(csr.prog_len), win_base.eq(csr.win_base),
+                                     win_limit.eq(csr.win_limit)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(start):
+                    m.d.sync += st_ignored.eq(1)
+                with m.If(abort):
+                    m.d.sync += [running.eq(0), ending_error.eq(1), code.eq(E.ABORTED),
+                                 err_index.eq(0), err_addr.eq(0)]
+                    m.next = "DRAIN"
+                with m.Elif(cp.error):
+                    m.d.sync += [running.eq(0), ending_error.eq(1), code.eq(cp.error_code),
+                                 err_index.eq(cp.error_index), err_addr.eq(cp.error_addr)]
+                    m.next = "DRAIN"
+                with m.Elif(cp.done):
+                    m.d.sync += [running.eq(0), ending_error.eq(0)]
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(start):
+                    m.d.sync += st_ignored.eq(1)
+                with m.If(axi.idle):
+                    m.d.sync += [busy.eq(0), st_done.eq(~ending_error),
+                                 st_error.eq(ending_error)]
+                    m.d.comb += [csr.irq_status_set.done.eq(~ending_error),
+                                 csr.irq_status_set.error.eq(ending_error)]
+                    m.next = "IDLE"
+
+        # ---- performance counters
+        events = {
+            PC.CYCLES: running,
+            PC.COMMANDS: cp.retired,
+            PC.LOAD_BUSY: ld.busy,
+            PC.EXECUTE_BUSY: exe.busy,
+            PC.STORE_BUSY: st.busy | cp.store_active,
+            PC.MAC_ACTIVE: exe.mac_active,
+            PC.LOAD_WAIT_TOKEN: cp.load_wait,
+            PC.EXECUTE_WAIT_TOKEN: cp.exec_wait,
+            PC.STORE_WAIT_TOKEN: cp.store_wait,
+            PC.FETCH_STALL: cp.fetch_stall,
+            PC.EXECUTE_STARVED: cp.exec_starved,
+            PC.LOAD_BUS_STALL: ld.stall,
+            PC.STORE_BUS_STALL: st.stall,
+        }
+        bus = self.m_axi
+        bb = c.bus_data_width // 8
+        read_bytes = Signal(range(256 * bb + 1))
+        with m.If(bus.arvalid & bus.arready):
+            m.d.comb += read_bytes.eq((bus.arlen + 1) * bb)
+        written = Signal(range(bb + 1))
+        with m.If(bus.wvalid & bus.wready):
+            m.d.comb += written.eq(sum(bus.wstrb[i] for i in range(bb)))
+        events[PC.BYTES_READ] = read_bytes
+        events[PC.BYTES_WRITTEN] = written
+        for counter in PC:
+            value = Signal(64, name=f"perf_{counter.name.lower()}")
+            with m.If(clear_perf):
+                m.d.sync += value.eq(0)
+            with m.Elif(running):
+                m.d.sync += value.eq(value + events[counter])
+            m.d.comb += csr.perf[counter.value].eq(value)
+        return m
