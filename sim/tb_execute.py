@@ -26,6 +26,12 @@ def pack(values, width):
     return out
 
 
+def bit(signal):
+    """A one-bit signal as 0/1, X and Z (Icarus before the first edge) as 0."""
+    v = signal.value
+    return int(v) if v.is_resolvable else 0
+
+
 def unpack(value, lanes, width):
     value = int(value)
     out = []
@@ -71,11 +77,11 @@ class TB:
         while True:
             await FallingEdge(dut.clk)
             await ReadOnly()
-            if int(dut.mac_active.value):
+            if bit(dut.mac_active):
                 if self.first_mac is None:
                     self.first_mac = self.cycles
                 self.mac += 1
-            if int(dut.done.value):
+            if bit(dut.done):
                 self.done += 1
                 self.last_done = self.cycles
             self.cycles += 1
@@ -95,7 +101,7 @@ class TB:
     async def _send(self, valid, ready):
         while True:
             await ReadOnly()
-            taken = int(ready.value)
+            taken = bit(ready)
             await FallingEdge(self.dut.clk)
             if taken:
                 return
@@ -115,7 +121,7 @@ class TB:
         dut = self.dut
         while True:
             await ReadOnly()
-            if self.done >= count and not int(dut.busy.value):
+            if self.done >= count and not bit(dut.busy):
                 break
             await FallingEdge(dut.clk)
         await FallingEdge(dut.clk)
@@ -141,7 +147,7 @@ class TB:
                 ready = self.rng.random() >= p_stall
                 dut.pp_out__ready.value = ready
                 await ReadOnly()
-                if ready and int(dut.pp_out__valid.value):
+                if ready and bit(dut.pp_out__valid):
                     out.append(unpack(dut.pp_out__payload.value, lanes, 8))
                 await FallingEdge(dut.clk)
             dut.pp_out__ready.value = 0
