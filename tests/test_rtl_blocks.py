@@ -412,3 +412,25 @@ def test_execute_long_matmul_keeps_array_busy():
     assert out["mac"] == n * tiles
     total = out["last_done"] - out["first_mac"] + 1
     assert out["mac"] / total >= 0.95, (out["mac"], total)
+
+
+def test_execute_consecutive_commands_overlap():
+    """Three COMPUTE commands back to back (different tiles, accumulate on, a conv-like 2-D
+    block): the vectors of all of them enter the array in consecutive cycles."""
+    rows, cols = 4, 3
+    cfg = small_config(rows, cols, input_depth=256, weight_depth=128, acc_depth=32)
+    rng = np.random.default_rng(9)
+    h = ExecHarness(cfg, rng)
+    cmds = []
+    for k in range(3):
+        cmds.append((Opcode.COMPUTE, dict(
+            accumulate=int(k > 0), wgt_addr=8 * k, in_addr=10 * k, acc_addr=2 * k, x_size=3,
+            y_size=2, in_x_stride=1, in_y_stride=5, acc_x_stride=1, acc_y_stride=3,
+            kx_size=2, ky_size=1, kz_size=1, in_kx_stride=1)))
+    res = h.run_golden(cmds)
+    out = h.run_rtl(cmds, p_idle=0)
+    assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
+    vectors = res.counters["mac_vectors"]
+    assert out["mac"] == vectors == 36
+    # first vector in to last ACC write: the vectors, then the array and accumulator latency
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols
