@@ -96,7 +96,8 @@ def main():
         "program": {"commands": prog.num_commands, "image_bytes": prog.image_size,
                     "activation_bytes": m["memory"]["activations"]["size"],
                     "activation_bytes_without_reuse": m["memory"]["activations"]["without_reuse"],
-                    "layers": len(m["layers"]), **{f"total_{k}": v for k, v in m["totals"].items()}},
+                    "layers": len(m["layers"]),
+                    **{f"total_{k}": v for k, v in m["totals"].items()}},
         "runs": runs,
     }
     dest = Path(args.output)
