@@ -210,8 +210,10 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += self.weight_rd.en.eq(1)
         with m.If(start):
             m.d.comb += self.weight_rd.addr.eq(l_job.wgt)
-            m.d.sync += [l_loaded.eq(1), seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
+            m.d.sync += [seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
                          seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]
+            with m.If(~l_take):
+                m.d.sync += l_loaded.eq(1)
         with m.Elif(seq_left != 0):
             m.d.comb += self.weight_rd.addr.eq(seq_addr)
             m.d.sync += [seq_left.eq(seq_left - 1), seq_addr.eq(seq_addr + 1),
@@ -247,7 +249,9 @@ class ExecuteUnit(wiring.Component):
         job_end = Signal()      # the current job issues its last slot this cycle
 
         ccp, cpp = c_job.cmd.compute, c_job.cmd.pool
-        next_ready = l_valid & l_loaded
+        # A tile may be taken in the cycle its first weight row is read: that row reaches the
+        # shadow registers just as the tile's switch token reaches PE row 0.
+        next_ready = l_valid & (l_loaded | start)
         m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
 
         with m.If(a_issue | a_marker):
