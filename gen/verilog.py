@@ -47,4 +47,5 @@ def generate_verilog(config, outdir):
     from .header import write_if_changed
     path = Path(outdir) / f"{DATAPATH_TOP}.v"
     changed = write_if_changed(path, datapath_verilog(config))
+    path.chmod(0o644)   # the temporary file it was written through is private
     return [(path, changed)]

@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
+from .config import NpuConfig
 from .execute import ExecuteUnit
 from .postproc import PostProcessor
 from .scratchpad import Scratchpad, read_signature, write_signature
@@ -62,6 +63,8 @@ class ExecTop(wiring.Component):
     """
 
     def __init__(self, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
         self._config = c = config
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),

@@ -5,6 +5,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
+from .config import NpuConfig
 from .scratchpad import read_signature, write_signature
 from .systolic import SystolicArray
 
@@ -85,6 +86,11 @@ class ExecuteUnit(wiring.Component):
     """
 
     def __init__(self, config):
+        if not isinstance(config, NpuConfig):
+            raise TypeError(f"config must be an NpuConfig, not {config!r}")
+        if config.dataflow != "weight_stationary":
+            raise ValueError(f"array.dataflow = {config.dataflow!r}: the execute unit "
+                             f"implements only 'weight_stationary'")
         self._config = config
         c = config
         self.LATENCY = 1 + (c.rows + c.cols - 1) + 1

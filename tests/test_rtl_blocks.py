@@ -373,7 +373,9 @@ def _rand_pool(rng, c):
         win_x_stride=st[3], acc_y_stride=ay, acc_x_stride=ax))
 
 
-@pytest.mark.parametrize("rows, cols, seed", [(4, 3, 1), (3, 4, 2), (2, 2, 3), (1, 3, 4)])
+@pytest.mark.parametrize("rows, cols, seed", [(4, 3, 1), (3, 4, 2), (2, 2, 3), (1, 3, 4)] + [
+    pytest.param(r, c, s, marks=pytest.mark.slow)
+    for r, c, s in [(4, 4, 5), (5, 3, 6), (3, 5, 7), (2, 6, 8), (6, 2, 9), (4, 3, 10)]])
 def test_execute_random_commands_match_golden(rows, cols, seed):
     rng = np.random.default_rng(seed)
     cfg = small_config(rows, cols)
