@@ -312,6 +312,24 @@ def test_supported_single_conv_with_relu_and_clip_matches_onnxruntime():
         assert got.min() >= 0 and (act == "Relu" or got.max() <= 0.6 + 1e-6)
 
 
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+def test_standalone_relu_and_clip_match_onnxruntime(act):
+    """DequantizeLinear -> Relu/Clip -> QuantizeLinear with its own output scale."""
+    import onnxruntime as ort
+    inits = [numpy_helper.from_array(np.float32(-0.3), "lo"),
+             numpy_helper.from_array(np.float32(0.9), "hi")] if act == "Clip" else []
+    ins = ["x", "lo", "hi"] if act == "Clip" else ["x"]
+    m = qdq_model([helper.make_node(act, ins, ["y"], name="act")], inits, x_zp=7)
+    prog = compile_model(m, "small")
+    x = np.random.default_rng(2).normal(0, 3, (1, 4, 6, 6)).astype(np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = np.rint(sess.run(None, {"input": x})[0] / np.float32(0.1))
+    got = np.rint(driver.run(prog, x) / np.float32(0.1))
+    assert np.abs(got - want).max() <= 1          # scales 0.05 -> 0.1: exact ties, where
+    assert np.mean(got == want) >= 0.95           # float32 may round either way
+    assert got.min() >= (0 if act == "Relu" else -3)
+
+
 @pytest.mark.parametrize("attrs,pattern", [
     ({"group": 2}, r"node 'bad' \(Conv\): group = 2; supported: group 1"),
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]},

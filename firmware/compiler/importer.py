@@ -447,8 +447,22 @@ class _Importer:
     op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _alias
 
     def op_Relu(self, node):
-        self.fail(node, "a Relu must follow a Conv, Gemm, MatMul or Add directly (before its "
-                        "QuantizeLinear), where it becomes the output clamp")
+        """A Relu or Clip between a DequantizeLinear and a QuantizeLinear (not folded into a
+        producer): an identity 1x1 convolution that requantises to the output's scale (exact up
+        to the Q31 multiplier) with the activation as its clamp."""
+        x = self.act(node, node.input[0])
+        out, scale, zp, lo, hi = self.follow(node, node.output[0])
+        if node.op_type == "Relu":
+            lo = max(lo, zp)
+        else:
+            clo, chi = numerics.clip_bounds(zp, scale, *self.clip_range(node))
+            lo, hi = max(lo, clo), min(hi, chi)
+        if lo > hi:
+            self.fail(node, f"the output clamp is empty ([{lo}, {hi}])")
+        self.new_tensor(out, x.h, x.w, x.c, scale, zp)
+        self.emit(Conv(self.name_of(node), node.op_type, x.name, out,
+                       np.eye(x.c, dtype=np.int8).reshape(x.c, 1, 1, x.c), np.ones(x.c),
+                       np.zeros(x.c, np.int32), (1, 1), (0, 0, 0, 0), lo, hi), out)
 
     op_Clip = op_Relu
 
