@@ -210,7 +210,7 @@ class AxiMaster(wiring.Component):
             for k in range(nclients):
                 with m.If(grant == k):
                     m.d.comb += self.rd_req[k].ready.eq(1)
-                    m.d.sync += [r_busy.eq(1), r_next.eq(self.rd_req[k].payload.addr),
+                    m.d.sync += [r_busy.eq(1), r_next.eq(self.rd_req[k].payload.addr & ~Const(bb - 1, 32)),
                                  r_rem.eq(self.rd_req[k].payload.beats), r_client.eq(k)]
             m.d.sync += last_grant.eq(grant)
         # (an empty request, beats = 0, is accepted and produces nothing)
@@ -250,7 +250,7 @@ class AxiMaster(wiring.Component):
             m, "aw", None, wq.w_rdy & bq.w_rdy, bus.awready)
         m.d.comb += self.wr_req.ready.eq(~w_busy & ~self.flush)
         with m.If(self.wr_req.valid & self.wr_req.ready):
-            m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr),
+            m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr & ~Const(bb - 1, 32)),
                          w_rem.eq(self.wr_req.payload.beats)]
         with m.If(w_busy & (w_rem == 0) & ~w_valid):
             m.d.sync += w_busy.eq(0)

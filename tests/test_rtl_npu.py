@@ -1,0 +1,56 @@
+"""The whole Npu on Verilator (and Icarus where installed), against the golden model.
+
+Each test runs one cocotb test of ``sim/tb_npu.py`` on one cached build per configuration
+(``sim/build.py``); each cocotb test runs many programs in one simulation.
+"""
+
+import shutil
+
+import pytest
+
+from gen.toolchain import tool_env
+from sim import build
+
+CONFIG = "tiny"
+
+
+def _run(testcase, config=CONFIG, simulator="verilator", **env):
+    tests, failed = build.run(config, "tb_npu", testcase=testcase, simulator=simulator,
+                              extra_env={k: str(v) for k, v in env.items()})
+    assert tests == 1, f"{testcase} did not run"
+    assert failed == 0, f"{testcase} failed: see build/sim/npu-{config}-{simulator}-*/*.log"
+
+
+def test_npu_registers():
+    _run("test_registers")
+
+
+def test_npu_programs_match_golden():
+    _run("test_programs", NPU_COUNT=30, NPU_SEED=1)
+
+
+def test_npu_programs_backpressure():
+    _run("test_programs_backpressure", NPU_COUNT=20, NPU_SEED=2)
+
+
+def test_npu_error_injection():
+    _run("test_errors", NPU_SEED=3)
+
+
+def test_npu_fuzz():
+    """200 random and damaged command streams in one simulation."""
+    _run("test_fuzz", NPU_COUNT=200, NPU_SEED=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_npu_fuzz_slow(seed):
+    """Thousands of command streams (1000 per seed), with AXI backpressure on odd seeds."""
+    _run("test_fuzz", NPU_COUNT=1000, NPU_SEED=100 + seed, NPU_PAUSE=seed % 2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("iverilog", path=tool_env()["PATH"]) is None,
+                    reason="Icarus (iverilog) is not installed")
+def test_npu_icarus():
+    _run("test_programs", simulator="icarus", NPU_COUNT=5, NPU_SEED=5)
