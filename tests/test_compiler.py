@@ -341,6 +341,30 @@ def test_standalone_relu_and_clip_match_onnxruntime(act):
     assert got.min() >= (0 if act == "Relu" else -3)
 
 
+def test_add_without_a_convolution_to_fuse_into():
+    """Add(x, MaxPool(x)): no convolution input, so an identity 1x1 convolution carries it."""
+    import onnxruntime as ort
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="mp", kernel_shape=[3, 3],
+                              strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"], name="q_p"),
+             helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["pf"], name="dq_p"),
+             helper.make_node("Add", ["x", "pf"], ["a"], name="plus"),
+             helper.make_node("Relu", ["a"], ["y"], name="relu")]
+    m = qdq_model(nodes, x_zp=-20)
+    graph = import_onnx(m)
+    steps = lower(graph).steps
+    assert [s.op_type for s in steps] == ["MaxPool", "Add"] and steps[1].residual is not None
+    x = np.random.default_rng(3).normal(0, 2.5, (1, 4, 6, 6)).astype(np.float32)
+    for config in ("tiny", "default"):
+        prog = compile_model(m, config)
+        x_q = driver.quantize_input(prog, x)
+        got = driver.run_int8(prog, x_q)
+        np.testing.assert_array_equal(got, interpret(graph, x_q)[graph.output])
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = np.rint(sess.run(None, {"input": x})[0] / np.float32(0.1))
+    assert np.abs(np.rint(driver.run(prog, x) / np.float32(0.1)) - want).max() <= 1
+
+
 @pytest.mark.parametrize("attrs,pattern", [
     ({"group": 2}, r"node 'bad' \(Conv\): group = 2; supported: group 1"),
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]},
