@@ -54,3 +54,13 @@ def test_npu_fuzz_slow(seed):
                     reason="Icarus (iverilog) is not installed")
 def test_npu_icarus():
     _run("test_programs", simulator="icarus", NPU_COUNT=5, NPU_SEED=5)
+
+
+def test_npu_overlap():
+    """A double-buffered 6-tile convolution: LOAD of tile i+1, COMPUTE of tile i and STORE of
+    tile i-1 overlap. Asserted from the performance counters: CYCLES < 0.85 x (LOAD_BUSY +
+    EXECUTE_BUSY + STORE_BUSY) (a serial machine needs at least the sum), and the cycles the
+    execute unit is idle (CYCLES - EXECUTE_BUSY) <= one tile's load (pipeline fill) + per later
+    tile the excess of load over compute time + one tile's store (drain) + 40 cycles of
+    hand-over per tile."""
+    _run("test_overlap")
