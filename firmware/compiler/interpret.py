@@ -36,11 +36,14 @@ def evaluate(op, tensors: dict, vals: dict) -> np.ndarray:
     raise TypeError(f"unknown IR op {op!r}")
 
 
-def interpret(graph: Graph, x_q: np.ndarray) -> dict:
-    """Every tensor's int8 NHWC value (``(1, h, w, c)``) for the int8 NHWC input ``x_q``."""
+def interpret(graph: Graph, x_q: np.ndarray, evaluate_op=None) -> dict:
+    """Every tensor's int8 NHWC value (``(1, h, w, c)``) for the int8 NHWC input ``x_q``.
+    ``evaluate_op(op, tensors, vals)`` may replace :func:`evaluate` (to study the effect of
+    other arithmetic; it may return None to fall back to :func:`evaluate`)."""
     t = graph.tensors
     i = t[graph.input]
     vals = {graph.input: np.asarray(x_q, np.int8).reshape(1, i.h, i.w, i.c)}
     for op in graph.ops:
-        vals[op.out] = evaluate(op, t, vals)
+        v = evaluate_op(op, t, vals) if evaluate_op is not None else None
+        vals[op.out] = evaluate(op, t, vals) if v is None else v
     return vals
