@@ -148,6 +148,12 @@ class NpuProgram:
         return prog
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save(program: NpuProgram, path) -> Path:
     """Write atomically: the file appears whole or not at all."""
     path = Path(path)
@@ -156,6 +162,7 @@ def save(program: NpuProgram, path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(program.to_bytes())
+        os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
