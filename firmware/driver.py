@@ -116,9 +116,13 @@ def dequantize_output(program: NpuProgram, q) -> np.ndarray:
 def run_int8(program: NpuProgram, x_q, backend="golden") -> np.ndarray:
     """Run on an int8 NHWC input; returns the int8 NHWC output."""
     inp, out = program.manifest["input"], program.manifest["output"]
-    x_q = np.ascontiguousarray(np.asarray(x_q, dtype=np.int8))
+    x_q = np.asarray(x_q, dtype=np.int8)
     if x_q.size != inp["size"]:
         raise DriverError(f"int8 input must have {inp['size']} elements, not {x_q.size}")
+    # The program may want the input stored with a border of its zero point (a packed stem).
+    pt, pl, pb, pr = inp.get("pad", (0, 0, 0, 0))
+    x_q = np.pad(x_q.reshape(inp["nhwc"]), ((0, 0), (pt, pb), (pl, pr), (0, 0)),
+                 constant_values=inp["zero_point"])
     raw = get_backend(backend).execute(program, [(inp["address"], x_q.tobytes())],
                                        [(out["address"], out["size"])])[0]
     return np.frombuffer(raw, dtype=np.int8).reshape(out["nhwc"])

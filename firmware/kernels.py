@@ -188,7 +188,7 @@ def _load_tile(x, sram_addr, lanes, c0, nblocks, iy0, ix0, ih, iw, pad_value):
             dram_addr=x.offset(max(iy0, 0), max(ix0, 0), c0 + b0 * lanes),
             z_size=nz, y_size=ih, x_size=iw,
             sram_z_stride=ih * iw, sram_y_stride=iw, sram_x_stride=1,
-            dram_z_stride=lanes, dram_y_stride=x.width * x.channels, dram_x_stride=x.channels)))
+            dram_z_stride=lanes, dram_y_stride=x.row_stride, dram_x_stride=x.pixel_stride)))
     return cmds
 
 
@@ -201,7 +201,7 @@ def _clip(start, size, limit):
 def _store_tile(out, acc_addr, c0, elems, oy0, ox0, th, tw, residual):
     f = dict(elems=elems, acc_addr=acc_addr, dram_addr=out.offset(oy0, ox0, c0),
              z_size=1, y_size=th, x_size=tw, acc_y_stride=tw, acc_x_stride=1,
-             dram_y_stride=out.width * out.channels, dram_x_stride=out.channels)
+             dram_y_stride=out.row_stride, dram_x_stride=out.pixel_stride)
     if residual is not None:
         f.update(residual=1, res_addr=residual.tensor.offset(oy0, ox0, c0))
     return (Opcode.STORE, f)

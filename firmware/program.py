@@ -26,11 +26,19 @@ class Region:
 
 @dataclass(frozen=True)
 class Tensor:
-    """An int8 activation tensor in memory, NHWC with N = 1, channels innermost."""
+    """An int8 activation tensor in memory, NHWC with N = 1, channels innermost.
+
+    By default the pixels are packed (``x_stride = channels``, ``y_stride = width * x_stride``).
+    Other strides describe views: ``x_stride < channels`` makes pixels overlap, so that one pixel
+    of the view holds several neighbouring pixels of the tensor behind it (an im2col row: the
+    compiler packs a kernel row of the 3-channel stem into one view pixel).
+    """
     address: int
     height: int
     width: int
     channels: int
+    x_stride: int | None = None
+    y_stride: int | None = None
 
     @property
     def size(self):
@@ -40,9 +48,19 @@ class Tensor:
     def shape(self):
         return (1, self.height, self.width, self.channels)
 
+    @property
+    def pixel_stride(self):
+        """Bytes between pixels along x."""
+        return self.channels if self.x_stride is None else self.x_stride
+
+    @property
+    def row_stride(self):
+        """Bytes between rows."""
+        return self.width * self.pixel_stride if self.y_stride is None else self.y_stride
+
     def offset(self, y, x, c=0):
         """Byte address of element (y, x, c)."""
-        return self.address + (y * self.width + x) * self.channels + c
+        return self.address + y * self.row_stride + x * self.pixel_stride + c
 
 
 @dataclass

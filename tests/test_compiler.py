@@ -221,6 +221,11 @@ def test_layer_table_and_csv():
     assert len(fused) == 16                         # every bottleneck's add is fused
     for r in rows:
         assert r["predicted_cycles"] >= r["ideal_cycles"]
+    # The stem (7x7, 3 channels) is packed: 7 kernel columns x 3 channels share the lanes.
+    steps = lower(import_onnx(model("resnet50")), 16).steps
+    assert steps[0].pack == 7 and steps[0].w.shape == (64, 7, 1, 21)
+    assert prog.manifest["input"]["pad"] == [3, 3, 3, 3]
+    assert rows[0]["predicted_cycles"] < 2 * rows[0]["ideal_cycles"]
     text = layer_table(prog)
     assert "ideal cycles" in text and "layer1.0.conv3+layer1.0.add" in text
     csv = layer_csv(prog).splitlines()

@@ -45,11 +45,12 @@ def package(prog, tensors, low, graph, alloc, config, memory_size=None) -> NpuPr
     if prog.image_size > limit_size or prog.base + limit_size > 1 << 32:
         raise CompileError(None, None, _too_big(prog.image_size, cfg, limit_size))
 
-    def tensor_info(name, onnx_name, onnx_shape):
+    def tensor_info(name, onnx_name, onnx_shape, pad=(0, 0, 0, 0)):
         q, t = low.tensors[name], tensors[name]
         return {"name": onnx_name, "address": t.address, "nhwc": [1, q.h, q.w, q.c],
                 "onnx_shape": list(onnx_shape), "scale": q.scale, "zero_point": q.zp,
-                "dtype": "int8", "size": q.size}
+                "dtype": "int8", "size": q.size, "pad": list(pad),
+                "stored_nhwc": [1, q.h + pad[0] + pad[2], q.w + pad[1] + pad[3], q.c]}
 
     rows = [s.row(cfg) for s in prog.layers]
     manifest = {
@@ -62,7 +63,7 @@ def package(prog, tensors, low, graph, alloc, config, memory_size=None) -> NpuPr
                    "window_limit": prog.base + limit_size - 1,
                    "activations": {"address": prog.address("activations"), "size": alloc.size,
                                    "without_reuse": alloc.naive}},
-        "input": tensor_info(low.input, graph.input_name, graph.input_shape),
+        "input": tensor_info(low.input, graph.input_name, graph.input_shape, low.input_pad),
         "output": tensor_info(low.output, graph.output_name, graph.output_shape),
         "layers": rows,
         "totals": {k: sum(r[k] for r in rows) for k in TABLE_COLUMNS[2:]},
@@ -81,7 +82,7 @@ def compile_model(model, config, memory_size=None) -> NpuProgram:
     :class:`NpuConfig`)."""
     cfg = NpuConfig.load(config)
     graph = import_onnx(model)
-    low = lower(graph)
+    low = lower(graph, cfg.rows)
     alloc = allocate(low)
     limit = cfg.window_size if memory_size is None else int(memory_size)
     least = alloc.size + sum(s.w.nbytes for s in low.steps if hasattr(s, "w"))

@@ -37,7 +37,9 @@ def allocate(low: Lowered) -> Allocation:
     n = len(low.steps)
     first, last, size = {}, {}, {}
     root_in = st[low.input]
-    first[root_in], size[root_in] = -1, low.tensors[root_in].size
+    q = low.tensors[root_in]
+    pt, pl, pb, pr = low.input_pad
+    first[root_in], size[root_in] = -1, (q.h + pt + pb) * (q.w + pl + pr) * q.c
     for i, s in enumerate(low.steps):
         r = st[s.out.name]
         first.setdefault(r, i)

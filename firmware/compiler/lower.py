@@ -51,6 +51,10 @@ class ConvStep:
     stride: tuple
     pad: tuple
     residual: ResidualSpec | None = None
+    #: ``> 0``: the input is read through an im2col view that packs this many neighbouring
+    #: pixels (a whole kernel row) into one vector: ``w`` is then ``(O, KH, 1, pack * C)`` and
+    #: the input is stored padded (see :func:`pack_input_conv`).
+    pack: int = 0
 
     @property
     def macs(self):
@@ -82,12 +86,14 @@ class AvgStep:
 @dataclass
 class Lowered:
     """Steps in execution order; ``storage`` maps every tensor to the tensor whose memory it
-    uses (itself, or the source of an alias)."""
+    uses (itself, or the source of an alias). The model input is stored with ``input_pad``
+    (top, left, bottom, right) pixels of its zero point around it (the driver writes them)."""
     steps: list
     tensors: dict
     storage: dict
     input: str
     output: str
+    input_pad: tuple = (0, 0, 0, 0)
 
 
 def _requant(x: QTensor, w, w_scale, bias, y_scale, y_zp, lo, hi) -> Requant:
@@ -103,7 +109,9 @@ def _residual(a: QTensor, b: QTensor, y: QTensor, lo, hi) -> ResidualSpec:
     return ResidualSpec(b, y.zp, ma, mb, s, lo, hi)
 
 
-def lower(graph: Graph) -> Lowered:
+def lower(graph: Graph, rows: int | None = None) -> Lowered:
+    """Lower ``graph``; with ``rows`` (the array's), a convolution on the model input may be
+    packed (:func:`pack_input_conv`)."""
     t = graph.tensors
     storage = {name: name for name in t}
     uses = Counter()
@@ -158,7 +166,36 @@ def lower(graph: Graph) -> Lowered:
             storage[op.out] = storage[op.x]
         else:                                            # pragma: no cover
             raise TypeError(f"unknown IR op {op!r}")
-    return Lowered(steps, t, storage, graph.input, graph.output)
+    return pack_input_conv(Lowered(steps, t, storage, graph.input, graph.output), rows)
+
+
+def pack_input_conv(low: Lowered, rows: int) -> Lowered:
+    """Pack the kernel rows of a convolution on the model input into the array's lanes.
+
+    A stem like ResNet's (7x7, 3 channels) fills 3 of ``rows`` lanes per reduction step. When
+    the input feeds only that convolution, the input is stored padded (the driver writes the
+    zero-point border) and the convolution reads it through an overlapping view whose pixel
+    (y, x) is the ``KW * C`` bytes of pixels (y, x .. x + KW - 1): a ``KH x 1`` convolution over
+    ``KW * C`` channels, with the weights rearranged to match (the same products and sums, so
+    the result is bit for bit the same). Done when it needs fewer reduction steps.
+    """
+    if not low.steps or rows is None:
+        return low
+    first = low.steps[0]
+    users = [s for s in low.steps if any(t.name == low.input for t in step_inputs(s))]
+    if not isinstance(first, ConvStep) or first.x.name != low.input or users != [first] or \
+            first.residual is not None or low.storage[low.output] == low.input:
+        return low
+    o, kh, kw, c = first.w.shape
+    before = kh * kw * -(-c // rows)
+    after = kh * -(-(kw * c) // rows)
+    if kw == 1 or after >= before:
+        return low
+    w = np.ascontiguousarray(first.w.reshape(o, kh, 1, kw * c))
+    packed = ConvStep(first.name, first.op_type, first.x, first.out, w, first.rq, first.stride,
+                      (0, 0, 0, 0), None, pack=kw)
+    return Lowered([packed] + low.steps[1:], low.tensors, low.storage, low.input, low.output,
+                   input_pad=first.pad)
 
 
 def _inputs(op):

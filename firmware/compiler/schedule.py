@@ -106,12 +106,19 @@ def schedule(low: Lowered, alloc: Allocation, config) -> tuple[StatsProgram, dic
             t = tensors[q.name] = Tensor(arena + alloc.offsets[st[q.name]], q.h, q.w, q.c)
         return t
 
-    tensor(low.tensors[low.input])
+    q = low.tensors[low.input]
+    pt, pl, pb, pr = low.input_pad
+    stored_in = tensors[q.name] = Tensor(arena + alloc.offsets[st[q.name]], q.h + pt + pb,
+                                         q.w + pl + pr, q.c)
     for i, step in enumerate(low.steps):
         if i:
             kernels.barrier(prog)      # counted to the previous layer
         prog.layers.append(LayerStats(step.name, step.op_type, step.macs))
         x, out = tensor(step.x), tensor(step.out)
+        if isinstance(step, ConvStep) and step.pack:
+            # The im2col view of the padded input: pixel (y, x) = pixels x .. x + pack - 1.
+            x = Tensor(stored_in.address, stored_in.height, stored_in.width - step.pack + 1,
+                       step.pack * q.c, x_stride=q.c, y_stride=stored_in.row_stride)
         if isinstance(step, ConvStep):
             res = None
             if step.residual is not None:
