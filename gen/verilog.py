@@ -22,14 +22,15 @@ __all__ = ["DATAPATH_TOP", "datapath_verilog", "generate_verilog"]
 DATAPATH_TOP = "npu_datapath"
 
 
-def datapath_verilog(config):
-    """The Verilog text of the datapath top of ``config`` (an :class:`NpuConfig` or a name)."""
+def datapath_verilog(config, pp_lanes=None):
+    """The Verilog text of the datapath top of ``config`` (an :class:`NpuConfig` or a name);
+    ``pp_lanes`` as for :class:`hdl.exec_top.ExecTop`."""
     from hdl.exec_top import ExecTop
     config = NpuConfig.load(config)
     saved = os.environ.get("AMARANTH_USE_YOSYS")
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     try:
-        text = verilog.convert(ExecTop(config), name=DATAPATH_TOP, emit_src=False,
+        text = verilog.convert(ExecTop(config, pp_lanes), name=DATAPATH_TOP, emit_src=False,
                                strip_internal_attrs=True)
     finally:
         if saved is None:

@@ -39,6 +39,8 @@ class ExecTop(wiring.Component):
     ----------
     config : NpuConfig
         Array and buffer sizes.
+    pp_lanes : int or None
+        Lanes the post-processor computes per cycle (default: all ``cols``, one row a cycle).
 
     Members
     -------
@@ -62,10 +64,11 @@ class ExecTop(wiring.Component):
         Post-processed rows, in order.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, pp_lanes=None):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         self._config = c = config
+        self._pp_lanes = pp_lanes
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -97,7 +100,7 @@ class ExecTop(wiring.Component):
                                                 read_ports=2, transparent=True)
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
-        m.submodules.postproc = pp = PostProcessor(c.cols)
+        m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes)
 
         wiring.connect(m, wiring.flipped(self.cmd), exe.cmd)
         m.d.comb += [self.done.eq(exe.done), self.mac_active.eq(exe.mac_active),

@@ -68,13 +68,20 @@ class PostProcessor(wiring.Component):
 
     Pipeline stages (registers): bias add; multiply; round; zero point and clamp; residual
     products; residual round, zero point and clamp. The pipeline advances whenever its output is
-    empty or taken, so it sustains one row per cycle; :attr:`LATENCY` is the number of cycles
-    from a transfer on ``i`` to the row at ``o`` without backpressure.
+    empty or taken, so with ``lanes == cols`` it sustains one row per cycle; :attr:`LATENCY` is
+    the number of cycles from a transfer on ``i`` to the row at ``o`` without backpressure.
+
+    With ``lanes < cols`` the arithmetic exists for ``lanes`` lanes only (6 multipliers a lane on
+    ECP5 instead of ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
+    consecutive beats, and leaves when its last beat is done, one row every ``beats`` cycles,
+    ``LATENCY + beats`` cycles after its transfer.
 
     Parameters
     ----------
     cols : int
         Lanes per row.
+    lanes : int or None
+        Lanes computed per cycle (default ``cols``).
 
     Members
     -------
@@ -88,10 +95,15 @@ class PostProcessor(wiring.Component):
 
     LATENCY = 6
 
-    def __init__(self, cols):
+    def __init__(self, cols, lanes=None):
         if not isinstance(cols, int) or cols < 1:
             raise TypeError(f"cols must be a positive integer, not {cols!r}")
+        if lanes is None:
+            lanes = cols
+        if not isinstance(lanes, int) or not 1 <= lanes <= cols:
+            raise TypeError(f"lanes must be an integer in 1..cols ({cols}), not {lanes!r}")
         self._cols = cols
+        self._lanes = lanes
         super().__init__({
             "config": In(isa.SETPP),
             "i": In(stream.Signature(postproc_input_layout(cols))),
@@ -102,26 +114,67 @@ class PostProcessor(wiring.Component):
     def cols(self):
         return self._cols
 
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def beats(self):
+        """Cycles per row: ``ceil(cols / lanes)``."""
+        return -(-self._cols // self._lanes)
+
     def elaborate(self, platform):
         m = Module()
-        cols = self._cols
+        cols, lanes, beats = self._cols, self._lanes, self.beats
         cfg = self.config
         n = self.LATENCY
-        valid = [Signal(name=f"valid{k + 1}") for k in range(n)]
         ce = Signal()
-        m.d.comb += [ce.eq(~self.o.valid | self.o.ready), self.i.ready.eq(ce)]
-        with m.If(ce):
-            m.d.sync += valid[0].eq(self.i.valid)
-            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, n)]
-        m.d.comb += self.o.valid.eq(valid[n - 1])
+        m.d.comb += ce.eq(~self.o.valid | self.o.ready)
 
+        # Beat source: the input row itself (beats == 1), or a held row, `lanes` lanes a beat.
         p = self.i.payload
-        use_res = [Signal(name=f"use_res{k + 1}") for k in range(n - 1)]
-        with m.If(ce):
-            m.d.sync += use_res[0].eq(p.use_residual)
-            m.d.sync += [use_res[k].eq(use_res[k - 1]) for k in range(1, n - 1)]
+        src_valid = Signal()
+        src_beat = Signal(range(beats))
+        src = Signal(postproc_input_layout(lanes))
+        if beats == 1:
+            m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(ce)]
+        else:
+            h_valid = Signal()
+            h_row = Signal(postproc_input_layout(cols))
+            last = src_beat == beats - 1
+            m.d.comb += [src_valid.eq(h_valid),
+                         self.i.ready.eq(~h_valid | (ce & last)),
+                         src.use_residual.eq(h_row.use_residual)]
+            with m.If(ce & h_valid):
+                m.d.sync += src_beat.eq(Mux(last, 0, src_beat + 1))
+                with m.If(last):
+                    m.d.sync += h_valid.eq(0)
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [h_valid.eq(1), h_row.eq(p), src_beat.eq(0)]
+            with m.Switch(src_beat):
+                for b in range(beats):
+                    with m.Case(b):
+                        for j in range(lanes):
+                            c = b * lanes + j
+                            if c >= cols:
+                                continue
+                            for field in ("acc", "bias", "mult", "shift", "residual"):
+                                m.d.comb += src[field][j].eq(h_row[field][c])
 
-        for c in range(cols):
+        valid = [Signal(name=f"valid{k + 1}") for k in range(n - 1)]
+        beat = [Signal(range(beats), name=f"beat{k + 1}") for k in range(n - 1)]
+        use_res = [Signal(name=f"use_res{k + 1}") for k in range(n - 1)]
+        o_valid = Signal()
+        with m.If(ce):
+            m.d.sync += [valid[0].eq(src_valid), beat[0].eq(src_beat),
+                         use_res[0].eq(src.use_residual)]
+            for k in range(1, n - 1):
+                m.d.sync += [valid[k].eq(valid[k - 1]), beat[k].eq(beat[k - 1]),
+                             use_res[k].eq(use_res[k - 1])]
+            m.d.sync += o_valid.eq(valid[n - 2] & (beat[n - 2] == beats - 1))
+        m.d.comb += self.o.valid.eq(o_valid)
+
+        for c in range(lanes):
             v = Signal(signed(32), name=f"v_{c}")
             mult1 = Signal(signed(32), name=f"mult1_{c}")
             shift1 = Signal(6, name=f"shift1_{c}")
@@ -135,10 +188,10 @@ class PostProcessor(wiring.Component):
             with m.If(ce):
                 m.d.sync += [
                     # stage 1: bias (wrapping int32)
-                    v.eq((p.acc[c] + p.bias[c])[:32].as_signed()),
-                    mult1.eq(p.mult[c]),
-                    shift1.eq(p.shift[c]),
-                    res[0].eq(p.residual[c]),
+                    v.eq((src.acc[c] + src.bias[c])[:32].as_signed()),
+                    mult1.eq(src.mult[c]),
+                    shift1.eq(src.shift[c]),
+                    res[0].eq(src.residual[c]),
                     # stage 2: 32 x 32 -> 64-bit product
                     prod.eq(v * mult1),
                     shift2.eq(shift1),
@@ -154,7 +207,13 @@ class PostProcessor(wiring.Component):
                     a5.eq(a),
                 ]
                 r2 = round_shift(m, s2, cfg.add_shift, f"add{c}")
-                # stage 6: residual round, zero point, clamp, or stage 1's result
-                m.d.sync += self.o.payload[c].eq(
-                    Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi), a5))
+                # stage 6: residual round, zero point, clamp, or stage 1's result, into the
+                # output row at this beat's lanes
+                y = Signal(signed(8), name=f"y_{c}")
+                m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo,
+                                                           cfg.add_hi), a5))
+                for b in range(beats):
+                    if b * lanes + c < cols:
+                        with m.If(beat[n - 2] == b):
+                            m.d.sync += self.o.payload[b * lanes + c].eq(y)
         return m

@@ -206,11 +206,13 @@ def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
     return np.where(use[:, None], y, a).astype(np.int64)
 
 
-@pytest.mark.parametrize("seed, extreme", [(1, False), (2, True), (3, False)])
-def test_postproc_matches_golden_with_stalls(seed, extreme):
+@pytest.mark.parametrize("seed, extreme, cols, lanes", [
+    (1, False, 3, None), (2, True, 3, None), (3, False, 3, None),
+    (4, False, 5, 2), (5, True, 3, 1), (6, False, 4, 2)])
+def test_postproc_matches_golden_with_stalls(seed, extreme, cols, lanes):
     rng = np.random.default_rng(seed)
-    cols, n = 3, 60
-    dut = PostProcessor(cols)
+    n = 60
+    dut = PostProcessor(cols, lanes)
     cfg = _pp_config(rng, extreme)
     acc, bias, mult, shift, residual, use = _pp_rows(rng, n, cols)
     expect = _pp_golden(cfg, acc, bias, mult, shift, residual, use)
@@ -236,8 +238,9 @@ def test_postproc_matches_golden_with_stalls(seed, extreme):
     assert np.array_equal(np.array([[int(v) for v in row] for row in got]), expect)
 
 
-def test_postproc_latency():
-    dut = PostProcessor(1)
+@pytest.mark.parametrize("cols, lanes", [(1, None), (3, None), (5, 2)])
+def test_postproc_latency(cols, lanes):
+    dut = PostProcessor(cols, lanes)
     seen = []
 
     async def tb(ctx):
@@ -251,7 +254,7 @@ def test_postproc_latency():
             await ctx.tick()
 
     run_sim(dut, tb)
-    assert seen == [PostProcessor.LATENCY]
+    assert seen == [PostProcessor.LATENCY + (dut.beats if dut.beats > 1 else 0)]
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
@@ -436,3 +439,48 @@ def test_execute_consecutive_commands_overlap():
     assert out["mac"] == vectors == 36
     # first vector in to last ACC write: the vectors, then the array and accumulator latency
     assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols
+
+
+@pytest.mark.parametrize("pp_lanes", [None, 2])
+def test_exec_top_postprocess_path(pp_lanes):
+    """ExecTop's post-processing path: ACC row + three PARAM rows + residual -> int8 row, with
+    random request gaps and output stalls, full-rate and lane-serial post-processors."""
+    cfg = small_config(4, 5)
+    rng = np.random.default_rng(21)
+    dut = ExecTop(cfg, pp_lanes)
+    acc, bias, mult, shift, residual, use = _pp_rows(rng, 12, cfg.cols)
+    setpp = _pp_config(rng)
+    n = len(acc)
+    param = np.zeros((cfg.param_depth, cfg.cols), dtype=np.int64)
+    for i in range(n // 3):                 # four parameter groups, three rows each
+        param[3 * i], param[3 * i + 1], param[3 * i + 2] = bias[i], mult[i], shift[i] + 64 * i
+    reqs = [(int(rng.integers(n)), 3 * int(rng.integers(n // 3))) for _ in range(30)]
+    expect = []
+    for a, p in reqs:
+        expect.append(_pp_golden(setpp, acc[a:a + 1], param[p:p + 1], param[p + 1:p + 2],
+                                 param[p + 2:p + 3] & 63, residual[a:a + 1], use[a:a + 1])[0])
+    got = []
+
+    async def put(ctx):
+        for k, v in setpp.items():
+            ctx.set(getattr(dut.pp_config, k), v)
+        for port, rows in ((dut.acc_wr, acc), (dut.param_wr, param)):
+            ctx.set(port.en, 1)
+            for addr, row in enumerate(rows):
+                ctx.set(port.addr, addr)
+                ctx.set(port.data, [int(v) for v in row])
+                await ctx.tick()
+            ctx.set(port.en, 0)
+        await stream_put(ctx, dut.pp_req, [
+            {"acc_addr": a, "param_addr": p, "residual": [int(v) for v in residual[a]],
+             "use_residual": int(use[a])} for a, p in reqs], rng, 0.3)
+
+    async def get(ctx):
+        got.extend(await stream_get(ctx, dut.pp_out, len(reqs), rng, 0.3))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(put)
+    sim.add_testbench(get)
+    sim.run()
+    assert np.array_equal(np.array([[int(v) for v in row] for row in got]), np.array(expect))
