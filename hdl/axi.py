@@ -97,8 +97,10 @@ class AxiMaster(wiring.Component):
     completes the write bursts already announced on AW with null strobes (so no byte changes),
     and waits for every response; :attr:`idle` then rises.
 
-    Latency: a request reaches AR/AW two cycles after it is accepted; read data reaches the
-    client in the cycle its R beat is accepted.
+    Throughput: one burst per cycle on AR and on AW (a new request is taken in the cycle its
+    predecessor's last burst is loaded). Latency: a request's first burst is on AR/AW one cycle
+    after the request is accepted; read data reaches the client in the cycle its R beat is
+    accepted.
 
     Parameters
     ----------
@@ -149,9 +151,15 @@ class AxiMaster(wiring.Component):
             "idle": Out(1),
         })
 
-    def _splitter(self, m, name, req, room, handshake):
-        """Burst splitter: latches a request and proposes bursts. Returns (busy, valid, addr,
-        len-1, last) signals; ``valid`` is registered and holds until ``handshake``."""
+    def _splitter(self, m, name, limit, release, handshake, tag=None, b_tag=None):
+        """Burst splitter: holds one request and proposes its bursts, one per cycle.
+
+        The burst on offer (``valid``, ``b_addr``, ``b_len``, ``b_last``) is registered and held
+        until ``handshake``; the next one is loaded in the same cycle. At most ``limit`` bursts
+        are offered or outstanding: a credit is taken per burst and given back by ``release``.
+        ``free`` says a new request may be latched this cycle (the splitter is empty or offers
+        its request's last burst now). Returns (free, valid, b_addr, b_len, b_last, busy, addr,
+        remaining)."""
         c = self._config
         bb = self._beat
         shift = bb.bit_length() - 1
@@ -162,24 +170,33 @@ class AxiMaster(wiring.Component):
         b_addr = Signal(32, name=f"{name}_baddr")
         b_len = Signal(range(c.max_burst + 1), name=f"{name}_blen")
         b_last = Signal(name=f"{name}_blast")
+        credits = Signal(range(limit + 1), init=limit, name=f"{name}_credits")
         to_page = Signal(range(4096 // bb + 1), name=f"{name}_to_page")
         n = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n")
         m.d.comb += to_page.eq((4096 - addr[:12]) >> shift)
         n1 = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n1")
         m.d.comb += n1.eq(Mux(remaining > c.max_burst, c.max_burst, remaining))
         m.d.comb += n.eq(Mux(n1 > to_page, to_page, n1))
+        load = Signal(name=f"{name}_load")
+        free = Signal(name=f"{name}_free")
+        m.d.comb += [
+            load.eq(busy & (remaining != 0) & (~valid | handshake) & (credits != 0) &
+                    ~self.flush),
+            free.eq(~busy | (load & (n == remaining))),
+        ]
+        m.d.sync += credits.eq(credits - load + release)
         with m.If(valid & handshake):
             m.d.sync += valid.eq(0)
-            with m.If(self.flush | b_last):
+        with m.If(busy & ((remaining == 0) | self.flush)):
+            m.d.sync += busy.eq(0)
+        with m.If(load):
+            m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(n == remaining),
+                         addr.eq(addr + (n << shift)), remaining.eq(remaining - n)]
+            if tag is not None:
+                m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
+            with m.If(n == remaining):
                 m.d.sync += busy.eq(0)
-        with m.Elif(busy & ~valid):
-            with m.If(self.flush):
-                m.d.sync += busy.eq(0)
-            with m.Elif(room):
-                m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n),
-                             b_last.eq(n == remaining),
-                             addr.eq(addr + (n << shift)), remaining.eq(remaining - n)]
-        return busy, valid, b_addr, b_len, b_last, addr, remaining
+        return free, valid, b_addr, b_len, b_last, busy, addr, remaining
 
     def elaborate(self, platform):
         m = Module()
@@ -191,11 +208,12 @@ class AxiMaster(wiring.Component):
         cbits = max(1, (nclients - 1).bit_length())
 
         # ---- read path -------------------------------------------------------------------
-        inflight = fifo.SyncFIFOBuffered(width=cbits + 32 + 1, depth=c.max_reads)
+        inflight = fifo.SyncFIFO(width=cbits + 32 + 1, depth=c.max_reads)
         m.submodules.inflight = inflight
-        r_busy, r_valid, r_addr, r_len, r_last, r_next, r_rem = self._splitter(
-            m, "ar", None, inflight.w_rdy, bus.arready)
-        r_client = Signal(cbits)
+        r_client = Signal(cbits)        # client of the request being split
+        b_client = Signal(cbits)        # client of the burst on offer
+        r_free, r_valid, r_addr, r_len, r_last, r_busy, r_next, r_rem = self._splitter(
+            m, "ar", c.max_reads, inflight.r_en, bus.arready, r_client, b_client)
         # Round-robin arbiter: the client after the last one granted goes first.
         last_grant = Signal(range(nclients))
         grant = Signal(range(nclients))
@@ -206,23 +224,22 @@ class AxiMaster(wiring.Component):
                 for k in reversed(order):
                     with m.If(self.rd_req[k].valid):
                         m.d.comb += [grant.eq(k), any_req.eq(1)]
-        with m.If(~r_busy & ~self.flush & any_req):
+        with m.If(r_free & ~self.flush & any_req):
             for k in range(nclients):
                 with m.If(grant == k):
                     m.d.comb += self.rd_req[k].ready.eq(1)
-                    m.d.sync += [r_busy.eq(1), r_next.eq(self.rd_req[k].payload.addr & ~Const(bb - 1, 32)),
-                                 r_rem.eq(self.rd_req[k].payload.beats), r_client.eq(k)]
+                    req = self.rd_req[k].payload
+                    m.d.sync += [r_busy.eq(1), r_next.eq(req.addr & ~Const(bb - 1, 32)),
+                                 r_rem.eq(req.beats), r_client.eq(k)]
             m.d.sync += last_grant.eq(grant)
         # (an empty request, beats = 0, is accepted and produces nothing)
-        with m.If(r_busy & (r_rem == 0) & ~r_valid):
-            m.d.sync += r_busy.eq(0)
         m.d.comb += [
             bus.arid.eq(0), bus.araddr.eq(r_addr & ~Const(bb - 1, 32)), bus.arlen.eq(r_len - 1),
             bus.arsize.eq(size), bus.arburst.eq(Burst.INCR), bus.arcache.eq(0b0011),
             bus.arprot.eq(0), bus.arlock.eq(0), bus.arqos.eq(0), bus.arvalid.eq(r_valid),
         ]
         m.d.comb += [inflight.w_en.eq(r_valid & bus.arready),
-                     inflight.w_data.eq(Cat(r_client, r_addr, r_last))]
+                     inflight.w_data.eq(Cat(b_client, r_addr, r_last))]
         h_client = inflight.r_data[:cbits]
         h_addr = inflight.r_data[cbits:cbits + 32]
         h_last = inflight.r_data[cbits + 32]
@@ -243,17 +260,15 @@ class AxiMaster(wiring.Component):
         m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
 
         # ---- write path ------------------------------------------------------------------
-        wq = fifo.SyncFIFOBuffered(width=9, depth=4)        # beats of announced bursts
-        bq = fifo.SyncFIFOBuffered(width=32, depth=4)       # addresses awaiting B
+        wq = fifo.SyncFIFO(width=9, depth=4)        # beats of announced bursts
+        bq = fifo.SyncFIFO(width=32, depth=4)       # addresses awaiting B
         m.submodules.wq, m.submodules.bq = wq, bq
-        w_busy, w_valid, w_addr, w_len, w_last, w_next, w_rem = self._splitter(
-            m, "aw", None, wq.w_rdy & bq.w_rdy, bus.awready)
-        m.d.comb += self.wr_req.ready.eq(~w_busy & ~self.flush)
+        w_free, w_valid, w_addr, w_len, _, w_busy, w_next, w_rem = self._splitter(
+            m, "aw", 4, bus.bvalid & bus.bready, bus.awready)
+        m.d.comb += self.wr_req.ready.eq(w_free & ~self.flush)
         with m.If(self.wr_req.valid & self.wr_req.ready):
             m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr & ~Const(bb - 1, 32)),
                          w_rem.eq(self.wr_req.payload.beats)]
-        with m.If(w_busy & (w_rem == 0) & ~w_valid):
-            m.d.sync += w_busy.eq(0)
         m.d.comb += [
             bus.awid.eq(0), bus.awaddr.eq(w_addr & ~Const(bb - 1, 32)), bus.awlen.eq(w_len - 1),
             bus.awsize.eq(size), bus.awburst.eq(Burst.INCR), bus.awcache.eq(0b0011),

@@ -285,7 +285,7 @@ class CommandProcessor(wiring.Component):
         # Header
         reserved = Signal()
         with m.Switch(op):
-            for o, layout in isa.COMMANDS.items():
+            for o in isa.COMMANDS:
                 with m.Case(o):
                     res = getattr(cmd, o.name.lower()).reserved
                     m.d.comb += reserved.eq(Value.cast(res).any())
@@ -325,53 +325,51 @@ class CommandProcessor(wiring.Component):
             fail(E.ILLEGAL_OPCODE)
         with m.Elif(chk["reserved"]):
             fail(E.ILLEGAL_FIELD)
-        with m.Else():
-            with m.Switch(op):
-                with m.Case(isa.Opcode.END):
-                    with m.If(flags.any()):
-                        fail(E.ILLEGAL_FIELD)
-                with m.Case(isa.Opcode.LOAD):
-                    with m.If(flags[0] | flags[2]):          # pop_prev, push_prev
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["l_elems"]):
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["l_zero"]):
-                        pass
-                    with m.Elif(chk["l_pad"]):
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["l_rows"]):
-                        fail(E.BUFFER_OVERFLOW)
-                    with m.Elif(~chk["l_nowin"] & l_win):
-                        fail(E.WINDOW, l_waddr)
-                with m.Case(isa.Opcode.STORE, isa.Opcode.SETPP):
-                    with m.If(flags[1] | flags[3]):          # pop_next, push_next
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(op == isa.Opcode.SETPP):
-                        pass
-                    with m.Elif(chk["s_elems"]):
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["s_zero"]):
-                        pass
-                    with m.Elif(~seen_setpp):
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["s_acc"] | chk["s_param"]):
-                        fail(E.BUFFER_OVERFLOW)
-                    with m.Elif(s_win):
-                        fail(E.WINDOW, s_waddr)
-                    with m.Elif(S.residual & r_win):
-                        fail(E.WINDOW, r_waddr)
-                with m.Case(isa.Opcode.COMPUTE):
-                    with m.If(chk["c_zero"]):
-                        pass
-                    with m.Elif(chk["c_wgt"] | chk["c_in"] | chk["c_acc"]):
-                        fail(E.BUFFER_OVERFLOW)
-                with m.Case(isa.Opcode.POOL):
-                    with m.If(chk["p_win"]):
-                        fail(E.ILLEGAL_FIELD)
-                    with m.Elif(chk["p_zero"]):
-                        pass
-                    with m.Elif(chk["p_in"] | chk["p_acc"]):
-                        fail(E.BUFFER_OVERFLOW)
+        with m.Else(), m.Switch(op):
+            with m.Case(isa.Opcode.END), m.If(flags.any()):
+                fail(E.ILLEGAL_FIELD)
+            with m.Case(isa.Opcode.LOAD):
+                with m.If(flags[0] | flags[2]):          # pop_prev, push_prev
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["l_elems"]):
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["l_zero"]):
+                    pass
+                with m.Elif(chk["l_pad"]):
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["l_rows"]):
+                    fail(E.BUFFER_OVERFLOW)
+                with m.Elif(~chk["l_nowin"] & l_win):
+                    fail(E.WINDOW, l_waddr)
+            with m.Case(isa.Opcode.STORE, isa.Opcode.SETPP):
+                with m.If(flags[1] | flags[3]):          # pop_next, push_next
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(op == isa.Opcode.SETPP):
+                    pass
+                with m.Elif(chk["s_elems"]):
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["s_zero"]):
+                    pass
+                with m.Elif(~seen_setpp):
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["s_acc"] | chk["s_param"]):
+                    fail(E.BUFFER_OVERFLOW)
+                with m.Elif(s_win):
+                    fail(E.WINDOW, s_waddr)
+                with m.Elif(S.residual & r_win):
+                    fail(E.WINDOW, r_waddr)
+            with m.Case(isa.Opcode.COMPUTE):
+                with m.If(chk["c_zero"]):
+                    pass
+                with m.Elif(chk["c_wgt"] | chk["c_in"] | chk["c_acc"]):
+                    fail(E.BUFFER_OVERFLOW)
+            with m.Case(isa.Opcode.POOL):
+                with m.If(chk["p_win"]):
+                    fail(E.ILLEGAL_FIELD)
+                with m.Elif(chk["p_zero"]):
+                    pass
+                with m.Elif(chk["p_in"] | chk["p_acc"]):
+                    fail(E.BUFFER_OVERFLOW)
         m.d.comb += verdict_ok.eq(v_code == E.NONE)
 
         target_q = Signal(2)
@@ -542,9 +540,8 @@ class CommandProcessor(wiring.Component):
         m.d.comb += quiet.eq(dec_stuck & (l_blocked | l_idle) & (e_blocked | e_idle) &
                              (s_blocked | s_idle))
         settle = Signal(2)
-        with m.If(quiet):
-            with m.If(settle != 3):
-                m.d.sync += settle.eq(settle + 1)
+        with m.If(quiet), m.If(settle != 3):
+            m.d.sync += settle.eq(settle + 1)
         with m.Else():
             m.d.sync += settle.eq(0)
         any_blocked = l_blocked | e_blocked | s_blocked

@@ -1,7 +1,7 @@
 """DMA engines: LOAD (strided memory -> buffer rows, with padding) and STORE (post-processed rows
 -> strided memory, with the residual read alongside)."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,7 +100,7 @@ class RowReader(wiring.Component):
         maxb = self._max_beats
         pend_layout = data.StructLayout({"off": range(bb), "nbeats": range(maxb + 1),
                                          "skip": 1, "user": self._user})
-        pend = fifo.SyncFIFOBuffered(width=pend_layout.size, depth=self._depth)
+        pend = fifo.SyncFIFO(width=pend_layout.size, depth=self._depth)
         m.submodules.pend = pend
 
         d = self.desc.payload
@@ -132,12 +132,11 @@ class RowReader(wiring.Component):
         last_beat = Signal()
         m.d.comb += last_beat.eq(k + 1 == head.nbeats)
         with m.If(pend.r_rdy):
-            with m.If(head.skip):
-                with m.If(out_free):
-                    m.d.comb += pend.r_en.eq(1)
-                    m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(1),
-                                 self.out.payload.user.eq(head.user),
-                                 self.out.payload.bytes.eq(0)]
+            with m.If(head.skip), m.If(out_free):
+                m.d.comb += pend.r_en.eq(1)
+                m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(1),
+                             self.out.payload.user.eq(head.user),
+                             self.out.payload.bytes.eq(0)]
             with m.Else():
                 m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
                              self.stall.eq(~self.rd_data.valid)]
@@ -434,15 +433,14 @@ class DmaStore(wiring.Component):
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)
-            with m.If(w.x + 1 == cmd.x_size):
-                with m.If(w.y + 1 == cmd.y_size):
-                    m.d.sync += par.eq(par + 3)
+            with m.If(w.x + 1 == cmd.x_size), m.If(w.y + 1 == cmd.y_size):
+                m.d.sync += par.eq(par + 3)
         with m.Else():
             m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
                                 (w.z + 1 == cmd.z_size))
 
         # Residual rows -> post-processor; the destination waits in a FIFO.
-        afifo = fifo.SyncFIFOBuffered(width=33, depth=16)
+        afifo = fifo.SyncFIFO(width=33, depth=16)
         m.submodules.afifo = afifo
         o = rd.out.payload
         m.d.comb += [
@@ -474,16 +472,15 @@ class DmaStore(wiring.Component):
         for i in range(cols):
             m.d.comb += strb[i].eq(i < cmd.elems)
         with m.FSM(name="writer"):
-            with m.State("IDLE"):
-                with m.If(self.pp_out.valid & afifo.r_rdy):
-                    m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
-                    m.d.sync += [
-                        wdata.eq(row << Cat(Const(0, 3), off)),
-                        wstrb.eq(strb << off),
-                        nbeats.eq((off + cmd.elems + bb - 1) >> sh),
-                        waddr.eq(h_addr), wlast.eq(h_last), k.eq(0),
-                    ]
-                    m.next = "REQ"
+            with m.State("IDLE"), m.If(self.pp_out.valid & afifo.r_rdy):
+                m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
+                m.d.sync += [
+                    wdata.eq(row << Cat(Const(0, 3), off)),
+                    wstrb.eq(strb << off),
+                    nbeats.eq((off + cmd.elems + bb - 1) >> sh),
+                    waddr.eq(h_addr), wlast.eq(h_last), k.eq(0),
+                ]
+                m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [self.wr_req.valid.eq(1), self.wr_req.payload.addr.eq(waddr),
                              self.wr_req.payload.beats.eq(nbeats),

@@ -14,8 +14,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
-from cocotbext.axi import axi_slave
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, axi_slave
 
 from hdl.config import NpuConfig
 from hdl.isa import NPU_ID, Buffer, ErrorCode, Opcode, decode, encode, registers
@@ -55,7 +54,7 @@ class TB:
 
         async def op(address, arg):
             if self.bad and self.bad[0] <= address <= self.bad[1]:
-                raise IOError("injected bus error")
+                raise OSError("injected bus error")
             return await orig(address, arg)
         setattr(port, name, op)
 
@@ -72,6 +71,7 @@ class TB:
                 ch.set_pause_generator(gen(SEED * 10 + i))
             else:
                 ch.clear_pause_generator()
+                ch.pause = False      # (killing the generator may leave the channel paused)
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -458,3 +458,43 @@ async def test_overlap(dut):
     stall = perf["CYCLES"] - perf["EXECUTE_BUSY"]
     dut._log.info(f"EXECUTE idle {stall} cycles, bound {bound:.0f}")
     assert stall <= bound, (stall, bound, perf)
+
+
+@cocotb.test()
+async def test_bandwidth(dut):
+    """DMA throughput on long contiguous transfers (logged; floors asserted): a LOAD of
+    INPUT rows, a LOAD of ACC rows and a STORE, each alone in its program."""
+    from firmware.program import Program
+    tb = TB(dut)
+    await tb.reset()
+    c = CONFIG
+    results = {}
+    for name, target, rows, elems, esize in (
+            ("load_input", Buffer.INPUT, c.input_depth // 2, c.rows, 1),
+            ("load_acc", Buffer.ACC, c.acc_depth // 2, c.cols, 4),
+            ("store", None, c.acc_depth // 2, c.cols, 1)):
+        p = Program(c)
+        src = p.put("src", np.arange(rows * c.cols * 4, dtype=np.uint8))
+        dst = p.alloc("dst", rows * c.cols)
+        if target is None:
+            p.emit(Opcode.SETPP, param_addr=0, lo=-128, hi=127)
+            p.emit(Opcode.STORE, elems=elems, x_size=rows, y_size=1, z_size=1, acc_x_stride=1,
+                   dram_addr=dst, dram_x_stride=elems)
+        else:
+            p.emit(Opcode.LOAD, target=target, elems=elems, x_size=rows, y_size=1, z_size=1,
+                   sram_x_stride=1, dram_addr=src, dram_x_stride=elems * esize)
+        p.end()
+        img = image_of(c, p, MEM_SIZE)
+        case = expect(c, img, p.prog_base, len(p.commands), (dst, rows * c.cols), MEM_SIZE)
+        case.commands = p.commands
+        await tb.run_case(case, label=name)
+        busy = await tb.read("PERF_STORE_BUSY_LO" if target is None else "PERF_LOAD_BUSY_LO")
+        nbytes = rows * elems * esize
+        results[name] = (nbytes, busy, nbytes / busy)
+    dut._log.info("DMA bytes/cycle (bytes, busy cycles, bytes/cycle): " + str(results))
+    beat = c.bus_data_width // 8
+    # Floors: LOAD at least 0.4 rows per cycle, STORE a row per 6 cycles (one write request
+    # per row: request, beats, and the responses at the end).
+    assert results["load_input"][2] >= 0.4 * min(beat, c.rows), results
+    assert results["load_acc"][2] >= 0.4 * min(beat, 4 * c.cols), results
+    assert results["store"][2] >= c.cols / 6, results

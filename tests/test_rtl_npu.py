@@ -64,3 +64,8 @@ def test_npu_overlap():
     tile the excess of load over compute time + one tile's store (drain) + 40 cycles of
     hand-over per tile."""
     _run("test_overlap")
+
+
+def test_npu_bandwidth():
+    """Long contiguous LOADs and a STORE: DMA bytes per busy cycle above a floor (logged)."""
+    _run("test_bandwidth")
