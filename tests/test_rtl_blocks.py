@@ -9,7 +9,7 @@ from firmware import numerics
 from firmware.golden import GoldenNpu
 from hdl.config import NpuConfig
 from hdl.exec_top import ExecTop
-from hdl.isa import CMD_BYTES, Buffer, Opcode, PoolMode, encode
+from hdl.isa import Buffer, Opcode, PoolMode, encode
 from hdl.postproc import PostProcessor
 from hdl.scratchpad import Scratchpad
 from hdl.systolic import SystolicArray
@@ -99,10 +99,8 @@ def test_systolic_back_to_back_tiles(rows, cols):
         for t, vecs in enumerate(vectors):
             for i, v in enumerate(vecs):
                 schedule.append((t, i, v))
-        cycle = 0
-        t_sw = None
         wq = []
-        for t, i, v in schedule + [(None, None, None)] * (lat + 2):
+        for cycle, (t, i, v) in enumerate(schedule + [(None, None, None)] * (lat + 2)):
             if v is not None:
                 ctx.set(dut.i_valid, 1)
                 ctx.set(dut.i_switch, i == 0)
@@ -124,7 +122,6 @@ def test_systolic_back_to_back_tiles(rows, cols):
             if ctx.get(dut.o_valid):
                 got.append([int(e) for e in ctx.get(dut.o_data)])
             await ctx.tick()
-            cycle += 1
 
     run_sim(dut, tb)
     assert np.array_equal(np.array(got), expect)
