@@ -454,13 +454,16 @@ class DmaStore(wiring.Component):
             afifo.w_data.eq(Cat(o.user.dram, o.user.last)),
         ]
 
-        # Writer: one engine request per row, then its beats with strobes.
+        # Writer: one engine request per row, then its beats with strobes. The request of the
+        # next row goes out while the current row's last beat does, so a one-beat row takes one
+        # cycle.
         maxb = (cols + bb - 1 + bb - 1) // bb
         wdata = Signal(8 * bb * maxb)
         wstrb = Signal(bb * maxb)
         nbeats = Signal(range(maxb + 1))
-        waddr = Signal(32)
         wlast = Signal()
+        active = Signal()
+        waitb = Signal()
         k = Signal(range(maxb + 1))
         h_addr = afifo.r_data[:32]
         h_last = afifo.r_data[32]
@@ -471,41 +474,38 @@ class DmaStore(wiring.Component):
         strb = Signal(cols)
         for i in range(cols):
             m.d.comb += strb[i].eq(i < cmd.elems)
-        with m.FSM(name="writer"):
-            with m.State("IDLE"), m.If(self.pp_out.valid & afifo.r_rdy):
-                m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
-                m.d.sync += [
-                    wdata.eq(row << Cat(Const(0, 3), off)),
-                    wstrb.eq(strb << off),
-                    nbeats.eq((off + cmd.elems + bb - 1) >> sh),
-                    waddr.eq(h_addr), wlast.eq(h_last), k.eq(0),
-                ]
-                m.next = "REQ"
-            with m.State("REQ"):
-                m.d.comb += [self.wr_req.valid.eq(1), self.wr_req.payload.addr.eq(waddr),
-                             self.wr_req.payload.beats.eq(nbeats),
-                             self.stall.eq(~self.wr_req.ready)]
-                with m.If(self.wr_req.ready):
-                    m.next = "DATA"
-            with m.State("DATA"):
-                m.d.comb += [
-                    self.wr_data.valid.eq(1),
-                    self.wr_data.payload.data.eq(wdata.word_select(k, 8 * bb)),
-                    self.wr_data.payload.strb.eq(wstrb.word_select(k, bb)),
-                    self.stall.eq(~self.wr_data.ready),
-                ]
-                with m.If(self.wr_data.ready):
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k + 1 == nbeats):
-                        with m.If(wlast):
-                            m.next = "WAITB"
-                        with m.Else():
-                            m.next = "IDLE"
-            with m.State("WAITB"):
-                m.d.comb += self.stall.eq(1)
-                with m.If(self.wr_idle):
-                    m.d.sync += [busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
+        h_beats = Signal(range(maxb + 1))
+        m.d.comb += h_beats.eq((off + cmd.elems + bb - 1) >> sh)
+        beat_done = Signal()
+        m.d.comb += [
+            self.wr_data.valid.eq(active),
+            self.wr_data.payload.data.eq(wdata.word_select(k, 8 * bb)),
+            self.wr_data.payload.strb.eq(wstrb.word_select(k, bb)),
+            beat_done.eq(active & self.wr_data.ready & (k + 1 == nbeats)),
+        ]
+        with m.If(active & self.wr_data.ready):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k + 1 == nbeats):
+                m.d.sync += active.eq(0)
+                with m.If(wlast):
+                    m.d.sync += waitb.eq(1)
+        slot_free = ~active | beat_done
+        m.d.comb += [
+            self.wr_req.valid.eq(self.pp_out.valid & afifo.r_rdy & slot_free & ~waitb),
+            self.wr_req.payload.addr.eq(h_addr),
+            self.wr_req.payload.beats.eq(h_beats),
+        ]
+        with m.If(self.wr_req.valid & self.wr_req.ready):
+            m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
+            m.d.sync += [
+                active.eq(1), k.eq(0), nbeats.eq(h_beats), wlast.eq(h_last),
+                wdata.eq(row << Cat(Const(0, 3), off)),
+                wstrb.eq(strb << off),
+            ]
+        with m.If(waitb & self.wr_idle):
+            m.d.sync += [waitb.eq(0), busy.eq(0), self.done.eq(1)]
+        m.d.comb += self.stall.eq((active & ~self.wr_data.ready) | waitb |
+                                  (self.wr_req.valid & ~self.wr_req.ready))
         with m.If(rd.stall):
             m.d.comb += self.stall.eq(1)
         with m.If(rd.err):

@@ -23,7 +23,10 @@ from sim.npu_programs import cost, expect, image_of, mutate, random_program
 CONFIG = NpuConfig.load(os.environ.get("NPU_CONFIG", "tiny"))
 SEED = int(os.environ.get("NPU_SEED", "1"))
 REGS = {r.name: r for r in registers(CONFIG)}
-MEM_SIZE = CONFIG.window_base + CONFIG.window_size
+#: The memory the tests model: the configuration's window, at most 1 MiB of it (the window
+#: registers are set to match, for the RTL and the golden model alike).
+WINDOW = (CONFIG.window_base, CONFIG.window_base + min(CONFIG.window_size, 1 << 20) - 1)
+MEM_SIZE = WINDOW[1] + 1
 #: Cycles a program may take per row it moves, plus a fixed allowance: beyond, it hangs.
 WATCHDOG_FIXED, WATCHDOG_PER_ROW = 20_000, 200
 
@@ -86,7 +89,7 @@ class TB:
         await self.axil.write_dword(REGS[name].offset, value)
 
     async def start(self, prog_base, prog_len, window=None):
-        wb, wl = window or (CONFIG.window_base, CONFIG.window_base + CONFIG.window_size - 1)
+        wb, wl = window or WINDOW
         await self.write("WIN_BASE", wb)
         await self.write("WIN_LIMIT", wl)
         await self.write("PROG_BASE", prog_base)
@@ -179,7 +182,7 @@ def _case(rng, mutated=False, compute=True):
         return None
     img = image_of(CONFIG, prog, MEM_SIZE, cmds)
     try:
-        case = expect(CONFIG, img, prog.prog_base, len(cmds), dst, MEM_SIZE,
+        case = expect(CONFIG, img, prog.prog_base, len(cmds), dst, MEM_SIZE, window=WINDOW,
                       schedules=3 if mutated else 0, seed=int(rng.integers(1 << 30)))
     except ValueError:
         return None
@@ -292,7 +295,7 @@ async def test_errors(dut):
         await tb.run_case(case, label=f"program after {what}")
 
     # Out-of-window: LOADs that read below a raised window base.
-    window = (0x800, MEM_SIZE - 1)
+    window = (WINDOW[0] + 0x800, WINDOW[1])
     for _ in range(100):
         case = good()
         ref = expect(CONFIG, case.image, case.prog_base, case.prog_len, case.dst, MEM_SIZE,
@@ -306,7 +309,7 @@ async def test_errors(dut):
 
     # Fetch outside the window.
     tb.ram.write(0x100, encode(Opcode.END))
-    await tb.start(0x100, 1, window=(0x200, MEM_SIZE - 1))
+    await tb.start(0x100, 1, window=(0x200, WINDOW[1]))
     await tb.wait_irq(1000)
     status, index, addr = await tb.finish()
     assert (status >> 8) & 0xFF == ErrorCode.WINDOW.value and index == 0 and addr == 0x100, \
@@ -432,7 +435,8 @@ async def test_overlap(dut):
     tiles = int(os.environ.get("NPU_TILES", "6"))
     prog, dst = overlap_program(tiles)
     img = image_of(CONFIG, prog, MEM_SIZE)
-    case = expect(CONFIG, img, prog.prog_base, len(prog.commands), dst, MEM_SIZE)
+    case = expect(CONFIG, img, prog.prog_base, len(prog.commands), dst, MEM_SIZE,
+                  window=WINDOW)
     case.commands = prog.commands
     assert case.expect_error == ErrorCode.NONE
     await tb.run_case(case, label="overlap")
@@ -485,7 +489,8 @@ async def test_bandwidth(dut):
                    sram_x_stride=1, dram_addr=src, dram_x_stride=elems * esize)
         p.end()
         img = image_of(c, p, MEM_SIZE)
-        case = expect(c, img, p.prog_base, len(p.commands), (dst, rows * c.cols), MEM_SIZE)
+        case = expect(c, img, p.prog_base, len(p.commands), (dst, rows * c.cols), MEM_SIZE,
+                      window=WINDOW)
         case.commands = p.commands
         await tb.run_case(case, label=name)
         busy = await tb.read("PERF_STORE_BUSY_LO" if target is None else "PERF_LOAD_BUSY_LO")

@@ -69,3 +69,13 @@ def test_npu_overlap():
 def test_npu_bandwidth():
     """Long contiguous LOADs and a STORE: DMA bytes per busy cycle above a floor (logged)."""
     _run("test_bandwidth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("testcase,count", [("test_programs", 20), ("test_fuzz", 200),
+                                            ("test_errors", 0), ("test_overlap", 0),
+                                            ("test_bandwidth", 0)])
+def test_npu_default_config(testcase, count):
+    """The default configuration (16x16 array, 128-bit bus): a second bus width and array size
+    (one more Verilator build, a few minutes, hence slow)."""
+    _run(testcase, config="default", NPU_COUNT=count or 1, NPU_SEED=21)
