@@ -105,7 +105,7 @@ class Npu(wiring.Component):
                      exe.pp_config.eq(cp.pp_config)]
         wiring.connect(m, st.pp_req, exe.pp_req)
         wiring.connect(m, exe.pp_out, st.pp_out)
-        m.d.comb += exe.acc_rd.en.eq(0)
+        m.d.comb += [exe.acc_rd.en.eq(0), exe.acc_rd.addr.eq(0)]
 
         # LOAD rows into the scratchpads. ACC rows wait while the execute unit works (it owns
         # the accumulator's write port then; the command processor issues no EXECUTE command
@@ -131,6 +131,8 @@ class Npu(wiring.Component):
         code = Signal(E)
         err_index, err_addr = Signal(32), Signal(32)
         ending_error = Signal()
+        # (every bit of the CSR inputs is driven: reserved bits read as 0, never X on Icarus)
+        m.d.comb += [csr.status.eq(0), csr.irq_status_set.eq(0)]
         m.d.comb += [
             csr.status.busy.eq(busy), csr.status.done.eq(st_done),
             csr.status.error.eq(st_error), csr.status.start_ignored.eq(st_ignored),
@@ -144,19 +146,18 @@ class Npu(wiring.Component):
                      abort.eq(csr.ctrl_write & ctrl.abort)]
         clear_perf = Signal()
         with m.FSM(name="run"):
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.comb += clear_perf.eq(1)
-                    m.d.sync += [st_done.eq(0), st_error.eq(0), st_ignored.eq(0),
-                                 code.eq(E.NONE), err_index.eq(0), err_addr.eq(0)]
-                    with m.If((csr.prog_base[:5] != 0) | (csr.prog_len == 0)):
-                        m.d.sync += [st_error.eq(1), code.eq(E.BAD_PROGRAM)]
-                        m.d.comb += csr.irq_status_set.error.eq(1)
-                    with m.Else():
-                        m.d.sync += [busy.eq(1), running.eq(1), prog_base.eq(csr.prog_base),
-                                     prog_len.eq(csr.prog_len), win_base.eq(csr.win_base),
-                                     win_limit.eq(csr.win_limit)]
-                        m.next = "RUN"
+            with m.State("IDLE"), m.If(start):
+                m.d.comb += clear_perf.eq(1)
+                m.d.sync += [st_done.eq(0), st_error.eq(0), st_ignored.eq(0),
+                             code.eq(E.NONE), err_index.eq(0), err_addr.eq(0)]
+                with m.If((csr.prog_base[:5] != 0) | (csr.prog_len == 0)):
+                    m.d.sync += [st_error.eq(1), code.eq(E.BAD_PROGRAM)]
+                    m.d.comb += csr.irq_status_set.error.eq(1)
+                with m.Else():
+                    m.d.sync += [busy.eq(1), running.eq(1), prog_base.eq(csr.prog_base),
+                                 prog_len.eq(csr.prog_len), win_base.eq(csr.win_base),
+                                 win_limit.eq(csr.win_limit)]
+                    m.next = "RUN"
             with m.State("RUN"):
                 with m.If(start):
                     m.d.sync += st_ignored.eq(1)
