@@ -15,6 +15,17 @@ def port_name(reg):
     return reg.name.lower()
 
 
+def _defined_bits(reg):
+    """Mask of a register's named (not reserved) bits."""
+    if not isinstance(reg.layout, data.Layout):
+        return 0xFFFF_FFFF
+    mask = 0
+    for f in reg.fields:
+        if not f.name.lstrip("_").startswith("reserved"):
+            mask |= ((1 << f.width) - 1) << f.offset
+    return mask
+
+
 def _is_perf(reg):
     return reg.name.startswith("PERF_")
 
@@ -137,7 +148,9 @@ class CsrBank(wiring.Component):
                 pulse = getattr(self, f"{port_name(reg)}_write")
                 m.d.sync += [pulse.eq(hit), value.eq(w_data)]
             elif reg.access == isa.Access.W1C:
-                setter = Value.cast(getattr(self, f"{port_name(reg)}_set"))
+                # (reserved input bits are masked off: they read as 0 even where the driver
+                # leaves them undefined, as Icarus does with constant assignments)
+                setter = Value.cast(getattr(self, f"{port_name(reg)}_set")) & _defined_bits(reg)
                 with m.If(hit):
                     m.d.sync += value.eq((value & ~(w_data & byte_mask)) | setter)
                 with m.Else():
@@ -171,5 +184,6 @@ class CsrBank(wiring.Component):
                         elif reg.access == isa.Access.WO:
                             pass
                         else:
-                            m.d.sync += r_data.eq(Value.cast(getattr(self, port_name(reg))))
+                            m.d.sync += r_data.eq(Value.cast(getattr(self, port_name(reg))) &
+                                                  _defined_bits(reg))
         return m
