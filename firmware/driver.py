@@ -67,21 +67,35 @@ class GoldenBackend:
 
 _BACKENDS: dict[str, Callable] = {"golden": GoldenBackend}
 
+#: Backends imported when first asked for (they pull in simulators or serial ports).
+_LAZY = {"rtl": ("sim.rtl", "RtlBackend"), "board": ("firmware.board", "BoardBackend")}
+
 
 def register_backend(name: str, factory: Callable) -> None:
-    """Make ``factory()`` available as ``backend=name``."""
+    """Make ``factory(**options)`` available as ``backend=name``."""
     _BACKENDS[name] = factory
 
 
 def backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return sorted(set(_BACKENDS) | set(_LAZY))
 
 
-def get_backend(backend):
+def get_backend(backend, **options):
+    """A backend object: ``backend`` itself if it is one, else the backend registered under that
+    name, made with ``options``."""
     if isinstance(backend, str):
+        if backend not in _BACKENDS and backend in _LAZY:
+            import importlib
+            module, attr = _LAZY[backend]
+            try:
+                _BACKENDS[backend] = getattr(importlib.import_module(module), attr)
+            except ImportError as err:
+                raise DriverError(f"backend {backend!r} is not available: {err}") from None
         if backend not in _BACKENDS:
             raise DriverError(f"unknown backend {backend!r} (available: {', '.join(backends())})")
-        return _BACKENDS[backend]()
+        return _BACKENDS[backend](**options)
+    if options:
+        raise DriverError("options are given to a backend by name only")
     return backend
 
 

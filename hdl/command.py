@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .axi import read_beat_layout, read_request_layout
 
-__all__ = ["CommandProcessor", "QUEUE_ENTRY", "FetchKind"]
+__all__ = ["CommandProcessor", "QUEUE_ENTRY", "RETIRE", "FetchKind"]
 
 #: A queued command: the command and its index in the program.
 QUEUE_ENTRY = data.StructLayout({"cmd": isa.COMMAND, "index": 32})
@@ -24,6 +24,12 @@ class FetchKind:
 
 _FETCH_ENTRY = data.StructLayout({"cmd": isa.COMMAND, "index": 32, "kind": 2, "addr": 32})
 _INFLIGHT = data.StructLayout({"push_prev": 1, "push_next": 1, "index": 32})
+
+#: Commands completing in one cycle, per unit: valid and program index.
+RETIRE = data.StructLayout({
+    "load_valid": 1, "load_index": 32, "exec_valid": 1, "exec_index": 32,
+    "store_valid": 1, "store_index": 32,
+})
 
 
 def _nm1(n):
@@ -92,6 +98,8 @@ class CommandProcessor(wiring.Component):
     error_index, error_addr : Out(32)
     retired : Out(3)
         Commands that completed this cycle (END included).
+    retire : Out(RETIRE)
+        Which unit completed which command this cycle (for the simulation trace).
     load_wait, exec_wait, store_wait, fetch_stall, exec_starved : Out(1)
         Performance events (see ``hdl.isa.PERF_DOCS``).
     load_active, store_active : Out(1)
@@ -118,6 +126,7 @@ class CommandProcessor(wiring.Component):
             "error_index": Out(32),
             "error_addr": Out(32),
             "retired": Out(3),
+            "retire": Out(RETIRE),
             "load_wait": Out(1), "exec_wait": Out(1), "store_wait": Out(1),
             "fetch_stall": Out(1), "exec_starved": Out(1),
             "load_active": Out(1), "store_active": Out(1),
@@ -566,6 +575,14 @@ class CommandProcessor(wiring.Component):
         m.d.comb += self.done.eq(done)
         m.d.comb += self.retired.eq(self.load_done + self.exec_done + s_complete +
                                     (drained & ~done & ~err_set))
+        m.d.comb += [
+            self.retire.load_valid.eq(self.load_done & l_active),
+            self.retire.load_index.eq(l_e.index),
+            self.retire.exec_valid.eq(self.exec_done),
+            self.retire.exec_index.eq(ihead.index),
+            self.retire.store_valid.eq(s_complete),
+            self.retire.store_index.eq(s_e.index),
+        ]
 
         with m.If(~err_set & ~done):
             for cond, code, index, addr in reversed(raised):

@@ -11,7 +11,14 @@ from .csr import CsrBank
 from .dma import DmaLoad, DmaStore
 from .exec_top import ExecTop
 
-__all__ = ["Npu"]
+__all__ = ["Npu", "TRACE_SIGNATURE"]
+
+#: The simulation trace port: per unit, the program index of the command completing this cycle.
+TRACE_SIGNATURE = wiring.Signature({
+    **{f"{u}_{f}": Out(w) for u in ("load", "exec", "store") for f, w in (("valid", 1),
+                                                                           ("index", 32))},
+    "mac_active": Out(1),
+})
 
 
 class Npu(wiring.Component):
@@ -41,15 +48,22 @@ class Npu(wiring.Component):
         Registers (docs/isa.md, Register map).
     irq : Out(1)
         ``|(IRQ_STATUS & IRQ_ENABLE)``.
+    trace : Out(TRACE_SIGNATURE)
+        Only with ``trace=True`` (simulation): the command each unit completes in a cycle
+        (``<unit>_valid``, ``<unit>_index``) and ``mac_active`` (the MAC_ACTIVE event).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, trace=False):
         self._config = c = config
-        super().__init__({
+        self._trace = bool(trace)
+        ports = {
             "m_axi": Out(axi4_signature(32, c.bus_data_width, c.bus_id_width)),
             "s_axil": In(axi4_lite_signature(CsrBank.ADDR_WIDTH, 32)),
             "irq": Out(1),
-        })
+        }
+        if trace:
+            ports["trace"] = Out(TRACE_SIGNATURE)
+        super().__init__(ports)
 
     @property
     def config(self):
@@ -181,6 +195,12 @@ class Npu(wiring.Component):
                     m.d.comb += [csr.irq_status_set.done.eq(~ending_error),
                                  csr.irq_status_set.error.eq(ending_error)]
                     m.next = "IDLE"
+
+        if self._trace:
+            r = cp.retire
+            m.d.comb += [getattr(self.trace, f"{u}_{f}").eq(getattr(r, f"{u}_{f}"))
+                         for u in ("load", "exec", "store") for f in ("valid", "index")]
+            m.d.comb += self.trace.mac_active.eq(exe.mac_active & running)
 
         # ---- performance counters
         events = {

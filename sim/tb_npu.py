@@ -1,5 +1,8 @@
 """cocotb testbench of the whole Npu: AxiRam on ``m_axi``, AxiLiteMaster on ``s_axil``.
 
+It runs on the ``npu_tb`` simulation top (``sim/hdl/npu_tb.v``) with ``ext_mem`` set, so the
+NPU's memory port leaves the top for cocotbext-axi's AxiRam; the clock is cocotb's.
+
 Every test runs many programs in one simulation (one Verilator build per configuration, reused
 by every test). Each program is checked against the golden model: memory byte-identical and the
 same STATUS, or (for a program that stops with an error) the same error code and index. A
@@ -44,6 +47,10 @@ class TB:
     def __init__(self, dut):
         self.dut = dut
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.run_int.value = 0
+        dut.ext_mem.value = 1
+        for name in ("mem_load", "mem_dump", "mem_dump_lo", "mem_dump_hi", "trace_dump"):
+            getattr(dut, name).value = 0
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk,
                           dut.rst, size=MEM_SIZE)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"),

@@ -73,7 +73,7 @@ def _run_case(tmp_path, simulator, cfg, buffers, cmds, pp=None, seed=1, p_idle=0
                                  reqs, residual, use))
     path, result = tmp_path / "case.npz", tmp_path / "result.json"
     np.savez(path, **case)
-    tests, failed = runner.run(cfg, "tb_execute", simulator, extra_env={
+    tests, failed = runner.run(cfg, "tb_execute", simulator, top="npu_datapath", extra_env={
         "NPU_TB_CASE": str(path), "NPU_TB_RESULT": str(result)})
     assert (tests, failed) == (1, 0), f"{simulator}: testbench failed, see build/sim/*/*.log"
     return npu, json.loads(result.read_text())

