@@ -27,8 +27,9 @@ import numpy as np
 from .golden import GoldenNpu
 from .npubin import NpuProgram
 
-__all__ = ["run", "run_int8", "quantize_input", "dequantize_output", "register_backend",
-           "backends", "get_backend", "GoldenBackend", "DriverError"]
+__all__ = ["run", "run_int8", "run_batch", "run_int8_batch", "quantize_input",
+           "dequantize_output", "register_backend", "backends", "get_backend", "GoldenBackend",
+           "DriverError"]
 
 
 class DriverError(RuntimeError):
@@ -129,7 +130,14 @@ def dequantize_output(program: NpuProgram, q) -> np.ndarray:
 
 def run_int8(program: NpuProgram, x_q, backend="golden") -> np.ndarray:
     """Run on an int8 NHWC input; returns the int8 NHWC output."""
-    inp, out = program.manifest["input"], program.manifest["output"]
+    out = program.manifest["output"]
+    raw = get_backend(backend).execute(program, _input_writes(program, x_q),
+                                       [(out["address"], out["size"])])[0]
+    return np.frombuffer(raw, dtype=np.int8).reshape(out["nhwc"])
+
+
+def _input_writes(program, x_q):
+    inp = program.manifest["input"]
     x_q = np.asarray(x_q, dtype=np.int8)
     if x_q.size != inp["size"]:
         raise DriverError(f"int8 input must have {inp['size']} elements, not {x_q.size}")
@@ -137,9 +145,30 @@ def run_int8(program: NpuProgram, x_q, backend="golden") -> np.ndarray:
     pt, pl, pb, pr = inp.get("pad", (0, 0, 0, 0))
     x_q = np.pad(x_q.reshape(inp["nhwc"]), ((0, 0), (pt, pb), (pl, pr), (0, 0)),
                  constant_values=inp["zero_point"])
-    raw = get_backend(backend).execute(program, [(inp["address"], x_q.tobytes())],
-                                       [(out["address"], out["size"])])[0]
-    return np.frombuffer(raw, dtype=np.int8).reshape(out["nhwc"])
+    return [(inp["address"], x_q.tobytes())]
+
+
+def run_int8_batch(program: NpuProgram, xs_q, backend="golden") -> list[np.ndarray]:
+    """:func:`run_int8` over several inputs; a backend with ``execute_batch`` (the RTL one)
+    runs them all in one session."""
+    out = program.manifest["output"]
+    reads = [(out["address"], out["size"])]
+    be = get_backend(backend)
+    batch = [_input_writes(program, x) for x in xs_q]
+    if hasattr(be, "execute_batch"):
+        raws = [r[0] for r in be.execute_batch(program, batch, reads)]
+    else:
+        raws = [be.execute(program, writes, reads)[0] for writes in batch]
+    return [np.frombuffer(r, dtype=np.int8).reshape(out["nhwc"]) for r in raws]
+
+
+def run_batch(program: NpuProgram, xs, backend="golden", config=None) -> np.ndarray:
+    """:func:`run` over a sequence of float inputs; returns the outputs stacked."""
+    if config is not None:
+        program.check_config(config)
+    qs = [quantize_input(program, x) for x in xs]
+    return np.stack([dequantize_output(program, y)
+                     for y in run_int8_batch(program, qs, backend)])
 
 
 def run(program: NpuProgram, x, backend="golden", config=None) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["ARCHS", "MODEL_DIR", "build_resnet", "float_resnet", "quantized_resnet",
-           "quantize", "synthetic_images", "ArrayReader", "model_input_shape"]
+           "quantize", "synthetic_images", "ArrayReader", "model_input_shape", "LayerCase",
+           "resnet_layer_cases", "layer_model", "quantized_layer"]
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "build" / "models"
@@ -183,7 +185,8 @@ class ArrayReader:
         self.i = 0
 
 
-def quantize(float_model, output, calib, fmt="qdq", activations="int8") -> Path:
+def quantize(float_model, output, calib, fmt="qdq", activations="int8",
+             extra_options=None) -> Path:
     """Quantise a float ONNX model with onnxruntime: ``quant_pre_process`` (shape inference and
     graph optimisation, which folds batch norm), then ``quantize_static`` with per-channel
     symmetric int8 weights and asymmetric activations, MinMax calibration on ``calib`` (an array
@@ -191,7 +194,8 @@ def quantize(float_model, output, calib, fmt="qdq", activations="int8") -> Path:
 
     ``fmt`` is ``"qdq"`` (QuantizeLinear/DequantizeLinear around float operators, the default and
     onnxruntime's recommendation) or ``"qop"`` (QLinearConv and friends); ``activations`` is
-    ``"int8"`` or ``"uint8"``. The output is written atomically (no partial file on failure).
+    ``"int8"`` or ``"uint8"``; ``extra_options`` go to ``quantize_static`` as they are. The
+    output is written atomically (no partial file on failure).
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -208,11 +212,14 @@ def quantize(float_model, output, calib, fmt="qdq", activations="int8") -> Path:
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         # Shapes are static: ONNX shape inference suffices (symbolic inference needs sympy).
-        quant_pre_process(model, str(pre), skip_symbolic_shape=True)
+        # (onnxruntime's graph optimisation fails on a model without initialisers: skip it)
+        quant_pre_process(model, str(pre), skip_symbolic_shape=True,
+                          skip_optimization=not model.graph.initializer)
         partial = Path(tmp) / "quant.onnx"
         quantize_static(str(pre), str(partial), ArrayReader(name, calib),
                         quant_format=formats[fmt], per_channel=True,
-                        activation_type=types[activations], weight_type=QuantType.QInt8)
+                        activation_type=types[activations], weight_type=QuantType.QInt8,
+                        extra_options=extra_options)
         os.replace(partial, output)
     return output
 
@@ -247,3 +254,168 @@ def quantized_resnet(arch="resnet50", size=224, num_classes=1000, seed=0, calib=
     src = float_resnet(arch, size, num_classes, seed)
     return _cached(path, lambda p: quantize(src, p, synthetic_images(calib, size, seed=1000 + seed),
                                             fmt, activations))
+
+
+# -- single layers: every distinct layer shape of a network, as its own model ----------------
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One distinct layer of a network, to build and test on its own.
+
+    ``kind`` is ``"conv"`` (Conv + BatchNorm [+ Relu]: ``c_in``, ``c_out``, ``k``, ``stride``,
+    ``relu``), ``"maxpool"`` (3x3/2, padding 1), ``"gap"`` (global average pool),
+    ``"fc"`` (Flatten + Gemm to ``c_out`` classes) or ``"bottleneck"`` (a ResNet bottleneck
+    block with its shortcut: ``c_in``, ``c_out`` the block's width, ``stride``). ``size`` is the
+    input's height and width in the network; :func:`layer_model` builds it at ``test_size``.
+    """
+    name: str
+    kind: str
+    c_in: int
+    c_out: int = 0
+    k: int = 1
+    stride: int = 1
+    relu: bool = False
+    size: int = 1
+    test_size: int = 1
+
+    @property
+    def key(self):
+        return (f"{self.kind}_{self.c_in}_{self.c_out}_k{self.k}s{self.stride}"
+                f"{'r' if self.relu else ''}_{self.test_size}")
+
+
+def _test_size(size, k, stride, reduced):
+    """A reduced input size that keeps the layer's character: at most ``reduced``, even for a
+    strided layer, and never below the kernel."""
+    s = min(size, reduced)
+    if stride > 1:
+        s = max(s - s % stride, 2 * stride)
+    return max(s, k)
+
+
+def resnet_layer_cases(arch="resnet50", size=224, reduced=4) -> list[LayerCase]:
+    """Every distinct layer of ``arch`` at ``size``: each (c_in, c_out, kernel, stride, relu)
+    of its convolutions (the stem included), the max pool, a bottleneck (or basic) block with a
+    downsampling shortcut and one with an identity shortcut (the residual add), the global
+    average pool and the fully connected layer, in network order. Test sizes are reduced to
+    at most ``reduced`` (twice that for strided layers, and four times for the stem and the
+    pool)."""
+    model = onnx.shape_inference.infer_shapes(build_resnet(arch, size))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input)}
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    cases, seen = [], set()
+
+    def add(case):
+        if (case.kind, case.c_in, case.c_out, case.k, case.stride, case.relu) not in seen:
+            seen.add((case.kind, case.c_in, case.c_out, case.k, case.stride, case.relu))
+            cases.append(case)
+
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            w = inits[n.input[1]].dims
+            stride = next(a.ints[0] for a in n.attribute if a.name == "strides")
+            c_out, c_in, k = w[0], w[1], w[2]
+            bn = consumers[n.output[0]][0]
+            relu = any(c.op_type == "Relu" for c in consumers.get(bn.output[0], []))
+            s = shapes[n.input[0]][2]
+            red = 4 * reduced if c_in == 3 else reduced * stride
+            add(LayerCase(n.name, "conv", c_in, c_out, k, stride, relu, s,
+                          _test_size(s, k, stride, red)))
+        elif n.op_type == "MaxPool":
+            c, s = shapes[n.input[0]][1], shapes[n.input[0]][2]
+            add(LayerCase(n.name, "maxpool", c, c, 3, 2, False, s,
+                          _test_size(s, 3, 2, 4 * reduced)))
+        elif n.op_type == "GlobalAveragePool":
+            c, s = shapes[n.input[0]][1], shapes[n.input[0]][2]
+            add(LayerCase(n.name, "gap", c, c, 1, 1, False, s, min(s, reduced)))
+        elif n.op_type == "Gemm":
+            w = inits[n.input[1]].dims
+            add(LayerCase(n.name, "fc", w[1], w[0], 1, 1, False, 1, 1))
+    kind, _ = ARCHS[arch]
+    width = 64
+    expansion = 4 if kind == "bottleneck" else 1
+    blocks = [("layer2.0", 64 * expansion, 2 * width, 2), ("layer1.1", width * expansion, width, 1)]
+    for name, c_in, w_, stride in blocks:
+        s = size // 4
+        add(LayerCase(name, kind, c_in, w_, 3, stride, True, s,
+                      _test_size(s, 3, stride, reduced * stride)))
+    return cases
+
+
+def layer_model(case: LayerCase, seed=0) -> onnx.ModelProto:
+    """The float32 model of one :class:`LayerCase` at its test size (seeded weights)."""
+    b = _Builder(seed)
+    s = case.test_size
+    x = "input"
+    shape = [1, case.c_in, s, s]
+    if case.kind == "conv":
+        y = b.conv_bn(case.name, x, case.c_in, case.c_out, case.k, case.stride, case.relu)
+    elif case.kind == "maxpool":
+        b.nodes.append(helper.make_node("MaxPool", [x], ["pool"], name=case.name,
+                                        kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+        y = "pool"
+    elif case.kind == "gap":
+        b.nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name=case.name))
+        y = "gap"
+    elif case.kind == "fc":
+        shape = [1, case.c_in, 1, 1]
+        b.nodes.append(helper.make_node("Flatten", [x], ["flat"], name="flatten", axis=1))
+        w = b.rng.normal(0, 1 / np.sqrt(case.c_in), (case.c_out, case.c_in)).astype(np.float32)
+        bias = b.rng.normal(0, 0.01, case.c_out).astype(np.float32)
+        b.nodes.append(helper.make_node("Gemm", ["flat", b.const("fc.weight", w),
+                                                 b.const("fc.bias", bias)], ["fc"],
+                                        name=case.name, transB=1))
+        y = "fc"
+    elif case.kind in ("bottleneck", "basic"):
+        n, w_, st = case.name, case.c_out, case.stride
+        if case.kind == "bottleneck":
+            c_out = 4 * w_
+            t = b.conv_bn(f"{n}.conv1", x, case.c_in, w_, 1, 1, relu=True)
+            t = b.conv_bn(f"{n}.conv2", t, w_, w_, 3, st, relu=True)
+            t = b.conv_bn(f"{n}.conv3", t, w_, c_out, 1, 1, relu=False, gamma=(0.2, 0.4))
+        else:
+            c_out = w_
+            t = b.conv_bn(f"{n}.conv1", x, case.c_in, w_, 3, st, relu=True)
+            t = b.conv_bn(f"{n}.conv2", t, w_, c_out, 3, 1, relu=False, gamma=(0.2, 0.4))
+        short = x
+        if st != 1 or case.c_in != c_out:
+            short = b.conv_bn(f"{n}.downsample", x, case.c_in, c_out, 1, st, relu=False)
+        y = b.add_relu(n, t, short)
+    else:
+        raise ValueError(f"unknown layer kind {case.kind!r}")
+    graph = helper.make_graph(
+        b.nodes, case.key, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="npugen.firmware.models")
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def quantized_layer(case: LayerCase, seed=0, calib=8) -> Path:
+    """Path of the cached int8 (QDQ) model of one layer, calibrated on seeded inputs: smooth
+    images for the stem, ReLU-like (non-negative) activations for every other layer."""
+    path = MODEL_DIR / "layers" / f"{case.key}_s{seed}_v{MODELS_VERSION}_cal{calib}.qdq.onnx"
+
+    def make(p):
+        model = layer_model(case, seed)
+        _, shape = model_input_shape(model)
+        if case.kind == "conv" and case.c_in == 3:
+            samples = synthetic_images(calib, case.test_size, seed=2000 + seed)
+        else:
+            rng = np.random.default_rng(3000 + seed)
+            samples = np.abs(rng.normal(0, 1, (calib, *shape[1:]))).astype(np.float32)
+        # A lone max pool or flatten is quantised only when told to (onnxruntime quantises a
+        # pass-through operator only behind a quantised producer).
+        quantize(model, p, samples,
+                 extra_options={"ForceQuantizeNoInputCheck": case.kind in ("maxpool", "fc")})
+
+    return _cached(path, make)

@@ -30,7 +30,12 @@ def cmd_header(args):
 
 def cmd_demo(args):
     from .demo import run_demo
-    return run_demo(_config(args), Path(args.output))
+    return run_demo(_config(args), Path(args.output), rtl=not args.no_rtl)
+
+
+def _add_demo_args(s):
+    s.add_argument("--no-rtl", action="store_true",
+                   help="skip the bottleneck block on the RTL (golden model only)")
 
 
 def cmd_verilog(args):
@@ -73,7 +78,8 @@ def _args(name):
 #: name -> (function, help[, add_arguments(subparser)]).
 COMMANDS = {
     "header": (cmd_header, "write npu.h, regmap.json and isa.md for a configuration"),
-    "demo": (cmd_demo, "generate a configuration's artifacts and run a ResNet-50 layer"),
+    "demo": (cmd_demo, "generate a configuration's artifacts, run a ResNet-50 layer on the "
+                       "golden model and a bottleneck block on the RTL", _add_demo_args),
     "verilog": (cmd_verilog, "write the Verilog of a configuration: npu.v (the NPU top) and "
                              "npu_datapath.v (the compute datapath alone)"),
     "tools": (cmd_tools, "show the external tools npugen uses and where they come from"),

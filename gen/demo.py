@@ -1,10 +1,17 @@
-"""``npugen demo``: a configuration's artifacts, and one ResNet-50 layer checked end to end.
+"""``npugen demo``: a configuration's artifacts, one ResNet-50 layer checked on the golden model,
+and a ResNet-50 bottleneck block on the RTL.
 
-The layer is ResNet-50's res2a_branch2b (3x3, 64 -> 64 channels at 56x56, ReLU) with seeded
-weights, quantised as onnxruntime's quantize_static would (per-channel symmetric weights, per-tensor
-activations). It is compiled to commands for the configuration, run on the golden model, and
-compared bit for bit with the golden function ``numerics.qlinear_conv`` and within one LSB with
-onnxruntime's QLinearConv.
+1. The layer is ResNet-50's res2a_branch2b (3x3, 64 -> 64 channels at 56x56, ReLU) with seeded
+   weights, quantised as onnxruntime's quantize_static would (per-channel symmetric weights,
+   per-tensor activations). It is compiled to commands for the configuration, run on the golden
+   model, and compared bit for bit with the golden function ``numerics.qlinear_conv`` and within
+   one LSB with onnxruntime's QLinearConv.
+2. The block is ResNet-50's layer2.0 (1x1 256 -> 128, 3x3/2 128 -> 128, 1x1 128 -> 512, the
+   1x1/2 256 -> 512 projection shortcut and the residual add with ReLU), built in ONNX with seeded
+   weights, quantised by onnxruntime's quantize_static, compiled by the compiler, and run on the
+   generated Verilog in Verilator (the first run builds the model: a few minutes for the
+   default configuration) and on the golden model: PASS when the outputs are bit-identical;
+   the cycles and the MAC utilization come from the NPU's performance counters.
 """
 
 import time
@@ -20,7 +27,7 @@ from firmware.reference import ort_qlinear_conv
 
 from .header import write_headers
 
-__all__ = ["run_demo", "QuantConv", "resnet_conv_layer"]
+__all__ = ["run_demo", "run_block_on_rtl", "QuantConv", "resnet_conv_layer"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,9 @@ def compile_conv(config, layer):
     return prog, yt
 
 
-def run_demo(config, outdir):
-    """Write the artifacts, run the layer, print the checks. Returns 0 on PASS, 1 on FAIL."""
+def run_demo(config, outdir, rtl=True):
+    """Write the artifacts, run the layer on the golden model and (``rtl``) the block on the RTL,
+    print the checks. Returns 0 on PASS, 1 on FAIL."""
     print(f"npugen demo: config '{config.name}' ({config.rows}x{config.cols} array, "
           f"{config.bus_data_width}-bit bus)")
     art = outdir / config.name
@@ -144,4 +152,62 @@ def run_demo(config, outdir):
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    if not rtl:
+        return 0 if ok else 1
+    return run_block_on_rtl(config) if ok else 1
+
+
+#: Simulated cycles the demo's RTL run aims at (a few seconds to half a minute of simulation).
+DEMO_CYCLES = 3_000_000
+
+
+def run_block_on_rtl(config):
+    """The bottleneck block on the RTL against the golden model. Returns 0 on PASS, 1 on FAIL."""
+    from firmware import driver
+    from firmware.compiler import compile_model
+    from firmware.models import LayerCase, quantized_layer
+    from sim.rtl import RtlBackend
+
+    for size in (56, 28, 16, 8):
+        case = LayerCase("layer2.0", "bottleneck", 256, 128, 3, 2, True, 56, size)
+        half = size // 2
+        macs = size * size * 256 * 128 + half * half * (128 * 128 * 9 + 128 * 512 + 256 * 512)
+        if macs // config.macs <= DEMO_CYCLES:
+            break
+    print(f"\nResNet-50 bottleneck {case.name} on the RTL: {size}x{size}x256 -> "
+          f"{size // 2}x{size // 2}x512 (1x1, 3x3/2, 1x1, 1x1/2 shortcut, add, ReLU)")
+    memory = 64 << 20
+    prog = compile_model(quantized_layer(case), config, memory_size=memory)
+    tot = prog.manifest["totals"]
+    rng = np.random.default_rng(7)
+    x = np.abs(rng.normal(0, 1, prog.manifest["input"]["onnx_shape"])).astype(np.float32)
+    xq = driver.quantize_input(prog, x)
+    want = driver.run_int8(prog, xq, "golden")
+    be = RtlBackend(progress=None)
+    t0 = time.perf_counter()
+    try:
+        got = driver.run_int8(prog, xq, be)
+    except driver.DriverError as err:
+        print(f"  rtl backend: {err}\nFAIL")
+        return 1
+    wall = time.perf_counter() - t0
+    run = be.last[0]
+    cycles = run.perf["CYCLES"]
+    equal = np.array_equal(got, want)
+    rows = [
+        ("program", f"{prog.num_commands} commands, {tot['macs'] / 1e6:.1f} M MACs, "
+                    f"{prog.image_size / 2**20:.2f} MiB image (for a {memory >> 20} MiB memory)"),
+        ("rtl (verilator)", f"{cycles:,} cycles, {run.wall_s:.1f} s "
+                            f"({cycles / max(run.wall_s, 1e-9):,.0f} cycles/s); {wall:.1f} s "
+                            f"with the build check and memory load"),
+        ("MAC utilization", f"{tot['macs'] / (config.macs * cycles):.1%} "
+                            f"({tot['macs']:,} MACs / ({config.rows}x{config.cols} x "
+                            f"{cycles:,} cycles)); compiler predicted "
+                            f"{tot['predicted_cycles']:,} cycles"),
+        ("vs golden model", f"{int(np.sum(got == want))}/{got.size} bit-exact"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    print("PASS" if equal else "FAIL")
+    return 0 if equal else 1

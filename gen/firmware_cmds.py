@@ -107,7 +107,46 @@ def add_run_args(s):
                    help=".npy with the model's float input (its ONNX shape, NCHW)")
     s.add_argument("--backend", "-b", default="golden",
                    help=f"where to run it (available: {', '.join(backends())})")
+    rtl = s.add_argument_group("rtl backend")
+    rtl.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                     help="simulator of the rtl backend (default: verilator)")
+    rtl.add_argument("--waves", action="store_true",
+                     help="record waveforms (VCD on Verilator, FST on Icarus) in the build "
+                          "directory")
+    rtl.add_argument("--stall", type=int, default=0, metavar="PCT",
+                     help="random backpressure: percent of cycles each memory channel stalls")
+    rtl.add_argument("--layers", action="store_true",
+                     help="print the measured cycles and MAC utilization of every layer")
     s.set_defaults(output=None, config=None)
+
+
+def _backend(args):
+    """The backend ``args`` ask for, with its options."""
+    from firmware import driver
+    if args.backend == "rtl":
+        return driver.get_backend("rtl", simulator=args.sim, waves=args.waves, stall=args.stall)
+    return driver.get_backend(args.backend)
+
+
+def _rtl_summary(prog, backend, layers):
+    from sim.rtl import layer_report
+    run = backend.last[0]
+    cfg = prog.config()
+    rep = layer_report(prog, run)
+    cycles = run.perf["CYCLES"]
+    macs = sum(r["macs"] for r in rep)
+    print(f"rtl ({backend.simulator}): {cycles:,} cycles ({run.wall_s:.1f} s simulated, "
+          f"{cycles / max(run.wall_s, 1e-9):,.0f} cycles/s), MAC utilization "
+          f"{macs / (cfg.macs * cycles):.1%}, {run.perf['BYTES_READ']:,} bytes read, "
+          f"{run.perf['BYTES_WRITTEN']:,} written")
+    if layers:
+        w = max(len(r["layer"]) for r in rep)
+        print(f"{'layer':<{w}}  {'MACs':>13}  {'cycles':>10}  {'predicted':>10}  {'util':>6}")
+        for r in rep:
+            print(f"{r['layer']:<{w}}  {r['macs']:>13,}  {r['cycles']:>10,}  "
+                  f"{r['predicted_cycles']:>10,}  {r['utilization']:>6.1%}")
+    if backend.waves:
+        print(f"waveforms in {backend.build_dir}")
 
 
 def cmd_run(args):
@@ -125,7 +164,8 @@ def cmd_run(args):
         raise _user_error(f"{in_path}: not a .npy array: {e}") from None
     t0 = time.perf_counter()
     try:
-        y = driver.run(prog, x, backend=args.backend)
+        backend = _backend(args)
+        y = driver.run(prog, x, backend=backend)
     except driver.DriverError as e:
         raise _user_error(e) from None
     elapsed = time.perf_counter() - t0
@@ -136,6 +176,8 @@ def cmd_run(args):
     flat = y.reshape(-1)
     print(f"ran {prog_path} on {args.backend} in {elapsed:.2f} s: output {list(y.shape)}, "
           f"top-1 index {int(flat.argmax())} ({float(flat.max()):.4g})")
+    if args.backend == "rtl":
+        _rtl_summary(prog, backend, args.layers)
 
 
 # -- quantize ------------------------------------------------------------------------------------

@@ -39,7 +39,16 @@ from hdl.config import REPO
 
 from . import runner
 
-__all__ = ["RtlBackend", "RtlRun", "layer_report"]
+__all__ = ["RtlBackend", "RtlJob", "RtlRun", "layer_report"]
+
+
+@dataclass
+class RtlJob:
+    """One program run: the program, ``(address, bytes)`` to write after its image is loaded,
+    ``(address, size)`` to read back after it ends."""
+    program: object
+    writes: list = field(default_factory=list)
+    reads: list = field(default_factory=list)
 
 
 @dataclass
@@ -87,31 +96,48 @@ class RtlBackend:
         self.last: list[RtlRun] = []
         self.load_s = 0.0
         self.wall_s = 0.0
+        self.build_s = 0.0
         self.build_dir = None
 
     # -- the driver's interface ------------------------------------------------------------
 
     def execute(self, program, writes, reads):
-        return self.execute_batch(program, [writes], reads)[0]
+        return self.run([RtlJob(program, writes, reads)])[0]
 
     def execute_batch(self, program, batch, reads):
         """Run ``program`` once per entry of ``batch`` (each a list of ``(address, bytes)``
         writes), in one simulation; returns per run the bytes of each ``(address, size)`` of
         ``reads``. The image is loaded once; each run writes its inputs over it."""
-        cfg = program.config()
+        return self.run([RtlJob(program, writes, reads) for writes in batch])
+
+    def run(self, jobs):
+        """Run every :class:`RtlJob` in order, in one simulation (the programs must be compiled
+        for one configuration). Returns per job the bytes of each of its reads; the measurements
+        are in :attr:`last`, one :class:`RtlRun` per job."""
+        if not jobs:
+            return []
+        cfg = jobs[0].program.config()
         mem = 1 << runner._mem_addr_bits(self.simulator)
-        if program.base + program.image_size > mem:
-            raise DriverError(f"rtl backend: the program needs {program.base + program.image_size}"
-                              f" bytes of memory; the {self.simulator} memory model has {mem}")
+        for j in jobs:
+            p = j.program
+            if p.fingerprint != cfg.fingerprint():
+                raise DriverError("rtl backend: the programs of one simulation must be compiled "
+                                  "for one configuration")
+            if p.base + p.image_size > mem:
+                raise DriverError(f"rtl backend: the program needs {p.base + p.image_size} bytes "
+                                  f"of memory; the {self.simulator} memory model has {mem}")
         t_build = time.perf_counter()
         self.build_dir = runner.build(cfg, self.simulator, waves=self.waves)
-        build_s = time.perf_counter() - t_build
+        self.build_s = time.perf_counter() - t_build
         own = self.workdir is None
-        work = Path(tempfile.mkdtemp(prefix="rtl-", dir=REPO / "build")) if own else \
-            Path(self.workdir)
-        work.mkdir(parents=True, exist_ok=True)
+        if own:
+            (REPO / "build").mkdir(exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="rtl-", dir=REPO / "build"))
+        else:
+            work = Path(self.workdir)
+            work.mkdir(parents=True, exist_ok=True)
         try:
-            return self._execute(program, cfg, batch, reads, work, build_s)
+            return self._execute(cfg, jobs, work)
         finally:
             if own:
                 shutil.rmtree(work, ignore_errors=True)
@@ -122,24 +148,30 @@ class RtlBackend:
         predicted = program.manifest.get("totals", {}).get("predicted_cycles", 0)
         return int(self.budget_factor * predicted) + 200 * program.num_commands + 1_000_000
 
-    def _execute(self, program, cfg, batch, reads, work, build_s):
-        image = work / "image.npy"
-        np.save(image, program.image())
+    def _execute(self, cfg, jobs, work):
+        programs, index = [], {}
         runs = []
-        for i, writes in enumerate(batch):
+        for i, job in enumerate(jobs):
+            p = job.program
+            if id(p) not in index:
+                index[id(p)] = len(programs)
+                image = work / f"image{len(programs)}.npy"
+                np.save(image, p.image())
+                programs.append({"image": str(image), "base": p.base, "prog_base": p.prog_base,
+                                 "num_commands": p.num_commands, "window": list(p.window),
+                                 "budget_cycles": self._budget(p)})
             files = []
-            for j, (addr, raw) in enumerate(writes):
+            for j, (addr, raw) in enumerate(job.writes):
                 f = work / f"run{i}_write{j}.bin"
                 f.write_bytes(bytes(raw))
                 files.append([int(addr), str(f)])
-            runs.append({"writes": files, "reads": [[int(a), int(n)] for a, n in reads]})
-        files = {"image": str(image), "load": str(work / "load.hex"),
-                 "dump": str(work / "dump.hex"), "trace": str(work / "trace"),
+            runs.append({"program": index[id(p)], "writes": files,
+                         "reads": [[int(a), int(n)] for a, n in job.reads]})
+        files = {"load": str(work / "load.hex"), "dump": str(work / "dump.hex"),
+                 "trace": str(work / "trace"),
                  "progress": str(work / "progress") if self.progress else None}
-        job = {"config": cfg.name if _is_shipped(cfg) else None, "base": program.base,
-               "prog_base": program.prog_base, "num_commands": program.num_commands,
-               "window": list(program.window), "budget_cycles": self._budget(program),
-               "trace": self.trace, "files": files, "runs": runs}
+        job = {"config": cfg.name if _is_shipped(cfg) else None, "trace": self.trace,
+               "files": files, "programs": programs, "runs": runs}
         if job["config"] is None:
             cfg_path = work / "config.toml"
             cfg_path.write_text(cfg.to_toml())
@@ -161,7 +193,7 @@ class RtlBackend:
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        self._follow(thread, work / "progress", program.num_commands, len(batch))
+        self._follow(thread, work / "progress", [j.program.num_commands for j in jobs])
         thread.join()
         self.wall_s = time.perf_counter() - t0
         if "error" in outcome:
@@ -172,7 +204,6 @@ class RtlBackend:
                               f"in {self.build_dir}")
         result = json.loads(res_file.read_text())
         self.load_s = result["load_s"]
-        self.build_s = build_s
         self.last = []
         outputs = []
         for i, r in enumerate(result["runs"]):
@@ -182,28 +213,29 @@ class RtlBackend:
                     f = work / f"run{i}_trace_{unit}.npy"
                     if f.exists():
                         trace[unit] = np.load(f)
-            run = RtlRun(status=r, perf=r["perf"], sim_cycles=r["sim_cycles"],
-                         wall_s=r["wall_s"], trace=trace)
-            self.last.append(run)
+            self.last.append(RtlRun(status=r, perf=r["perf"], sim_cycles=r["sim_cycles"],
+                                    wall_s=r["wall_s"], trace=trace))
             if r["hung"]:
                 raise DriverError(f"rtl backend: run {i}: no interrupt within "
-                                  f"{job['budget_cycles']} cycles (the NPU hangs)")
+                                  f"{programs[runs[i]['program']]['budget_cycles']} cycles "
+                                  f"(the NPU hangs)")
             if not r["done"]:
                 raise DriverError(f"rtl backend: run {i}: the NPU stopped with "
                                   f"{r['error_code']} at command {r['error_index']} "
                                   f"(address {r['error_addr']:#x})")
             outputs.append([(work / f"run{i}_read{j}.bin").read_bytes()
-                            for j in range(len(reads))])
-        if len(outputs) != len(batch):
-            raise DriverError(f"rtl backend: only {len(outputs)} of {len(batch)} runs finished")
+                            for j in range(len(runs[i]["reads"]))])
+        if len(outputs) != len(jobs):
+            raise DriverError(f"rtl backend: only {len(outputs)} of {len(jobs)} runs finished")
         return outputs
 
-    def _follow(self, thread, progress_file, total, runs):
+    def _follow(self, thread, progress_file, totals):
         """Show the retired-command count while the simulation runs."""
         if not self.progress:
             return
         from tqdm import tqdm
-        bar = tqdm(total=total * runs, unit="cmd", desc=f"rtl ({self.simulator})",
+        starts = np.concatenate(([0], np.cumsum(totals)))
+        bar = tqdm(total=int(starts[-1]), unit="cmd", desc=f"rtl ({self.simulator})",
                    file=sys.stderr, dynamic_ncols=True)
         shown = 0
         while thread.is_alive():
@@ -212,11 +244,11 @@ class RtlBackend:
                 run, done, _ = (int(v) for v in progress_file.read_text().split())
             except (OSError, ValueError):
                 continue
-            now = run * total + min(done, total)
+            now = int(starts[run]) + min(done, totals[run])
             if now > shown:
                 bar.update(now - shown)
                 shown = now
-        bar.update(total * runs - shown)
+        bar.update(int(starts[-1]) - shown)
         bar.close()
 
 

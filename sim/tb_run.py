@@ -1,8 +1,9 @@
 """cocotb module of the RTL backend: runs compiled programs on ``npu_tb`` with the HDL-side
 memory (``sim/hdl/axi_mem.v``), so a long run costs Python nothing per clock edge or bus beat.
 
-The job (``$NPU_JOB/job.json``, written by :class:`sim.rtl.RtlBackend`) names the data image and
-a list of runs; each run writes its inputs, starts the program over AXI4-Lite (cocotbext-axi's
+The job (``$NPU_JOB/job.json``, written by :class:`sim.rtl.RtlBackend`) is a list of runs; a run
+names its program (data image, base, command count, window), loads the image if it is not the
+one the memory already holds, writes its inputs, starts the program over AXI4-Lite (cocotbext-axi's
 ``AxiLiteMaster``, on cocotb's clock), hands the clock to the HDL (``run_int``) and sleeps until
 the interrupt (waking every ``progress_cycles`` to report how many commands have retired), takes
 the clock back, reads STATUS, the error registers and every performance counter, and dumps the
@@ -98,12 +99,14 @@ class Session:
             self.load_file.write_bytes(b"".join(parts))
             await self._pulse(self.dut.mem_load)
 
-    async def load_image(self):
-        image = np.load(self.job["files"]["image"], mmap_mode="r")
-        base = self.job["base"]
+    async def load_image(self, prog, fresh):
+        """Load a program's data image. Into a fresh (all-zero) memory only the words that are
+        not zero are written; over another program's image, every word."""
+        image = np.load(prog["image"], mmap_mode="r")
+        base = prog["base"]
         pad = (-len(image)) % self.bb
         data = np.concatenate([image, np.zeros(pad, np.uint8)]) if pad else image
-        self.load_file.write_bytes(to_readmemh(data.tobytes(), base, self.bb))
+        self.load_file.write_bytes(to_readmemh(data.tobytes(), base, self.bb, skip_zero=fresh))
         await self._pulse(self.dut.mem_load)
 
     async def reg(self, name, value=None):
@@ -112,14 +115,14 @@ class Session:
         await self.axil.write_dword(self.regs[name], value)
         return None
 
-    async def run_program(self, index, progress):
+    async def run_program(self, index, prog, progress):
         job = self.job
         d = self.dut
-        win_lo, win_hi = job["window"]
+        win_lo, win_hi = prog["window"]
         await self.reg("WIN_BASE", win_lo)
         await self.reg("WIN_LIMIT", win_hi)
-        await self.reg("PROG_BASE", job["prog_base"])
-        await self.reg("PROG_LEN", job["num_commands"])
+        await self.reg("PROG_BASE", prog["prog_base"])
+        await self.reg("PROG_LEN", prog["num_commands"])
         await self.reg("IRQ_ENABLE", 3)
         start_cycle = int(d.cycle.value)
         start_macs = int(d.macs.value)
@@ -130,7 +133,7 @@ class Session:
         await FallingEdge(d.clk)
         self.clock.stop()
         d.run_int.value = 1
-        budget = int(job["budget_cycles"])
+        budget = int(prog["budget_cycles"])
         tick = int(job.get("progress_cycles", 200_000))
         hung = False
         while not d.irq.value:
@@ -170,10 +173,9 @@ class Session:
         await self.reg("IRQ_STATUS", 3)
         return out
 
-    async def dump_trace(self, index):
+    async def dump_trace(self, index, n):
         stem = Path(self.job["files"]["trace"])
         await self._pulse(self.dut.trace_dump)
-        n = self.job["num_commands"]
         for unit in ("load", "exec", "store"):
             src = Path(f"{stem}.{unit}.hex")
             words = []
@@ -195,17 +197,22 @@ async def run_job(dut):
     job = json.loads((JOB / "job.json").read_text())
     s = Session(dut, job)
     await s.reset()
-    t0 = time.perf_counter()
-    await s.load_image()
-    load_s = time.perf_counter() - t0
     progress = Path(job["files"]["progress"]) if job["files"].get("progress") else None
     results = []
+    loaded = None
+    load_s = 0.0
     for i, run in enumerate(job["runs"]):
+        prog = job["programs"][run["program"]]
+        if loaded != run["program"]:
+            t0 = time.perf_counter()
+            await s.load_image(prog, fresh=loaded is None)
+            load_s += time.perf_counter() - t0
+            loaded = run["program"]
         writes = [(a, Path(f).read_bytes()) for a, f in run["writes"]]
         await s.write_mem(writes)
-        res = await s.run_program(i, progress)
+        res = await s.run_program(i, prog, progress)
         if job.get("trace"):
-            await s.dump_trace(i)
+            await s.dump_trace(i, prog["num_commands"])
         for j, (addr, size) in enumerate(run["reads"]):
             (JOB / f"run{i}_read{j}.bin").write_bytes(await s.read_mem(addr, size))
         results.append(res)
@@ -213,4 +220,4 @@ async def run_job(dut):
             break
     (JOB / "result.json").write_text(json.dumps({"load_s": load_s, "runs": results}, indent=1))
     for res in results:
-        assert not res["hung"], f"no interrupt within {job['budget_cycles']} cycles"
+        assert not res["hung"], "no interrupt within the cycle budget"
