@@ -124,6 +124,27 @@ class NpuProgram:
         return header + self.data + self.commands + manifest
 
     @classmethod
+    def from_program(cls, prog, memory_size=None) -> NpuProgram:
+        """A hand-built :class:`firmware.program.Program` (no network: no input, output or
+        layer table) as an :class:`NpuProgram`, for any backend. The window covers
+        ``memory_size`` bytes from the program's base (default: the configuration's window)."""
+        cfg = prog.config
+        size = cfg.window_size if memory_size is None else int(memory_size)
+        image = prog.image()
+        data_len = prog.prog_base - prog.base
+        manifest = {
+            "format": "npubin", "isa_version": list(ISA_VERSION),
+            "config": {"name": cfg.name, "fingerprint": cfg.fingerprint(),
+                       "dict": cfg.to_dict()},
+            "model": None,
+            "memory": {"base": prog.base, "prog_base": prog.prog_base,
+                       "image_size": prog.image_size, "window_base": prog.base,
+                       "window_limit": prog.base + size - 1},
+            "layers": [], "totals": {},
+        }
+        return cls(manifest, image[:data_len].tobytes(), image[data_len:].tobytes())
+
+    @classmethod
     def from_bytes(cls, raw: bytes, source="<bytes>") -> NpuProgram:
         if len(raw) < _HEADER.size or raw[:8] != MAGIC:
             raise NpubinError(f"{source}: not an npubin file (bad magic)")

@@ -87,7 +87,8 @@ class AxiMaster(wiring.Component):
     ``read_clients`` request ports (round robin, one request at a time); up to ``max_reads``
     read bursts are in flight, all with ARID 0, so data returns in request order and is routed to
     the client that asked (a FIFO of in-flight bursts). One write client: its beats follow the
-    bursts' AW handshakes in order; WLAST marks burst ends; BRESP is checked per burst.
+    bursts' AW handshakes in order; WLAST marks burst ends; BRESP is checked per burst; up to
+    ``max(8, max_reads)`` write bursts are outstanding.
 
     Every burst is full-width (``size`` = log2 bytes per beat), INCR, ``cache`` = 0b0011
     (normal non-cacheable bufferable), ``prot`` = 0 (unprivileged, secure, data). VALID never
@@ -260,11 +261,12 @@ class AxiMaster(wiring.Component):
         m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
 
         # ---- write path ------------------------------------------------------------------
-        wq = fifo.SyncFIFO(width=9, depth=4)        # beats of announced bursts
-        bq = fifo.SyncFIFO(width=32, depth=4)       # addresses awaiting B
+        writes = max(8, c.max_reads)                # write bursts in flight
+        wq = fifo.SyncFIFO(width=9, depth=writes)   # beats of announced bursts
+        bq = fifo.SyncFIFO(width=32, depth=writes)  # addresses awaiting B
         m.submodules.wq, m.submodules.bq = wq, bq
         w_free, w_valid, w_addr, w_len, _, w_busy, w_next, w_rem = self._splitter(
-            m, "aw", 4, bus.bvalid & bus.bready, bus.awready)
+            m, "aw", writes, bus.bvalid & bus.bready, bus.awready)
         m.d.comb += self.wr_req.ready.eq(w_free & ~self.flush)
         with m.If(self.wr_req.valid & self.wr_req.ready):
             m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr & ~Const(bb - 1, 32)),

@@ -48,10 +48,14 @@ def _log2(n):
 class RowReader(wiring.Component):
     """Reads rows of ``nbytes`` bytes at arbitrary byte addresses, in order.
 
-    Each descriptor asks for one row; the reader issues one engine request covering the beats
-    that hold it (several requests may be in flight), collects the beats and shifts the row down
-    to byte 0. A ``skip`` descriptor reads nothing and comes out in its turn with ``skip`` set
-    (LOAD uses it for padding rows, STORE for rows without a residual).
+    Each descriptor asks for one row: the beats that hold it. Consecutive rows whose beats follow
+    each other in memory (row i+1's first beat is the one after row i's last: contiguous rows
+    that start on beat boundaries, the common case of whole channel blocks) are *coalesced* into
+    one engine request of up to ``run_beats`` beats, so the AXI master issues long bursts and a
+    few requests in flight cover the memory's latency. A run is issued as soon as it cannot grow
+    in a cycle. The reader collects each row's beats and shifts the row down to byte 0. A
+    ``skip`` descriptor reads nothing and comes out in its turn with ``skip`` set (LOAD uses it
+    for padding rows, STORE for rows without a residual).
 
     Latency: a row comes out in the cycle after its last beat arrives (a skipped row one cycle
     after it reaches the head).
@@ -73,13 +77,15 @@ class RowReader(wiring.Component):
         The head row waits for read data.
     """
 
-    def __init__(self, config, max_bytes, user_layout, depth=4):
+    def __init__(self, config, max_bytes, user_layout, depth=None, run_beats=None):
         self._config = config
         self._bytes = max_bytes
         self._user = user_layout
-        self._depth = depth
         bb = config.bus_data_width // 8
         self._max_beats = (max_bytes + bb - 1 + bb - 1) // bb
+        #: Beats of one coalesced request, and rows the reader keeps in flight.
+        self._run = run_beats or max(self._max_beats, min(config.max_burst, 16))
+        self._depth = depth or max(4, config.max_reads * self._run)
         super().__init__({
             "desc": In(stream.Signature(data.StructLayout({
                 "addr": 32, "nbytes": range(max_bytes + 1), "skip": 1, "user": user_layout}))),
@@ -111,14 +117,37 @@ class RowReader(wiring.Component):
         entry = Signal(pend_layout)
         m.d.comb += [entry.off.eq(off), entry.nbeats.eq(nbeats), entry.skip.eq(d.skip),
                      entry.user.eq(d.user)]
+
+        # The open run: a request being grown, [run_addr, next beat), run_beats beats.
+        first_beat = Signal(32 - sh)
+        m.d.comb += first_beat.eq(d.addr[sh:])
+        run_open = Signal()
+        run_addr = Signal(32)
+        run_next = Signal(32 - sh)         # the beat after the run's last one
+        run_beats = Signal(range(self._run + 1))
+        grow = Signal()                    # the descriptor joins the open run
+        m.d.comb += grow.eq(run_open & ~d.skip & (first_beat == run_next) &
+                            (run_beats + nbeats <= self._run))
+        take = Signal()
         m.d.comb += [
-            self.rd_req.valid.eq(self.desc.valid & ~d.skip & pend.w_rdy),
-            self.rd_req.payload.addr.eq(d.addr),
-            self.rd_req.payload.beats.eq(nbeats),
-            self.desc.ready.eq(pend.w_rdy & (d.skip | self.rd_req.ready)),
-            pend.w_en.eq(self.desc.valid & self.desc.ready),
+            # Issue the run whenever it cannot grow this cycle.
+            self.rd_req.valid.eq(run_open & ~(self.desc.valid & pend.w_rdy & (d.skip | grow))),
+            self.rd_req.payload.addr.eq(run_addr),
+            self.rd_req.payload.beats.eq(run_beats),
+            take.eq(self.desc.valid & pend.w_rdy &
+                    (d.skip | grow | ~run_open | self.rd_req.ready)),
+            self.desc.ready.eq(take),
+            pend.w_en.eq(take),
             pend.w_data.eq(entry),
         ]
+        with m.If(self.rd_req.valid & self.rd_req.ready):
+            m.d.sync += run_open.eq(0)
+        with m.If(take & ~d.skip):
+            with m.If(grow):
+                m.d.sync += [run_beats.eq(run_beats + nbeats), run_next.eq(first_beat + nbeats)]
+            with m.Else():
+                m.d.sync += [run_open.eq(1), run_addr.eq(d.addr), run_beats.eq(nbeats),
+                             run_next.eq(first_beat + nbeats)]
 
         head = Signal(pend_layout)
         m.d.comb += head.eq(pend.r_data)
@@ -256,7 +285,7 @@ class DmaLoad(wiring.Component):
         c = self._config
         nb = self._row_bytes
         user = data.StructLayout({"row": 16, "last": 1})
-        m.submodules.reader = rd = RowReader(c, nb, user, depth=max(2, c.max_reads * 2))
+        m.submodules.reader = rd = RowReader(c, nb, user)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
         m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
@@ -392,7 +421,7 @@ class DmaStore(wiring.Component):
         sh = _log2(bb)
         cols = c.cols
         user = data.StructLayout({"acc": 16, "param": 16, "dram": 32, "last": 1})
-        m.submodules.reader = rd = RowReader(c, cols, user, depth=max(2, c.max_reads * 2))
+        m.submodules.reader = rd = RowReader(c, cols, user)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
@@ -454,17 +483,16 @@ class DmaStore(wiring.Component):
             afifo.w_data.eq(Cat(o.user.dram, o.user.last)),
         ]
 
-        # Writer: one engine request per row, then its beats with strobes. The request of the
-        # next row goes out while the current row's last beat does, so a one-beat row takes one
-        # cycle.
+        # Writer: one engine request per row; the row's beats (data shifted to the row's byte
+        # offset, strobes on exactly its bytes) wait in a row FIFO until the engine has
+        # announced their burst, so requests run ahead of the data and a one-beat row takes
+        # one cycle.
         maxb = (cols + bb - 1 + bb - 1) // bb
-        wdata = Signal(8 * bb * maxb)
-        wstrb = Signal(bb * maxb)
-        nbeats = Signal(range(maxb + 1))
-        wlast = Signal()
-        active = Signal()
+        beat_row = data.StructLayout({"data": 8 * bb * maxb, "strb": bb * maxb,
+                                      "nbeats": range(maxb + 1)})
+        wq = fifo.SyncFIFOBuffered(width=beat_row.size, depth=4)
+        m.submodules.wrows = wq
         waitb = Signal()
-        k = Signal(range(maxb + 1))
         h_addr = afifo.r_data[:32]
         h_last = afifo.r_data[32]
         off = Signal(range(bb))
@@ -476,35 +504,35 @@ class DmaStore(wiring.Component):
             m.d.comb += strb[i].eq(i < cmd.elems)
         h_beats = Signal(range(maxb + 1))
         m.d.comb += h_beats.eq((off + cmd.elems + bb - 1) >> sh)
-        beat_done = Signal()
+        entry = Signal(beat_row)
+        m.d.comb += [entry.data.eq(row << Cat(Const(0, 3), off)), entry.strb.eq(strb << off),
+                     entry.nbeats.eq(h_beats), wq.w_data.eq(entry)]
         m.d.comb += [
-            self.wr_data.valid.eq(active),
-            self.wr_data.payload.data.eq(wdata.word_select(k, 8 * bb)),
-            self.wr_data.payload.strb.eq(wstrb.word_select(k, bb)),
-            beat_done.eq(active & self.wr_data.ready & (k + 1 == nbeats)),
-        ]
-        with m.If(active & self.wr_data.ready):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k + 1 == nbeats):
-                m.d.sync += active.eq(0)
-                with m.If(wlast):
-                    m.d.sync += waitb.eq(1)
-        slot_free = ~active | beat_done
-        m.d.comb += [
-            self.wr_req.valid.eq(self.pp_out.valid & afifo.r_rdy & slot_free & ~waitb),
+            self.wr_req.valid.eq(self.pp_out.valid & afifo.r_rdy & wq.w_rdy & ~waitb),
             self.wr_req.payload.addr.eq(h_addr),
             self.wr_req.payload.beats.eq(h_beats),
         ]
         with m.If(self.wr_req.valid & self.wr_req.ready):
-            m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1)]
-            m.d.sync += [
-                active.eq(1), k.eq(0), nbeats.eq(h_beats), wlast.eq(h_last),
-                wdata.eq(row << Cat(Const(0, 3), off)),
-                wstrb.eq(strb << off),
-            ]
-        with m.If(waitb & self.wr_idle):
+            m.d.comb += [self.pp_out.ready.eq(1), afifo.r_en.eq(1), wq.w_en.eq(1)]
+            with m.If(h_last):
+                m.d.sync += waitb.eq(1)
+        head = Signal(beat_row)
+        m.d.comb += head.eq(wq.r_data)
+        k = Signal(range(maxb + 1))
+        m.d.comb += [
+            self.wr_data.valid.eq(wq.r_rdy),
+            self.wr_data.payload.data.eq(head.data.word_select(k, 8 * bb)),
+            self.wr_data.payload.strb.eq(head.strb.word_select(k, bb)),
+        ]
+        with m.If(self.wr_data.valid & self.wr_data.ready):
+            with m.If(k + 1 == head.nbeats):
+                m.d.sync += k.eq(0)
+                m.d.comb += wq.r_en.eq(1)
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+        with m.If(waitb & self.wr_idle & ~wq.r_rdy):
             m.d.sync += [waitb.eq(0), busy.eq(0), self.done.eq(1)]
-        m.d.comb += self.stall.eq((active & ~self.wr_data.ready) | waitb |
+        m.d.comb += self.stall.eq((self.wr_data.valid & ~self.wr_data.ready) | waitb |
                                   (self.wr_req.valid & ~self.wr_req.ready))
         with m.If(rd.stall):
             m.d.comb += self.stall.eq(1)

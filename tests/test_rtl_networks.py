@@ -88,9 +88,9 @@ def _digits_check(count, config="tiny"):
     _, x_te, _, _ = load_split()
     xs = [x[None] for x in x_te[:count]]
     prog = compile_model(FIXTURE, config)
-    gold = driver.run_batch(prog, xs, "golden")
+    gold = driver.run_batch(prog, xs, "golden").reshape(count, -1)
     be = RtlBackend(progress=False)
-    got = driver.run_batch(prog, xs, be)
+    got = driver.run_batch(prog, xs, be).reshape(count, -1)
     assert got.shape == gold.shape == (count, 10)
     assert np.array_equal(got, gold), "RTL logits differ from the golden model"
     assert np.array_equal(got.argmax(-1), gold.argmax(-1))

@@ -226,9 +226,11 @@ module axi_mem #(
                 end
             end
             aw_count <= aw_count + aw_fire - (w_fire && wlast);
+            // bvalid rises on a `go` cycle and holds until bready; back-to-back responses
+            // (one per cycle) when more are queued.
             if (b_fire) begin
                 b_head <= b_head + 1;
-                b_shown <= 0;
+                b_shown <= (b_count > 1) && go[4];
             end else if (!b_shown && b_count != 0 && go[4]) begin
                 b_shown <= 1;
             end
