@@ -14,6 +14,7 @@ import numpy as np
 from hdl.isa import Buffer, Opcode, PoolMode
 
 from . import numerics
+from .program import Tensor
 
 __all__ = ["Requant", "Residual", "Pipeline", "barrier", "conv2d", "maxpool",
            "global_avgpool", "KernelError"]
@@ -228,14 +229,20 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
             (x.height + pad[0] + pad[2] - kh) // sh + 1,
             (x.width + pad[1] + pad[3] - kw) // sw + 1, o_ch) or c_in != x.channels:
         raise KernelError(f"{name}: output shape {out.shape} does not match the convolution")
+    # Along a dimension where the kernel is 1 wide, unpadded and strided, the convolution reads
+    # only every s-th row (or pixel): load exactly those (a strided view of the input) and
+    # convolve with stride 1 there (strided 1x1 convolutions; the packed stem's 7x1 kernel).
+    if kh == 1 and pad[0] == pad[2] == 0 and sh > 1:
+        x = Tensor(x.address, out.height, x.width, x.channels, x_stride=x.pixel_stride,
+                   y_stride=sh * x.row_stride)
+        sh = 1
+    if kw == 1 and pad[1] == pad[3] == 0 and sw > 1:
+        x = Tensor(x.address, x.height, out.width, x.channels, x_stride=sw * x.pixel_stride,
+                   y_stride=x.row_stride)
+        sw = 1
     kb_all, nb_all = _ceil(c_in, rows), _ceil(o_ch, cols)
     ibudget, wbudget, abudget = cfg.input_depth // 2, cfg.weight_depth // 2, cfg.acc_depth // 2
-    # Channel blocks per group: as many as both the weight and the (1x1-output) input tile allow.
-    kbg = min(kb_all, wbudget // (kh * kw * rows), ibudget // (kh * kw))
-    if kbg < 1:
-        raise KernelError(f"{name}: a {kh}x{kw} kernel needs {kh * kw * rows} weight rows, "
-                          f"more than half the weight buffer ({wbudget})")
-    th, tw = _conv_tile(out.height, out.width, kh, kw, sh, sw, kbg, ibudget, abudget)
+    kbg, (th, tw) = _conv_plan(cfg, out.height, out.width, kh, kw, sh, sw, kb_all, nb_all, name)
     # Weight tiles: (NB, KB, KH, KW, rows, cols), zero outside the real channels.
     wt = np.zeros((nb_all * cols, kh, kw, kb_all * rows), dtype=np.int8)
     wt[:o_ch, :, :, :c_in] = w
@@ -246,6 +253,12 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
     chunk = max(1, cfg.param_depth // 3)
     groups = [(rq.bias[n * cols:(n + 1) * cols], rq.mult[n * cols:(n + 1) * cols],
                rq.shift[n * cols:(n + 1) * cols]) for n in range(nb_all)]
+    kgroups = _tiles(kb_all, kbg)
+    # With one spatial tile and one reduction group, the input tile is loaded once for the
+    # layer and stays in its buffer half across the parameter chunks.
+    resident = len(kgroups) == 1 and th >= out.height and tw >= out.width
+    in_tile = None
+    loads = 0
     for ci, n0 in enumerate(range(0, nb_all, chunk)):
         if ci:
             barrier(prog)
@@ -253,12 +266,12 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
         pipe = Pipeline(prog)
         params = _pack_params(cfg, groups[n0:nbs[-1] + 1])
         first = [_load_params(prog, f"{name}.params{ci}", params)]
-        b = o = loads = 0
-        kgroups = _tiles(kb_all, kbg)
+        b = o = 0
         for oy0, h in _tiles(out.height, th):
             for ox0, wdt in _tiles(out.width, tw):
                 ih, iw = (h - 1) * sh + kh, (wdt - 1) * sw + kw
-                in_tile = None
+                if not resident:
+                    in_tile = None
                 for n in nbs:
                     acc_addr = (o % 2) * abudget
                     for gi, (kb0, nkb) in enumerate(kgroups):
@@ -292,6 +305,55 @@ def conv2d(prog, x, x_zp, w, rq, out, stride=(1, 1), pad=(0, 0, 0, 0), residual=
                                                oy0, ox0, h, wdt, residual)])
                     o += 1
         pipe.emit()
+
+
+def _conv_plan(cfg, oh, ow, kh, kw, sh, sw, kb_all, nb_all, name):
+    """Channel blocks per reduction group and the output tile, chosen by a cycle estimate.
+
+    Fewer groups mean fewer input reloads, but a larger group leaves room for a smaller input
+    tile (fewer vectors per weight tile). Every group count from the fewest that fit the weight
+    buffer is tried, with the channel blocks spread evenly over the groups (an uneven split
+    leaves a short group whose computation cannot hide the next group's loads); the estimate
+    per batch is ``max(compute, loads)`` (double buffering overlaps the two): compute is one
+    tile period ``max(V, rows, cols)`` per reduction step, loads are one row per cycle (weight
+    rows, and the input tile's rows when it is reloaded).
+    """
+    rows, cols = cfg.rows, cfg.cols
+    ibudget, wbudget, abudget = cfg.input_depth // 2, cfg.weight_depth // 2, cfg.acc_depth // 2
+    kb_max = min(kb_all, wbudget // (kh * kw * rows), ibudget // (kh * kw))
+    if kb_max < 1:
+        raise KernelError(f"{name}: a {kh}x{kw} kernel needs {kh * kw * rows} weight rows, "
+                          f"more than half the weight buffer ({wbudget})")
+    best = None
+    for groups in range(_ceil(kb_all, kb_max), kb_all + 1):
+        kbg = _ceil(kb_all, groups)
+        if best is not None and kbg == best[1]:
+            continue
+        try:
+            th, tw = _conv_tile(oh, ow, kh, kw, sh, sw, kbg, ibudget, abudget)
+        except KernelError:
+            continue
+        cost = 0
+        kgroups = _tiles(kb_all, kbg)
+        reload = len(kgroups) > 1
+        hs = [h for _, h in _tiles(oh, th)]
+        ws = [w for _, w in _tiles(ow, tw)]
+        for h in set(hs):
+            for w in set(ws):
+                v = max(h * w, rows, cols)
+                ipix = ((h - 1) * sh + kh) * ((w - 1) * sw + kw)
+                tile = 0
+                for n in (0, 1):
+                    for _, nkb in kgroups:
+                        steps = nkb * kh * kw
+                        load = steps * rows + (nkb * ipix if n == 0 or reload else 0)
+                        tile += max(steps * v, load) * (1 if n == 0 else nb_all - 1)
+                cost += tile * hs.count(h) * ws.count(w)
+        if best is None or cost < best[0]:
+            best = (cost, kbg, (th, tw))
+    if best is None:
+        raise KernelError(f"{name}: no output tile fits the buffers")
+    return best[1], best[2]
 
 
 def _conv_tile(oh, ow, kh, kw, sh, sw, kbg, ibudget, abudget):
