@@ -25,11 +25,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from firmware import driver, npubin, numerics
+from firmware import driver, npubin
 from firmware.compiler import CompileError, compile_model, import_onnx, layer_csv, layer_table
 from firmware.compiler.allocate import allocate
-from firmware.compiler.interpret import evaluate, interpret
-from firmware.compiler.ir import Add, AvgPool, Conv
+from firmware.compiler.interpret import evaluate, interpret, real_before_rounding
 from firmware.compiler.lower import lower
 from firmware.models import quantized_resnet, synthetic_images
 from hdl.config import NpuConfig, shipped_configs
@@ -139,24 +138,6 @@ def test_resnet50_end_to_end_within_one_lsb():
     assert np.abs(got - ort).max() <= 1
 
 
-def _real_before_rounding(op, tensors, vals):
-    """The exact real value an op rounds (before its zero point and clamp), or None."""
-    t = tensors
-    if isinstance(op, Conv):
-        x, y = t[op.x], t[op.out]
-        acc = numerics.conv2d(vals[op.x], x.zp, op.w, op.bias, op.stride, op.pad)
-        return acc * (x.scale * np.asarray(op.w_scale, np.float64) / y.scale)
-    if isinstance(op, Add):
-        a, b, y = t[op.a], t[op.b], t[op.out]
-        return ((vals[op.a] - np.float64(a.zp)) * (a.scale / y.scale)
-                + (vals[op.b] - np.float64(b.zp)) * (b.scale / y.scale))
-    if isinstance(op, AvgPool):
-        x, y = t[op.x], t[op.out]
-        s = vals[op.x].astype(np.int64).sum(axis=(1, 2), keepdims=True) - x.h * x.w * x.zp
-        return s * (x.scale / (x.h * x.w * y.scale))
-    return None
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_layer_within_one_lsb_of_onnxruntime(arch):
     """Each layer, fed onnxruntime's own int8 input, against onnxruntime's int8 output: within
@@ -186,7 +167,7 @@ def test_every_layer_within_one_lsb_of_onnxruntime(arch):
             assert diff.max() <= 1, f"{op.name}: {diff.max()} LSB from onnxruntime"
             total, equal = total + diff.size, equal + int(np.sum(diff == 0))
             if diff.any():
-                real = _real_before_rounding(op, graph.tensors, feed)
+                real = real_before_rounding(op, graph.tensors, feed)
                 assert real is not None, f"{op.name}: an exact operation differs"
                 tie = np.abs(np.abs(real - np.floor(real)) - 0.5)
                 assert tie[diff != 0].max() < 1e-4, f"{op.name}: differs away from a tie"
