@@ -249,17 +249,19 @@ class PostProcessor(wiring.Component):
                     s2.eq(((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b),
                     a5.eq(a),
                 ]
-                shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
-                m.d.comb += shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
-                                          cfg.add_shift))
-                s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
-                m.d.comb += s2x.eq(s2)
-                r2 = round_shift(m, s2x, shift6, f"add{c}")
-                # stage 6: residual round, zero point, clamp, or stage 1's result, into the
-                # output row at this beat's lanes
-                y = Signal(signed(8), name=f"y_{c}")
-                m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo,
-                                                           cfg.add_hi), a5))
+            # stage 6: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
+            # does), zero point, clamp, or stage 1's result, into the output row at this beat's
+            # lanes
+            shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
+            s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
+            m.d.comb += [shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
+                                       cfg.add_shift)),
+                         s2x.eq(s2)]
+            r2 = round_shift(m, s2x, shift6, f"add{c}")
+            y = Signal(signed(8), name=f"y_{c}")
+            m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi),
+                                 a5))
+            with m.If(ce):
                 for b in range(beats):
                     if b * lanes + c < cols:
                         with m.If(beat[n - 2] == b):
