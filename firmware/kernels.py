@@ -39,7 +39,9 @@ class Requant:
 @dataclass(frozen=True)
 class Residual:
     """Second post-processing stage: add an int8 tensor with its own rescale
-    (``numerics.add`` with the conv output as ``a``)."""
+    (``numerics.add`` with the conv output as ``a``): ``ma``, ``mb`` are the Q31 multipliers and
+    ``shift`` the shared shift of ``numerics.add_multipliers`` (SETPP ``add_ma``, ``add_mb``,
+    ``add_shift``)."""
     tensor: object       # Tensor of the output's shape
     zp: int              # residual zero point
     add_zp: int

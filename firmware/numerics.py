@@ -30,10 +30,10 @@ INT32_MAX = 2**31 - 1
 MULT_BITS = 31
 #: Largest requantization shift.
 MAX_SHIFT = 63
-#: Width of the residual-add multipliers ``ma`` and ``mb`` (unsigned).
-ADD_MULT_BITS = 16
-#: Largest residual-add shift.
-ADD_MAX_SHIFT = 31
+#: Width of the residual-add multipliers ``ma`` and ``mb``: unsigned Q31, as ``mult``.
+ADD_MULT_BITS = MULT_BITS
+#: Largest residual-add shift (shared by ``ma`` and ``mb``).
+ADD_MAX_SHIFT = MAX_SHIFT
 
 # Number of output pixels convolved per BLAS call, so the float64 patch matrix stays small.
 _CONV_ROWS_PER_CHUNK = 1 << 15
@@ -518,7 +518,7 @@ def fully_connected(x, x_scale, x_zp, w, w_scale, bias, y_scale, y_zp, lo=INT8_M
 
 
 def add_multipliers(a_scale, b_scale, y_scale) -> tuple[int, int, int]:
-    """Fixed-point rescales of a residual add.
+    """Fixed-point rescales of a residual add: two Q31 multipliers with a shared shift.
 
     Parameters
     ----------
@@ -530,28 +530,30 @@ def add_multipliers(a_scale, b_scale, y_scale) -> tuple[int, int, int]:
     Returns
     -------
     ma, mb : int
-        Multipliers in ``[0, 65535]``: ``ma = round(ra * 2**s)``, ``mb = round(rb * 2**s)`` with
+        Multipliers in ``[0, 2**31)``: ``ma = round(ra * 2**s)``, ``mb = round(rb * 2**s)`` with
         ``ra = a_scale / y_scale`` and ``rb = b_scale / y_scale`` in float64, round half to even.
+        The larger of the two is normalised to ``[2**30, 2**31)``, as :func:`quantize_multiplier`
+        normalises ``mult``.
     s : int
-        Shift in ``[0, 31]``: the largest for which ``round(max(ra, rb) * 2**s) <= 65535``.
+        Shift in ``[0, 63]``: the shift of ``quantize_multiplier(max(ra, rb))``.
 
     Raises
     ------
     ValueError
-        If a scale is not positive and finite, or ``max(ra, rb) > 65535``.
+        If a scale is not positive and finite, or ``max(ra, rb)`` is not representable
+        (``>= 2**31``, see :func:`quantize_multiplier`).
     """
     a_s = float(_positive_scale(a_scale, "a_scale"))
     b_s = float(_positive_scale(b_scale, "b_scale"))
     y_s = float(_positive_scale(y_scale, "y_scale"))
     ra, rb = a_s / y_s, b_s / y_s
     top = max(ra, rb)
-    limit = 2**ADD_MULT_BITS - 1
-    if not top <= limit:
-        raise ValueError(f"residual add rescale max(a_scale, b_scale) / y_scale = {top!r} "
-                         f"exceeds {limit}")
-    s = ADD_MAX_SHIFT
-    while _round_half_even(np.ldexp(top, s)) > limit:
-        s -= 1
+    try:
+        _, s = quantize_multiplier(top)
+    except ValueError as err:
+        raise ValueError(f"residual add rescale max(a_scale, b_scale) / y_scale = {top!r}: "
+                         f"{err}") from None
+    s = int(s)
     return _round_half_even(np.ldexp(ra, s)), _round_half_even(np.ldexp(rb, s)), s
 
 
@@ -564,8 +566,10 @@ def add(a, a_zp, b, b_zp, ma, mb, s, y_zp, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarr
         Inputs, same shape (or broadcastable).
     a_zp, b_zp : int
         Input zero points.
-    ma, mb, s : int
-        Rescales from :func:`add_multipliers`.
+    ma, mb : int
+        Multipliers in ``[0, 2**31)`` (from :func:`add_multipliers`).
+    s : int
+        Shared shift in ``[0, 63]``.
     y_zp : int
         Output zero point.
     lo, hi : int
@@ -574,8 +578,9 @@ def add(a, a_zp, b, b_zp, ma, mb, s, y_zp, lo=INT8_MIN, hi=INT8_MAX) -> np.ndarr
     Returns
     -------
     numpy.ndarray of int8
-        ``clamp(y_zp + rounding_shift((a - a_zp) * ma + (b - b_zp) * mb, s), lo, hi)``, in int64
-        (the sum needs at most 9 + 16 + 1 = 26 bits).
+        ``clamp(y_zp + rounding_shift((a - a_zp) * ma + (b - b_zp) * mb, s), lo, hi)``, exact in
+        int64: each product has at most 9 + 31 = 40 bits and ``|sum| <= 510 * (2**31 - 1) <
+        2**40``, so the sum has at most 41 bits.
     """
     a = _as_int8(a, "a").astype(np.int64)
     b = _as_int8(b, "b").astype(np.int64)

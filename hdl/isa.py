@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: (major, minor, patch) of the ISA and register map. Bump minor on additions, major on changes.
-ISA_VERSION = (1, 0, 0)
+ISA_VERSION = (2, 0, 0)
 CMD_BITS = 256
 CMD_BYTES = CMD_BITS // 8
 #: Value of the ID register: ASCII "NPU0".
@@ -254,9 +254,10 @@ _SETPP_SPEC = _HEADER_SPEC + [
     ("add_zp", signed(8), "stage 2 output zero point"),
     ("add_lo", signed(8), "stage 2 lower clamp"),
     ("add_hi", signed(8), "stage 2 upper clamp"),
-    ("add_ma", unsigned(16), "stage 2 multiplier of (stage 1 output - zp)"),
-    ("add_mb", unsigned(16), "stage 2 multiplier of (residual - res_zp)"),
-    ("add_shift", unsigned(5), "stage 2 right shift, rounding half to even"),
+    ("add_ma", unsigned(31), "stage 2 multiplier of (stage 1 output - zp), Q31"),
+    ("add_mb", unsigned(31), "stage 2 multiplier of (residual - res_zp), Q31"),
+    ("add_shift", unsigned(6), "stage 2 right shift shared by both products, rounding half to "
+                               "even"),
 ]
 
 _END_SPEC = _HEADER_SPEC
@@ -665,7 +666,7 @@ x*dram_x_stride`. Step z uses PARAM rows `p = param_addr + 3*z` (from the last S
 2. `a = clamp(zp + round_half_even(v * mult[c] / 2^shift[c]), lo, hi)`
 3. with `residual`: `r` is the int8 at the same place relative to `res_addr`, and
    `y = clamp(add_zp + round_half_even(((a - zp)*add_ma + (r - res_zp)*add_mb) / 2^add_shift),
-   add_lo, add_hi)`; otherwise `y = a`.
+   add_lo, add_hi)`, computed exactly (the sum has at most 41 bits); otherwise `y = a`.
 
 A STORE that does work must follow a SETPP in the STORE queue.""",
     "END": """\

@@ -6,7 +6,14 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 
-__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp"]
+__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp", "shift_add_mul"]
+
+#: Stage-2 multipliers (``add_ma``, ``add_mb``, 31 bits) are split at this bit: the 17 bits above
+#: it multiply on one DSP (9 x 18 signed), the 14 below by shift-and-add in logic.
+ADD_SPLIT = 14
+#: Width of the stage-2 sum: ``|(a - zp)*add_ma + (r - res_zp)*add_mb| <= 510 * (2**31 - 1) <
+#: 2**40``.
+ADD_SUM_BITS = 41
 
 
 def round_shift(m, x, s, name):
@@ -31,6 +38,24 @@ def round_shift(m, x, s, name):
         up.eq(rem[w - 1] & (rem[:w - 1].any() | q[0])),
         out.eq(q + up),
     ]
+    return out
+
+
+def shift_add_mul(m, x, k, name):
+    """``x * k`` as a sum of shifted copies of ``k``, one per bit of ``x``: logic, no DSP.
+
+    ``x`` is signed (its top bit weighs ``-2**(len(x) - 1)``), ``k`` unsigned. Synthesis maps a
+    ``*`` onto DSP blocks however narrow it is; this form keeps a narrow partial product out of
+    them.
+    """
+    w = len(x) + len(k)
+    terms = []
+    for i in range(len(x)):
+        t = Signal(signed(w + 1), name=f"{name}_t{i}")
+        m.d.comb += t.eq(Mux(x[i], k << i, 0))
+        terms.append(-t if i == len(x) - 1 else t)
+    out = Signal(signed(w + 1), name=f"{name}_p")
+    m.d.comb += out.eq(sum(terms[1:], terms[0]))
     return out
 
 
@@ -61,18 +86,24 @@ class PostProcessor(wiring.Component):
     1. ``v = wrap32(acc[c] + bias[c])``
     2. ``a = clamp(zp + round_half_even(v * mult[c] / 2^shift[c]), lo, hi)`` (64-bit product)
     3. with ``use_residual``: ``y = clamp(add_zp + round_half_even(((a - zp) * add_ma +
-       (r - res_zp) * add_mb) / 2^add_shift), add_lo, add_hi)``; otherwise ``y = a``.
+       (r - res_zp) * add_mb) / 2^add_shift), add_lo, add_hi)``; otherwise ``y = a``. The
+       multipliers are Q31 (31 bits) and the sum is exact (:data:`ADD_SUM_BITS` bits).
 
     ``zp, lo, hi, res_zp, add_*`` come from :attr:`config` (the fields of the last SETPP), which
     must hold still while rows are in flight; the per-lane parameters travel with each row.
 
-    Pipeline stages (registers): bias add; multiply; round; zero point and clamp; residual
-    products; residual round, zero point and clamp. The pipeline advances whenever its output is
+    Pipeline stages (registers): bias add; multiply; round; zero point and clamp (and the
+    residual's ``r - res_zp``); residual products and their sum; residual round, zero point and
+    clamp. Each residual product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit
+    :data:`ADD_SPLIT`: ``d * m[14:]`` on one DSP, ``d * m[:14]`` by :func:`shift_add_mul`. A
+    stage-2 shift above ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does,
+    so the rounder is ``ADD_SUM_BITS + 1`` bits wide. The pipeline advances whenever its output is
     empty or taken, so with ``lanes == cols`` it sustains one row per cycle; :attr:`LATENCY` is
     the number of cycles from a transfer on ``i`` to the row at ``o`` without backpressure.
 
-    With ``lanes < cols`` the arithmetic exists for ``lanes`` lanes only (6 multipliers a lane on
-    ECP5 instead of ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
+    With ``lanes < cols`` the arithmetic exists for ``lanes`` lanes only (6 DSP multipliers a lane
+    on ECP5, 4 for the 32 x 32 requantization product and 1 per residual product, instead of
+    ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
     consecutive beats, and leaves when its last beat is done, one row every ``beats`` cycles,
     ``LATENCY + beats`` cycles after its transfer.
 
@@ -183,8 +214,19 @@ class PostProcessor(wiring.Component):
             rq = Signal(signed(65), name=f"rq_{c}")
             a = Signal(signed(8), name=f"a_{c}")
             a5 = Signal(signed(8), name=f"a5_{c}")
-            s2 = Signal(signed(32), name=f"sum2_{c}")
-            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4)]
+            da = Signal(signed(9), name=f"da_{c}")
+            dr = Signal(signed(9), name=f"dr_{c}")
+            s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
+            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(3)]
+            a4 = Signal(signed(8), name=f"a4_{c}")
+            m.d.comb += a4.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi))
+            # stage 5 operands: the 17 high multiplier bits on a DSP, the 14 low ones in logic
+            hi_a = Signal(signed(27), name=f"hi_a_{c}")
+            hi_b = Signal(signed(27), name=f"hi_b_{c}")
+            m.d.comb += [hi_a.eq(da * cfg.add_ma[ADD_SPLIT:]),
+                         hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
+            lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
+            lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
             with m.If(ce):
                 m.d.sync += [
                     # stage 1: bias (wrapping int32)
@@ -199,19 +241,27 @@ class PostProcessor(wiring.Component):
                     # stage 3: round half to even
                     rq.eq(round_shift(m, prod, shift2, f"rq{c}")),
                     res[2].eq(res[1]),
-                    # stage 4: zero point and clamp
-                    a.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi)),
-                    res[3].eq(res[2]),
-                    # stage 5: residual rescale
-                    s2.eq((a - cfg.zp) * cfg.add_ma + (res[3] - cfg.res_zp) * cfg.add_mb),
+                    # stage 4: zero point and clamp; both stage-2 inputs less their zero points
+                    a.eq(a4),
+                    da.eq(a4 - cfg.zp),
+                    dr.eq(res[2] - cfg.res_zp),
+                    # stage 5: residual rescale, exact
+                    s2.eq(((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b),
                     a5.eq(a),
                 ]
-                r2 = round_shift(m, s2, cfg.add_shift, f"add{c}")
-                # stage 6: residual round, zero point, clamp, or stage 1's result, into the
-                # output row at this beat's lanes
-                y = Signal(signed(8), name=f"y_{c}")
-                m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo,
-                                                           cfg.add_hi), a5))
+            # stage 6: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
+            # does), zero point, clamp, or stage 1's result, into the output row at this beat's
+            # lanes
+            shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
+            s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
+            m.d.comb += [shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
+                                       cfg.add_shift)),
+                         s2x.eq(s2)]
+            r2 = round_shift(m, s2x, shift6, f"add{c}")
+            y = Signal(signed(8), name=f"y_{c}")
+            m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi),
+                                 a5))
+            with m.If(ce):
                 for b in range(beats):
                     if b * lanes + c < cols:
                         with m.If(beat[n - 2] == b):

@@ -141,8 +141,8 @@ def _setpp(config, rng):
                 zp=int(rng.integers(-20, 20)), lo=int(rng.integers(-128, -60)),
                 hi=int(rng.integers(60, 128)), res_zp=int(rng.integers(-10, 10)),
                 add_zp=int(rng.integers(-10, 10)), add_lo=-128, add_hi=127,
-                add_ma=int(rng.integers(0, 1 << 15)), add_mb=int(rng.integers(0, 1 << 15)),
-                add_shift=int(rng.integers(10, 20)))
+                add_ma=int(rng.integers(0, 1 << 31)), add_mb=int(rng.integers(0, 1 << 31)),
+                add_shift=int(rng.integers(29, 34)))
 
 
 def _store(config, rng, src, dst, checker):

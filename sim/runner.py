@@ -39,6 +39,13 @@ __all__ = ["SIMULATORS", "TOPS", "simulator_available", "build_key", "build_dir"
 #: Simulators the runner knows: name -> executable that must be on PATH.
 SIMULATORS = {"verilator": "verilator", "icarus": "iverilog"}
 TIMESCALE = ("1ns", "1ps")
+#: Icarus compiles as Verilog-2005 (the language Yosys' ``write_verilog`` emits), overriding
+#: cocotb's ``-g2012``. Under the SystemVerilog modes Icarus sets declaration initialisers
+#: before time 0 without an event, so the ``reg \$auto$...dump_module$N = 0`` that Yosys adds
+#: to the sensitivity of every ``always @*`` never fires: a combinational process whose inputs
+#: keep their initial values is never evaluated and its outputs stay X (the whole Npu then goes
+#: X). Under ``-g2005`` the initialiser is a time-0 assignment, and every process runs once.
+ICARUS_ARGS = ("-g2005",)
 SIM_HDL = REPO / "sim" / "hdl"
 
 
@@ -168,6 +175,8 @@ def build(config, simulator="verilator", top="npu_tb", waves=False):
             args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
             if top == "npu_tb":
                 args.append("--timing")
+        else:
+            args = list(ICARUS_ARGS)
         with tool_environment():
             runner = _runner(simulator)
             runner.build(sources=sources, hdl_toplevel=top, build_dir=out, build_args=args,

@@ -8,11 +8,14 @@ What is asserted, and why it is split this way:
   and memory reuse change nothing, on every config;
 - every layer, fed onnxruntime's own int8 input, is within 1 LSB of onnxruntime's int8 output
   (the numerics contract of docs/numerics.md);
-- the whole network gives the same top-1 class as onnxruntime. Element-wise agreement within
-  1 LSB end to end is *not* reached: the residual add's 16-bit multipliers (ISA ``add_ma``,
-  ``add_mb``) differ from onnxruntime's float32 on about 0.02% of add outputs, and the network
-  amplifies those seeds layer by layer; :func:`test_end_to_end_within_one_lsb` records this as a
-  strict xfail, and the measured fractions are printed.
+- the whole network gives the same top-1 class as onnxruntime, and ResNet-18 is within 1 LSB
+  of it on every output element (on every config). ResNet-50 is not, on some images: wherever
+  onnxruntime rounds in float32 (its float32 requantization, and the convolutions its CPU
+  execution leaves in float, DQ -> Conv -> Q) a real value within about 2e-5 of a rounding tie
+  can round the other way, and 50 layers amplify one such element to several LSB at the output
+  (docs/compiler.md). :func:`test_resnet50_end_to_end_within_one_lsb` records this as a strict
+  xfail; :func:`test_every_layer_within_one_lsb_of_onnxruntime` checks that layer by layer every
+  difference is such a near-tie.
 """
 
 import functools
@@ -25,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from firmware import driver, npubin
 from firmware.compiler import CompileError, compile_model, import_onnx, layer_csv, layer_table
 from firmware.compiler.allocate import allocate
-from firmware.compiler.interpret import evaluate, interpret
+from firmware.compiler.interpret import evaluate, interpret, real_before_rounding
 from firmware.compiler.lower import lower
 from firmware.models import quantized_resnet, synthetic_images
 from hdl.config import NpuConfig, shipped_configs
@@ -103,6 +106,8 @@ def test_network_on_golden_matches_numerics_and_onnxruntime_top1(arch, config):
         print(f"{arch} {config} image {seed}: {np.mean(diff == 0):.1%} equal to onnxruntime, "
               f"max |diff| {diff.max()} LSB, top-1 {got.argmax()} vs {ort.argmax()}")
         assert got.argmax() == ort.argmax()
+        if arch == "resnet18":
+            assert diff.max() <= 1
 
 
 def test_random_schedule_gives_the_same_result():
@@ -116,41 +121,29 @@ def test_random_schedule_gives_the_same_result():
         np.testing.assert_array_equal(driver.run_int8(prog, x_q, backend=backend), want)
 
 
-@pytest.mark.xfail(strict=True, reason="residual adds use 16-bit multipliers (ISA add_ma/add_mb): "
-                   "~0.02% of add outputs differ by 1 LSB from onnxruntime's float32 and the "
-                   "network amplifies them to 2-3 LSB at the output")
-@pytest.mark.parametrize("arch", ARCHS)
-def test_end_to_end_within_one_lsb(arch):
-    got, ort = reference(arch, 0)
+def test_resnet18_end_to_end_within_one_lsb():
+    """Several images: every logit within 1 LSB of onnxruntime (measured: all equal)."""
+    for seed in range(4):
+        got, ort = reference("resnet18", seed)
+        diff = np.abs(got - ort)
+        print(f"resnet18 image {seed}: {np.mean(diff == 0):.1%} equal, max {diff.max()} LSB")
+        assert diff.max() <= 1, f"image {seed}: {diff.max()} LSB from onnxruntime"
+
+
+@pytest.mark.xfail(strict=True, reason="onnxruntime rounds some convolution outputs within 2e-5 "
+                   "of a tie the other way (float32 requantization; convolutions it runs in "
+                   "float); ResNet-50 amplifies one such element to 5 LSB on image 1")
+def test_resnet50_end_to_end_within_one_lsb():
+    got, ort = reference("resnet50", 1)
     assert np.abs(got - ort).max() <= 1
-
-
-def test_residual_add_precision_is_what_separates_us_from_onnxruntime():
-    """Diagnosis of the xfail above: evaluated with an exact (float64) residual add instead of
-    the ISA's 16-bit multipliers, and everything else as the NPU computes it, ResNet-18 equals
-    onnxruntime on every output element."""
-    from firmware.compiler.ir import Add
-
-    def exact_add(op, t, vals):
-        if not isinstance(op, Add):
-            return None
-        a, b, y = t[op.a], t[op.b], t[op.out]
-        v = (vals[op.a] - np.float64(a.zp)) * (a.scale / y.scale) + \
-            (vals[op.b] - np.float64(b.zp)) * (b.scale / y.scale)
-        return np.clip(np.rint(v) + y.zp, op.lo, op.hi).astype(np.int8)
-
-    graph = import_onnx(model("resnet18"))
-    prog = program("resnet18", "default")
-    for seed in (0, 1):
-        x = image(seed)
-        vals = interpret(graph, driver.quantize_input(prog, x), exact_add)
-        got = vals[graph.output].astype(np.int64).reshape(-1)
-        np.testing.assert_array_equal(got, ort_int8(model("resnet18"), prog, x))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_layer_within_one_lsb_of_onnxruntime(arch):
-    """Each layer, fed onnxruntime's own int8 input, against onnxruntime's int8 output."""
+    """Each layer, fed onnxruntime's own int8 input, against onnxruntime's int8 output: within
+    1 LSB, and different only where the real value is within 1e-4 of a rounding tie (images 1
+    and 3 of ResNet-50 have such elements). With every tensor a graph output, onnxruntime runs
+    each convolution as DQ -> Conv (float32) -> Q and each add as QLinearAdd."""
     import onnxruntime as ort
     path = model(arch)
     m = onnx.load(str(path))
@@ -159,21 +152,29 @@ def test_every_layer_within_one_lsb_of_onnxruntime(arch):
         m.graph.output.append(helper.make_tensor_value_info(op.out, TensorProto.INT8, None))
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     prog = program(arch, "default")
-    x = image(0)
-    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
-    feed = {graph.input: driver.quantize_input(prog, x)}
-    for name, v in outs.items():
-        if name in graph.tensors:
-            feed[name] = v.transpose(0, 2, 3, 1) if v.ndim == 4 else v.reshape(1, 1, 1, -1)
     total = equal = 0
-    for op in graph.ops:
-        got = evaluate(op, graph.tensors, feed)
-        want = feed[op.out]
-        diff = np.abs(got.astype(np.int64) - want.reshape(got.shape))
-        assert diff.max() <= 1, f"{op.name}: {diff.max()} LSB from onnxruntime"
-        total, equal = total + diff.size, equal + int(np.sum(diff == 0))
+    for seed in (0, 1, 3):
+        x = image(seed)
+        outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+        feed = {graph.input: driver.quantize_input(prog, x)}
+        for name, v in outs.items():
+            if name in graph.tensors:
+                feed[name] = v.transpose(0, 2, 3, 1) if v.ndim == 4 else v.reshape(1, 1, 1, -1)
+        for op in graph.ops:
+            got = evaluate(op, graph.tensors, feed)
+            want = feed[op.out]
+            diff = np.abs(got.astype(np.int64) - want.reshape(got.shape))
+            assert diff.max() <= 1, f"{op.name}: {diff.max()} LSB from onnxruntime"
+            total, equal = total + diff.size, equal + int(np.sum(diff == 0))
+            if diff.any():
+                real = real_before_rounding(op, graph.tensors, feed)
+                assert real is not None, f"{op.name}: an exact operation differs"
+                tie = np.abs(np.abs(real - np.floor(real)) - 0.5)
+                assert tie[diff != 0].max() < 1e-4, f"{op.name}: differs away from a tie"
+                print(f"{arch} image {seed} {op.name}: {int(np.sum(diff != 0))} near-tie "
+                      f"element(s) differ, at most {tie[diff != 0].max():.1e} from the tie")
     print(f"{arch}: {equal}/{total} layer outputs equal to onnxruntime ({equal / total:.4%})")
-    assert equal / total >= 0.999
+    assert equal / total >= 0.9999
 
 
 @pytest.mark.parametrize("fmt,activations", [("qop", "int8"), ("qdq", "uint8"),
@@ -525,13 +526,22 @@ def test_cli_quantize(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resnet50_224_on_golden():
-    path = quantized_resnet("resnet50", 224, 1000, calib=4)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_224_on_golden(arch):
+    """224 x 224, 1000 classes. ResNet-18: every logit within 1 LSB of onnxruntime. ResNet-50:
+    the same top-1 and at least 99.5% of the logits within 1 LSB (the rest 2 LSB: see
+    docs/compiler.md)."""
+    path = quantized_resnet(arch, 224, 1000, calib=4)
     prog = compile_model(path, "default")
     for seed in (0, 1):
         x = synthetic_images(1, 224, seed=seed)
         got = npu_int8(prog, x)
         ort = ort_int8(path, prog, x)
         diff = np.abs(got - ort)
-        print(f"resnet50 224 image {seed}: {np.mean(diff == 0):.1%} equal, max {diff.max()} LSB")
+        print(f"{arch} 224 image {seed}: {np.mean(diff == 0):.1%} equal, max {diff.max()} LSB, "
+              f"{np.mean(diff <= 1):.2%} within 1 LSB")
         assert got.argmax() == ort.argmax()
+        if arch == "resnet18":
+            assert diff.max() <= 1
+        else:
+            assert diff.max() <= 2 and np.mean(diff <= 1) >= 0.995

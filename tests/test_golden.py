@@ -372,8 +372,9 @@ def test_store_two_stages_and_param_rows_per_z():
     res = rng.integers(-128, 128, 2 * cols, dtype=np.int8)
     npu.write(0x100, res.view(np.uint8))
     prog = Program(CFG, base=0x1000)
+    ma, mb, s2 = 1_288_490_189, 2**31 - 1, 32        # Q31 rescales 0.3 and 0.5 - 2^-32
     prog.emit(Opcode.SETPP, param_addr=4, zp=3, lo=-100, hi=100, res_zp=-2, add_zp=1,
-              add_lo=-128, add_hi=127, add_ma=300, add_mb=500, add_shift=9)
+              add_lo=-128, add_hi=127, add_ma=ma, add_mb=mb, add_shift=s2)
     prog.emit(Opcode.STORE, residual=1, elems=cols, acc_addr=0, dram_addr=0x200, res_addr=0x100,
               x_size=1, y_size=1, z_size=2, acc_z_stride=1, dram_z_stride=cols)
     prog.end()
@@ -387,8 +388,8 @@ def test_store_two_stages_and_param_rows_per_z():
         for c in range(cols):
             v = int(acc[z, c]) + int(bias[c])
             a = max(-100, min(100, 3 + round(Fraction(v * int(mult[c]), 2 ** int(shift[c])))))
-            s = (a - 3) * 300 + (int(res[z * cols + c]) + 2) * 500
-            y = max(-128, min(127, 1 + round(Fraction(s, 2 ** 9))))
+            s = (a - 3) * ma + (int(res[z * cols + c]) + 2) * mb
+            y = max(-128, min(127, 1 + round(Fraction(s, 2 ** s2))))
             assert got[z, c] == y
 
 

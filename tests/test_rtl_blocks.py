@@ -167,15 +167,31 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent):
 # -- post-processor ---------------------------------------------------------------------------
 
 
-def _pp_config(rng, extreme=False):
+def _pp_config(rng, kind="random"):
+    """SETPP fields. ``kind``: ``random`` (any field values), ``normal`` (a normalised Q31
+    ``add_ma`` and shifts near 31, as the compiler makes them), ``ties`` (``add_ma / 2^add_shift
+    = 1/2`` and ``add_mb / 2^add_shift = 3/2``: every other sum is an exact half), or
+    ``extreme:<shift>`` (no clamps, both zero points -128 or both 127, the largest multipliers,
+    so the stage-2 sum reaches +-510 * (2^31 - 1), the edge of its 41 bits)."""
     lo, hi = sorted(int(v) for v in rng.integers(-128, 128, size=2))
     add_lo, add_hi = sorted(int(v) for v in rng.integers(-128, 128, size=2))
-    if extreme:
-        lo, hi, add_lo, add_hi = -128, 127, -128, 127
-    return dict(zp=int(rng.integers(-128, 128)), lo=lo, hi=hi,
-                res_zp=int(rng.integers(-128, 128)), add_zp=int(rng.integers(-128, 128)),
-                add_lo=add_lo, add_hi=add_hi, add_ma=int(rng.integers(0, 65536)),
-                add_mb=int(rng.integers(0, 65536)), add_shift=int(rng.integers(0, 32)))
+    cfg = dict(zp=int(rng.integers(-128, 128)), lo=lo, hi=hi,
+               res_zp=int(rng.integers(-128, 128)), add_zp=int(rng.integers(-128, 128)),
+               add_lo=add_lo, add_hi=add_hi, add_ma=int(rng.integers(0, 2**31)),
+               add_mb=int(rng.integers(0, 2**31)), add_shift=int(rng.integers(0, 64)))
+    if kind == "normal":
+        cfg.update(add_ma=int(rng.integers(2**30, 2**31)), add_mb=int(rng.integers(0, 2**31)),
+                   add_shift=int(rng.integers(28, 40)))
+    elif kind == "ties":
+        s = int(rng.integers(1, 30))
+        cfg.update(add_ma=1 << (s - 1), add_mb=3 << (s - 1), add_shift=s)
+    elif kind.startswith("extreme:"):
+        zp = int(rng.choice([-128, 127]))
+        cfg.update(lo=-128, hi=127, add_lo=-128, add_hi=127, zp=zp, res_zp=zp, add_zp=0,
+                   add_ma=2**31 - 1, add_mb=2**31 - 1, add_shift=int(kind[8:]))
+    elif kind != "random":
+        raise ValueError(f"unknown SETPP kind {kind!r}")
+    return cfg
 
 
 def _pp_rows(rng, n, cols):
@@ -203,14 +219,16 @@ def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
     return np.where(use[:, None], y, a).astype(np.int64)
 
 
-@pytest.mark.parametrize("seed, extreme, cols, lanes", [
-    (1, False, 3, None), (2, True, 3, None), (3, False, 3, None),
-    (4, False, 5, 2), (5, True, 3, 1), (6, False, 4, 2)])
-def test_postproc_matches_golden_with_stalls(seed, extreme, cols, lanes):
+@pytest.mark.parametrize("seed, kind, cols, lanes", [
+    (1, "random", 3, None), (2, "extreme:31", 3, None), (3, "normal", 3, None),
+    (4, "ties", 5, 2), (5, "extreme:40", 3, 1), (6, "normal", 4, 2), (7, "ties", 3, None),
+    (8, "random", 4, 2), (9, "extreme:41", 2, None), (10, "extreme:42", 2, 1),
+    (11, "extreme:63", 3, None), (12, "extreme:39", 3, None)])
+def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes):
     rng = np.random.default_rng(seed)
     n = 60
     dut = PostProcessor(cols, lanes)
-    cfg = _pp_config(rng, extreme)
+    cfg = _pp_config(rng, kind)
     acc, bias, mult, shift, residual, use = _pp_rows(rng, n, cols)
     expect = _pp_golden(cfg, acc, bias, mult, shift, residual, use)
     payloads = [{"acc": [int(v) for v in acc[i]], "bias": [int(v) for v in bias[i]],

@@ -93,7 +93,7 @@ def _pp_params(rng, cfg, buffers, groups):
         buffers[Buffer.PARAM][3 * g + 1] = rng.integers(1 << 30, 1 << 31, cfg.cols)
         buffers[Buffer.PARAM][3 * g + 2] = rng.integers(30, 48, cfg.cols)
     setpp = dict(param_addr=0, zp=-5, lo=-128, hi=127, res_zp=3, add_zp=-1, add_lo=-128,
-                 add_hi=127, add_ma=30000, add_mb=21000, add_shift=15)
+                 add_hi=127, add_ma=1_966_080_123, add_mb=1_376_256_077, add_shift=31)
     return setpp
 
 

@@ -15,9 +15,10 @@ CONFIG = "tiny"
 
 
 def _run(testcase, config=CONFIG, simulator="verilator", **env):
+    """Run one cocotb test (a name) or several (a list) in one simulation."""
     tests, failed = runner.run(config, "tb_npu", testcase=testcase, simulator=simulator,
                                extra_env={k: str(v) for k, v in env.items()})
-    assert tests == 1, f"{testcase} did not run"
+    assert tests == (1 if isinstance(testcase, str) else len(testcase)), f"{testcase} did not run"
     assert failed == 0, f"{testcase} failed: see build/sim/npu_tb-{config}-{simulator}-*/*.log"
 
 
@@ -49,14 +50,25 @@ def test_npu_fuzz_slow(seed):
     _run("test_fuzz", NPU_COUNT=1000, NPU_SEED=100 + seed, NPU_PAUSE=seed % 2)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("iverilog", path=tool_env()["PATH"]) is None,
-                    reason="Icarus (iverilog) is not installed")
-@pytest.mark.xfail(reason="known issue: on Icarus 11 the Npu shows X values (PERF_COMMANDS "
-                          "after the first program; programs time out), likely from memories "
-                          "that Icarus starts as X; Verilator treats X as 0", strict=False)
+_NO_ICARUS = pytest.mark.skipif(shutil.which("iverilog", path=tool_env()["PATH"]) is None,
+                                reason="Icarus (iverilog) is not installed")
+
+
+@_NO_ICARUS
 def test_npu_icarus():
-    _run("test_programs", simulator="icarus", NPU_COUNT=5, NPU_SEED=5)
+    """The second simulator (compiled as Verilog-2005, see ``sim.runner.ICARUS_ARGS``): the
+    register map, random programs against the golden model, injected errors and the overlap
+    counters, in one Icarus simulation."""
+    _run(["test_registers", "test_programs", "test_errors", "test_overlap"], simulator="icarus",
+         NPU_COUNT=5, NPU_SEED=5)
+
+
+@pytest.mark.slow
+@_NO_ICARUS
+def test_npu_icarus_slow():
+    """Fuzzing, AXI backpressure and the bandwidth floors on Icarus too."""
+    _run(["test_fuzz", "test_programs_backpressure", "test_bandwidth"], simulator="icarus",
+         NPU_COUNT=100, NPU_SEED=6)
 
 
 def test_npu_overlap():

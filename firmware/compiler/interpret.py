@@ -12,7 +12,7 @@ import numpy as np
 from .. import numerics
 from .ir import Add, Alias, AvgPool, Conv, Graph, MaxPool
 
-__all__ = ["interpret", "evaluate"]
+__all__ = ["interpret", "evaluate", "real_before_rounding"]
 
 
 def evaluate(op, tensors: dict, vals: dict) -> np.ndarray:
@@ -34,6 +34,32 @@ def evaluate(op, tensors: dict, vals: dict) -> np.ndarray:
     if isinstance(op, Alias):
         return vals[op.x]
     raise TypeError(f"unknown IR op {op!r}")
+
+
+def real_before_rounding(op, tensors: dict, vals: dict):
+    """The exact real value (float64) each output element of ``op`` rounds, before its zero
+    point and clamp, from the int8 values of its inputs in ``vals``; None for the operations
+    that do not round (max pool, aliases).
+
+    A convolution's is ``acc * x_scale * w_scale[c] / y_scale``, an add's ``(a - a_zp) * ra +
+    (b - b_zp) * rb``, a global average pool's ``(sum - hw * x_zp) * x_scale / (hw * y_scale)``.
+    Two implementations that both round correctly can only disagree where this value is close
+    to a half-integer; tests and benchmarks use it to check that they do.
+    """
+    t = tensors
+    if isinstance(op, Conv):
+        x, y = t[op.x], t[op.out]
+        acc = numerics.conv2d(vals[op.x], x.zp, op.w, op.bias, op.stride, op.pad)
+        return acc * (x.scale * np.asarray(op.w_scale, np.float64) / y.scale)
+    if isinstance(op, Add):
+        a, b, y = t[op.a], t[op.b], t[op.out]
+        return ((vals[op.a] - np.float64(a.zp)) * (a.scale / y.scale)
+                + (vals[op.b] - np.float64(b.zp)) * (b.scale / y.scale))
+    if isinstance(op, AvgPool):
+        x, y = t[op.x], t[op.out]
+        s = vals[op.x].astype(np.int64).sum(axis=(1, 2), keepdims=True) - x.h * x.w * x.zp
+        return s * (x.scale / (x.h * x.w * y.scale))
+    return None
 
 
 def interpret(graph: Graph, x_q: np.ndarray, evaluate_op=None) -> dict:

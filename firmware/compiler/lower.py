@@ -30,7 +30,9 @@ __all__ = ["ConvStep", "PoolStep", "AvgStep", "ResidualSpec", "Lowered", "lower"
 
 @dataclass(frozen=True)
 class ResidualSpec:
-    """The second post-processing stage of a convolution: add ``tensor``."""
+    """The second post-processing stage of a convolution: add ``tensor``, rescaled with the Q31
+    ``ma`` (the convolution's output) and ``mb`` (``tensor``) and their shared ``shift``
+    (``numerics.add_multipliers``)."""
     tensor: QTensor
     add_zp: int
     ma: int
