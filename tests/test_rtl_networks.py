@@ -70,9 +70,18 @@ def test_resnet50_layers_bit_exact_under_backpressure(part):
 
 @ICARUS
 def test_layers_on_icarus():
-    """The same check on Icarus, for the layers cheap enough for an event-driven simulator."""
-    small = [c for c in CASES if c.name in ("layer1.0.conv1", "pool1", "avgpool", "layer1.1")]
+    """The same check on Icarus (an event-driven simulator, a few thousand cycles a second on
+    the whole NPU): a 1x1 convolution and the max pool on the tiny configuration."""
+    small = [c for c in CASES if c.name in ("layer1.0.conv1", "pool1")]
     _check_layers(small, "tiny", simulator="icarus", stall=20, latency=4)
+
+
+@pytest.mark.slow
+@ICARUS
+def test_more_layers_on_icarus():
+    """A 3x3 convolution, the global average pool and a bottleneck block on Icarus."""
+    more = [c for c in CASES if c.name in ("layer1.0.conv2", "avgpool", "layer1.1")]
+    _check_layers(more, "tiny", simulator="icarus", stall=20, latency=4)
 
 
 @pytest.mark.slow
