@@ -188,6 +188,22 @@ def test_qoperator_and_uint8_models(fmt, activations):
     assert np.abs(got - ort).max() <= 3
 
 
+def test_dedicated_qdq_pairs(tmp_path):
+    """quantize_static with ``DedicatedQDQPair`` (one QuantizeLinear/DequantizeLinear pair per
+    consumer) quantises exactly as without it: the compiled program gives the same output."""
+    from firmware.models import float_resnet, quantize
+    path = quantize(float_resnet("resnet18", SIZE, 10), tmp_path / "dedicated.onnx",
+                    synthetic_images(8, SIZE, seed=1000),
+                    extra_options={"DedicatedQDQPair": True})
+    quant = onnx.load(str(path))
+    produced = [n.input[0] for n in quant.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(produced) > len(set(produced)), "expected tensors quantised more than once"
+    ded = compile_model(path, "default")
+    for seed in (0, 1):
+        np.testing.assert_array_equal(npu_int8(ded, image(seed)),
+                                      npu_int8(program("resnet18", "default"), image(seed)))
+
+
 # -- the program: allocation, table, npubin --------------------------------------------------------
 
 

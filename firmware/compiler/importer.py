@@ -61,6 +61,7 @@ class _Importer:
                     self.consumers[i].append(n)
         self.tensors: dict[str, QTensor] = {}
         self.act_of: dict[str, str] = {}      # float DQ output -> int8 tensor name
+        self.alias: dict[str, str] = {}       # int8 output of a second QuantizeLinear -> first
         self.ops = []
         self.names = set()
         self.graph_outputs = {o.name for o in g.output}
@@ -139,6 +140,8 @@ class _Importer:
             return self.tensors[self.act_of[name]]
         if name in self.tensors:
             return self.tensors[name]
+        if name in self.alias:
+            return self.tensors[self.alias[name]]
         self.fail(node, f"input {name!r} is not a quantised activation (expected the output of "
                         f"a DequantizeLinear of a QuantizeLinear)")
 
@@ -149,6 +152,9 @@ class _Importer:
         cur = out
         while True:
             cons = self.consumers.get(cur, [])
+            if len(cons) > 1 and all(c.op_type == "QuantizeLinear" for c in cons) and \
+                    cur not in self.graph_outputs:
+                return self._dedicated(node, cons, relu, clips)
             if len(cons) != 1 or cur in self.graph_outputs:
                 self.fail(node, f"output {cur!r} must feed exactly one QuantizeLinear "
                                 f"(optionally through Relu or Clip); a float output cannot run "
@@ -166,7 +172,26 @@ class _Importer:
                 self.fail(node, f"output feeds {nxt.op_type} {nxt.name!r} before any "
                                 f"QuantizeLinear; supported between them: Relu, Clip")
             cur = nxt.output[0]
-        q = nxt
+        return self._quantized(node, nxt, relu, clips)
+
+    def _dedicated(self, node, qs, relu, clips):
+        """Several QuantizeLinear of one output with the same scale and zero point (quantize_static
+        with ``DedicatedQDQPair``: one pair per consumer): one int8 tensor, the others aliases."""
+        first = self.qparams(qs[0], qs[0].input[1], qs[0].input[2] if len(qs[0].input) > 2
+                             else "", "output")
+        for q in qs[1:]:
+            if self.qparams(q, q.input[1], q.input[2] if len(q.input) > 2 else "",
+                            "output") != first:
+                self.fail(node, f"output feeds QuantizeLinear nodes {qs[0].name!r} and "
+                                f"{q.name!r} with different scales or zero points; supported: "
+                                f"one quantisation per tensor")
+            self.alias[q.output[0]] = qs[0].output[0]
+            for c in self.consumers.get(q.output[0], []):
+                if c.op_type == "DequantizeLinear":
+                    self.act_of[c.output[0]] = qs[0].output[0]
+        return self._quantized(node, qs[0], relu, clips)
+
+    def _quantized(self, node, q, relu, clips):
         scale, zp = self.qparams(q, q.input[1], q.input[2] if len(q.input) > 2 else "", "output")
         lo, hi = numerics.relu_bounds(zp, relu)
         for cmin, cmax in clips:
