@@ -75,7 +75,7 @@ class RtlBackend:
     name = "rtl"
 
     def __init__(self, simulator="verilator", waves=False, stall=0, latency=0, seed=1,
-                 progress=None, trace=True, workdir=None, budget_factor=8.0):
+                 progress=None, trace=True, workdir=None, budget_factor=8.0, build_args=()):
         if simulator not in runner.SIMULATORS:
             raise DriverError(f"unknown simulator {simulator!r} (available: "
                               f"{', '.join(runner.SIMULATORS)})")
@@ -93,6 +93,7 @@ class RtlBackend:
         self.trace = bool(trace)
         self.workdir = workdir
         self.budget_factor = budget_factor
+        self.build_args = tuple(build_args)
         self.last: list[RtlRun] = []
         self.load_s = 0.0
         self.wall_s = 0.0
@@ -127,7 +128,8 @@ class RtlBackend:
                 raise DriverError(f"rtl backend: the program needs {p.base + p.image_size} bytes "
                                   f"of memory; the {self.simulator} memory model has {mem}")
         t_build = time.perf_counter()
-        self.build_dir = runner.build(cfg, self.simulator, waves=self.waves)
+        self.build_dir = runner.build(cfg, self.simulator, waves=self.waves,
+                                      extra_args=self.build_args)
         self.build_s = time.perf_counter() - t_build
         own = self.workdir is None
         if own:
@@ -187,7 +189,8 @@ class RtlBackend:
             try:
                 outcome["result"] = runner.run(cfg, "tb_run", self.simulator,
                                                extra_env={"NPU_JOB": str(work)},
-                                               plusargs=plusargs, waves=self.waves)
+                                               plusargs=plusargs, waves=self.waves,
+                                               extra_args=self.build_args)
             except BaseException as err:   # reported in the calling thread
                 outcome["error"] = err
 
