@@ -176,21 +176,40 @@ def _setpp(rq, residual=None):
 
 def _load_tile(x, sram_addr, lanes, c0, nblocks, iy0, ix0, ih, iw, pad_value):
     """LOADs of an input tile: rows [iy0, iy0+ih) x [ix0, ix0+iw) of ``x`` (coordinates may lie
-    in the padding), channel blocks of ``lanes`` from channel ``c0``, block-major in the buffer."""
+    in the padding), channel blocks of ``lanes`` from channel ``c0``, block-major in the buffer.
+
+    The whole blocks are read pixel-major (every block of a pixel, then the next pixel), so the
+    rows of one image row follow each other in memory whenever the tile spans all the tensor's
+    channels, and the DMA reads them as long bursts; the padding rows above and below are
+    written without reading memory, and a partial last block is read block-major."""
     (pt, pb), (pl, pr) = _clip(iy0, ih, x.height), _clip(ix0, iw, x.width)
     cmds = []
     full = min(nblocks, (x.channels - c0) // lanes)
-    parts = [(0, full, lanes)] if full else []
+    inner = ih - pt - pb
+    block = ih * iw
+    if full:
+        for r0, n in ((0, pt), (ih - pb, pb)):
+            if n:
+                cmds.append((Opcode.LOAD, dict(
+                    target=Buffer.INPUT, pad_value=pad_value, elems=lanes, pad_top=n,
+                    sram_addr=sram_addr + r0 * iw, z_size=full, y_size=n, x_size=iw,
+                    sram_z_stride=block, sram_y_stride=iw, sram_x_stride=1)))
+        if inner > 0:
+            cmds.append((Opcode.LOAD, dict(
+                target=Buffer.INPUT, pad_value=pad_value, elems=lanes,
+                pad_top=pl, pad_bottom=pr, sram_addr=sram_addr + pt * iw,
+                dram_addr=x.offset(iy0 + pt, max(ix0, 0), c0),
+                z_size=inner, y_size=iw, x_size=full,
+                sram_z_stride=iw, sram_y_stride=1, sram_x_stride=block,
+                dram_z_stride=x.row_stride, dram_y_stride=x.pixel_stride, dram_x_stride=lanes)))
     if full < nblocks:
-        parts.append((full, 1, x.channels - c0 - full * lanes))
-    for b0, nz, elems in parts:
         cmds.append((Opcode.LOAD, dict(
-            target=Buffer.INPUT, pad_value=pad_value, elems=elems,
+            target=Buffer.INPUT, pad_value=pad_value, elems=x.channels - c0 - full * lanes,
             pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr,
-            sram_addr=sram_addr + b0 * ih * iw,
-            dram_addr=x.offset(max(iy0, 0), max(ix0, 0), c0 + b0 * lanes),
-            z_size=nz, y_size=ih, x_size=iw,
-            sram_z_stride=ih * iw, sram_y_stride=iw, sram_x_stride=1,
+            sram_addr=sram_addr + full * block,
+            dram_addr=x.offset(max(iy0, 0), max(ix0, 0), c0 + full * lanes),
+            z_size=1, y_size=ih, x_size=iw,
+            sram_z_stride=block, sram_y_stride=iw, sram_x_stride=1,
             dram_z_stride=lanes, dram_y_stride=x.row_stride, dram_x_stride=x.pixel_stride)))
     return cmds
 
