@@ -34,8 +34,5 @@ lint: $(STAMP)
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
 
-distlint: $(STAMP)
-	$(BIN)/ruff check hdl gen sim firmware tests benchmarks
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV) *.egg-info
