@@ -139,6 +139,12 @@ def _parameters(config, top, simulator):
             "MEM_ADDR_BITS": _mem_addr_bits(simulator)}
 
 
+def _own_dump(simulator, top):
+    """Icarus waveforms of ``npu_tb`` come from its own ``$dumpvars`` (``+waves=``): cocotb's
+    dump module is SystemVerilog, and the NPU is compiled as Verilog-2005 there."""
+    return simulator == "icarus" and top == "npu_tb"
+
+
 def _verilator_runner():
     """cocotb's Verilator runner without ``--public-flat-rw`` (see the module docstring)."""
     from cocotb_tools.runner import Verilator
@@ -190,7 +196,7 @@ def build(config, simulator="verilator", top="npu_tb", waves=False, extra_args=(
             runner = _runner(simulator)
             runner.build(sources=sources, hdl_toplevel=top, build_dir=out, build_args=args,
                          parameters=_parameters(config, top, simulator), timescale=TIMESCALE,
-                         waves=waves, always=True,
+                         waves=waves and not _own_dump(simulator, top), always=True,
                          log_file=out / "build.log")
         stamp.write_text(build_key(config, simulator, top, waves, extra_args) + "\n")
     return out
@@ -211,11 +217,14 @@ def run(config, test_module, simulator="verilator", testcase=None, extra_env=Non
     name = testcase if isinstance(testcase, str) else "all"
     tag = f"{test_module}_{name}_{os.getpid()}"
     results = out / f"results_{tag}.xml"
+    plusargs = list(plusargs)
+    if waves and _own_dump(simulator, top):
+        plusargs.append(f"+waves={out / (top + '.fst')}")
     with tool_environment():
         runner = _runner(simulator)
         runner.test(test_module=f"sim.{test_module}", hdl_toplevel=top,
                     hdl_toplevel_lang="verilog", testcase=testcase, build_dir=out,
                     test_dir=out, extra_env=env, results_xml=str(results),
-                    timescale=TIMESCALE, plusargs=list(plusargs), waves=waves,
+                    timescale=TIMESCALE, plusargs=plusargs, waves=waves,
                     log_file=out / f"{tag}.log")
     return get_results(Path(results))

@@ -93,6 +93,17 @@ module npu_tb #(
     output reg  [63:0]             macs,
     output reg  [31:0]             retired
 );
+`ifndef VERILATOR
+    // Waveforms on Icarus: +waves=<file> (Verilator traces through its own --trace build).
+    reg [8*1024-1:0] wave_file;
+    initial begin
+        if ($value$plusargs("waves=%s", wave_file)) begin
+            $dumpfile(wave_file);
+            $dumpvars(0, npu_tb);
+        end
+    end
+`endif
+
     reg int_clk = 1'b0;
     always @(posedge run_int) begin
         while (run_int) begin
