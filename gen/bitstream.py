@@ -170,17 +170,18 @@ def _tool_name(cmd):
     return cmd[0]
 
 
-def _fit_error(log_text, family):
-    """The one-line reason in a nextpnr log that the design does not fit, or None."""
-    for pattern in (r"Design uses (\d+) ([\w$]+) BELs?, but device only has (\d+)",
-                    r"ERROR: (.*(?:Unable to place|unable to place|not enough|too many).*)"):
-        match = re.search(pattern, log_text)
-        if match:
-            if match.lastindex == 3:
-                return (f"the design does not fit: it needs {int(match[1]):,} {match[2]} and "
-                        f"the device has {int(match[3]):,}")
-            return f"the design does not fit: {match[1].strip()}"
-    return None
+def _fit_error(log_text):
+    """The one-line reason in a nextpnr log that the design does not fit, or None: the
+    resources its "Device utilisation" table has over capacity, else its placement error."""
+    over = [(name, int(used), int(avail)) for name, used, avail in
+            re.findall(r"Info:\s+([A-Za-z_0-9]+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text)
+            if int(used) > int(avail)]
+    if over:
+        return "the design does not fit: " + ", ".join(
+            f"{used:,} {name} of {avail:,} ({100 * used / avail:.0f}%)"
+            for name, used, avail in over)
+    match = re.search(r"ERROR: (.*(?:[Uu]nable to place|not enough|too many).*)", log_text)
+    return f"the design does not fit: {match[1].strip()}" if match else None
 
 
 def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threads=1,
@@ -267,7 +268,7 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                 if tool.startswith("yosys"):
                     text += (work / "top.rpt").read_text(errors="replace") \
                         if (work / "top.rpt").exists() else ""
-                reason = _fit_error(text, family) or _last_error(text) or f"exit status {rc}"
+                reason = _fit_error(text) or _last_error(text) or f"exit status {rc}"
                 raise BuildError(f"{what} failed: {reason} (logs in {failed})")
         cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
         report = json.loads((work / "top.report.json").read_text())
