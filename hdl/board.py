@@ -54,6 +54,9 @@ class Board:
         a 3.3 V USB-serial adapter on the feather header).
     capacity : dict
         What the device has: LUTs, FFs, DSPs, block RAMs (for the utilization report).
+    ram_size : int or None
+        Bytes of on-chip RAM, when less than the configuration's memory window (the ECP5-85F's
+        208 block RAMs hold the small config's scratchpads, 96, and 128 KiB more, not 256).
     """
 
     name: str
@@ -63,6 +66,7 @@ class Board:
     leds: tuple
     uart_pins: tuple | None
     capacity: dict
+    ram_size: int | None = None
 
     def make_platform(self):
         import importlib
@@ -75,10 +79,10 @@ _UP5K = {"LUT": 5280, "FF": 5280, "DSP": 8, "BRAM": 30, "SPRAM": 4}
 
 BOARDS = {b.name: b for b in (
     Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5-85f", "bram",
-          (("led", 0), ("led", 1), ("led", 2)), None, _ECP5_85F),
+          (("led", 0), ("led", 1), ("led", 2)), None, _ECP5_85F, 128 << 10),
     Board("orangecrab-85f", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_85FPlatform",
           "ecp5-85f", "bram", (("rgb_led", 0, "b"), ("rgb_led", 0, "g"), ("rgb_led", 0, "r")),
-          ("0", "1", ("io", 0)), _ECP5_85F),
+          ("0", "1", ("io", 0)), _ECP5_85F, 128 << 10),
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40-up5k",
           "spram", (("led_g", 0), ("led_r", 0)), None, _UP5K),
 )}
@@ -299,8 +303,9 @@ class BoardTop(Elaboratable):
             m.d.por += count.eq(count + 1)
         m.d.comb += ResetSignal("sync").eq(~count[4])
 
+        ram_size = min(board.ram_size or self._config.window_size, self._config.window_size)
         m.submodules.system = system = NpuSystem(self._config, divisor=self._divisor,
-                                                 ram_kind=board.ram)
+                                                 ram_kind=board.ram, ram_size=ram_size)
         if board.uart_pins is not None:
             tx, rx, conn = board.uart_pins
             platform.add_resources([Resource(
