@@ -173,6 +173,11 @@ class UartBridge(wiring.Component):
                 m.d.sync += [crc.eq(crc8_update(crc, value)), *updates]
                 m.next = then
 
+        def give_up():
+            """The frame stopped arriving: answer TIMEOUT."""
+            m.d.sync += status.eq(S.TIMEOUT)
+            m.next = "REPLY"
+
         m.d.comb += self.active.eq(1)
         csr = self.csr
         with m.FSM(name="bridge"):
@@ -190,8 +195,7 @@ class UartBridge(wiring.Component):
                     with m.If(count == 6):
                         m.next = "HCRC"
                 with m.Elif(timed_out):
-                    m.d.sync += status.eq(S.TIMEOUT)
-                    m.next = "REPLY"
+                    give_up()
 
             with m.State("HCRC"):
                 m.d.comb += rx.ready.eq(1)
@@ -232,8 +236,7 @@ class UartBridge(wiring.Component):
                         m.d.sync += status.eq(S.BAD_COMMAND)
                         m.next = "REPLY"
                 with m.Elif(timed_out):
-                    m.d.sync += status.eq(S.TIMEOUT)
-                    m.next = "REPLY"
+                    give_up()
 
             # -- host data in --------------------------------------------------------------
             with m.State("SKIP"):                # data of a frame with a bad address
@@ -243,8 +246,7 @@ class UartBridge(wiring.Component):
                     with m.If(left == 0):        # (that was DCRC)
                         m.next = "REPLY"
                 with m.Elif(timed_out):
-                    m.d.sync += status.eq(S.TIMEOUT)
-                    m.next = "REPLY"
+                    give_up()
 
             with m.State("MEM_WRITE"):
                 with m.If(left == 0):
@@ -254,8 +256,7 @@ class UartBridge(wiring.Component):
                             m.d.sync += status.eq(S.BAD_DATA_CRC)
                         m.next = "REPLY"
                     with m.Elif(timed_out):
-                        m.d.sync += status.eq(S.TIMEOUT)
-                        m.next = "REPLY"
+                        give_up()
                 with m.Else():
                     m.d.comb += [self.mem.valid.eq(rx.valid), self.mem.we.eq(1),
                                  self.mem.addr.eq(ptr), self.mem.wdata.eq(rx.payload),
@@ -264,8 +265,7 @@ class UartBridge(wiring.Component):
                         m.d.sync += [crc.eq(crc8_update(crc, rx.payload)), ptr.eq(ptr + 1),
                                      left.eq(left - 1)]
                     with m.Elif(timed_out):
-                        m.d.sync += status.eq(S.TIMEOUT)
-                        m.next = "REPLY"
+                        give_up()
 
             with m.State("REG_DATA"):
                 m.d.comb += rx.ready.eq(1)
@@ -280,8 +280,7 @@ class UartBridge(wiring.Component):
                         m.d.sync += [word.eq(Cat(word[8:], rx.payload)), left.eq(left - 1),
                                      crc.eq(crc8_update(crc, rx.payload))]
                 with m.Elif(timed_out):
-                    m.d.sync += status.eq(S.TIMEOUT)
-                    m.next = "REPLY"
+                    give_up()
 
             with m.State("REG_WRITE"):           # AW and W together, then B
                 m.d.comb += [csr.awvalid.eq(~aw_done), csr.awaddr.eq(ptr),

@@ -39,7 +39,21 @@ def check_divisor(divisor):
                          f"not {divisor!r}")
 
 
-class UartRx(wiring.Component):
+class _Uart(wiring.Component):
+    """What the receiver and the transmitter share: the validated divisor."""
+
+    def __init__(self, divisor):
+        check_divisor(divisor)
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self):
+        """Clock cycles per bit."""
+        return self._divisor
+
+
+class UartRx(_Uart):
     """UART receiver, 8N1, ``divisor`` clock cycles per bit.
 
     The line goes through a two-flip-flop synchroniser. A falling edge starts a byte; the start
@@ -75,15 +89,6 @@ class UartRx(wiring.Component):
     o: Out(stream.Signature(8))
     frame_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, divisor):
-        check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -131,7 +136,7 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Uart):
     """UART transmitter, 8N1, ``divisor`` clock cycles per bit.
 
     A byte taken from ``i`` goes out as a start bit, 8 data bits (LSB first) and a stop bit;
@@ -159,15 +164,6 @@ class UartTx(wiring.Component):
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
     busy: Out(1)
-
-    def __init__(self, divisor):
-        check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()

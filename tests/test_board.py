@@ -308,18 +308,19 @@ def test_onchip_ram_axi_bursts():
     model = bytearray(size)
     log = []
 
+    async def address(ctx, ch, addr, beats, ident):
+        for field, value in (("addr", addr), ("len", beats - 1), ("id", ident), ("valid", 1)):
+            ctx.set(getattr(bus, ch + field), value)
+        await ctx.tick().until(getattr(bus, ch + "ready"))
+        ctx.set(getattr(bus, ch + "valid"), 0)
+
     async def bench(ctx):
         for trial in range(6):
             beats = rng.randint(1, 16)
             addr = rng.randrange(0, size // 8 - 4) * 8 if trial != 5 else size - 16
             words = [rng.getrandbits(64) for _ in range(beats)]
             strb = [rng.getrandbits(8) for _ in range(beats)]
-            ctx.set(bus.awvalid, 1)
-            ctx.set(bus.awaddr, addr)
-            ctx.set(bus.awlen, beats - 1)
-            ctx.set(bus.awid, trial)
-            await ctx.tick().until(bus.awready)
-            ctx.set(bus.awvalid, 0)
+            await address(ctx, "aw", addr, beats, trial)
             for k, (w, s) in enumerate(zip(words, strb)):
                 ctx.set(bus.wvalid, 1)
                 ctx.set(bus.wdata, w)
@@ -338,12 +339,7 @@ def test_onchip_ram_axi_bursts():
             assert bid == trial
             assert bresp == (3 if addr + 8 * beats > size else 0)
             # Read back with random R backpressure.
-            ctx.set(bus.arvalid, 1)
-            ctx.set(bus.araddr, addr)
-            ctx.set(bus.arlen, beats - 1)
-            ctx.set(bus.arid, trial)
-            await ctx.tick().until(bus.arready)
-            ctx.set(bus.arvalid, 0)
+            await address(ctx, "ar", addr, beats, trial)
             got = []
             while True:
                 ready = rng.random() < 0.6
