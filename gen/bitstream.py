@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "parse_report", "report_markdown",
-           "yosys_cell_counts", "RESOURCES"]
+           "yosys_cell_counts", "synthesis_needs", "RESOURCES"]
 
 #: Report rows: name -> nextpnr utilization keys per family (the first present is used).
 RESOURCES = {
@@ -46,6 +46,26 @@ RESOURCES = {
 #: Yosys cells that are flip-flops, per family (for the iCE40 FF count, which nextpnr folds
 #: into its logic cells).
 _FF_CELLS = {"ice40": re.compile(r"SB_DFF\w*"), "ecp5": re.compile(r"TRELLIS_FF")}
+
+
+#: What synthesis alone shows a design needs, per family: resource -> (cell pattern, weight).
+#: Each is a lower bound on what place and route needs, so a design over one of them cannot fit
+#: and the flow stops before nextpnr.
+_SYNTH_NEEDS = {
+    "ice40": {"LUT": ((r"SB_LUT4", 1),), "FF": ((r"SB_DFF\w*", 1),), "DSP": ((r"SB_MAC16", 1),),
+              "BRAM": ((r"SB_RAM40_4K", 1),), "SPRAM": ((r"SB_SPRAM256KA", 1),)},
+    "ecp5": {"LUT": ((r"LUT4", 1), (r"CCU2C", 2)), "FF": ((r"TRELLIS_FF", 1),),
+             "DSP": ((r"MULT18X18D", 1),), "BRAM": ((r"DP16KD", 1),)},
+}
+
+
+def synthesis_needs(cells, family):
+    """``{resource: count}`` the synthesised netlist needs at least (:data:`_SYNTH_NEEDS`)."""
+    out = {}
+    for name, parts in _SYNTH_NEEDS[family].items():
+        out[name] = sum(w * n for pat, w in parts for c, n in cells.items()
+                        if re.fullmatch(pat, c))
+    return out
 
 
 class BuildError(Exception):
@@ -263,6 +283,15 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                     return subprocess.run(argv, cwd=work, env=env, stdout=f,
                                           stderr=subprocess.STDOUT).returncode
             rc = step(i, total, what, run)
+            if rc == 0 and tool == "yosys":
+                cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
+                over = [(n, k, board.capacity[n]) for n, k in
+                        synthesis_needs(cells, family).items() if k > board.capacity[n]]
+                if over:
+                    raise BuildError(
+                        "the design does not fit: synthesis gives " + ", ".join(
+                            f"{k:,} {n} (the {board.device} has {cap:,})" for n, k, cap in over)
+                        + f" (logs in {failed})")
             if rc != 0:
                 text = logfile.read_text(errors="replace")
                 if tool.startswith("yosys"):

@@ -12,6 +12,7 @@ from gen.bitstream import (
     build_bitstream,
     parse_report,
     report_markdown,
+    synthesis_needs,
     yosys_cell_counts,
 )
 from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
@@ -61,6 +62,10 @@ def test_ice40_ffs_come_from_the_synthesis_statistics():
     util, fmax, _ = parse_report(report, "ice40", 24.0, cells)
     assert util["FF"] == {"used": 150, "available": 5280, "percent": 2.8}
     assert fmax["npu_clk"]["met"]
+    assert synthesis_needs(cells, "ice40") == {"LUT": 900, "FF": 150, "DSP": 0, "BRAM": 0,
+                                               "SPRAM": 0}
+    assert synthesis_needs({"LUT4": 10, "CCU2C": 3, "MULT18X18D": 2}, "ecp5") == \
+        {"LUT": 16, "FF": 0, "DSP": 2, "BRAM": 0}
 
 
 @pytest.mark.parametrize("f_in,f_out", [(25e6, 100e6), (48e6, 100e6), (25e6, 50e6)])
