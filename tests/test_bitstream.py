@@ -110,7 +110,8 @@ def _check(result, board):
     assert result.fmax and all(f["achieved_mhz"] > 0 for f in result.fmax.values())
 
 
-def test_icebreaker_tiny_bitstream(tmp_path):
+@pytest.mark.slow     # to the default run once tiny fits: today its synthesis alone takes longer
+def test_icebreaker_tiny_bitstream(tmp_path):  # than the whole default run may (docs/fpga.md)
     """tiny for iCEBreaker: either it builds, fits and reports, or the flow says precisely that
     it does not fit and leaves no output (the current state: docs/fpga.md)."""
     out = tmp_path / "icebreaker-tiny"
