@@ -390,13 +390,23 @@ def _conv_program():
     return compile_model(qdq_model(nodes, inits, x_zp=-3), "tiny")
 
 
-def test_board_runs_a_network_through_the_serial_link(tmp_path):
+def _digits_program():
+    """The digits ResNet (tests/fixtures), its 48 KiB image in tiny's SPRAM."""
+    from firmware.compiler import compile_model
+    from firmware.digits import FIXTURE
+    return compile_model(FIXTURE, "tiny")
+
+
+@pytest.mark.parametrize("make", [_conv_program,
+                                  pytest.param(_digits_program, marks=pytest.mark.slow)],
+                         ids=["conv3x3", "digits"])
+def test_board_runs_a_network_through_the_serial_link(tmp_path, make):
     """The driver runs a compiled network on the board top (NpuSystem with the SPRAM model) over
     a simulated serial line (cocotbext-uart); the output equals the golden model's. Also: bad
     frames through the UART get error replies (``sim/tb_board.py``)."""
     from firmware import driver, npubin
     from sim import runner
-    prog = _conv_program()
+    prog = make()
     inp = prog.manifest["input"]
     xq = np.random.default_rng(7).integers(-128, 128, size=inp["size"], dtype=np.int8)
     xq = xq.reshape(inp["nhwc"])
