@@ -31,8 +31,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["BuildError", "BitstreamResult", "build_bitstream", "parse_report", "report_markdown",
-           "yosys_cell_counts", "synthesis_needs", "RESOURCES"]
+__all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
+           "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES"]
 
 #: Report rows: name -> nextpnr utilization keys per family (the first present is used).
 RESOURCES = {
@@ -183,7 +183,7 @@ def _dsp_script(family):
 
 _STEPS = {"yosys": "synthesis (Yosys)", "nextpnr-ice40": "place and route (nextpnr-ice40)",
           "nextpnr-ecp5": "place and route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
-          "ecppack": "bitstream (ecppack)"}
+          "ecppack": "bitstream (ecppack)", "dfu-suffix": "DFU suffix (dfu-suffix)"}
 
 
 def _tool_name(cmd):
@@ -204,6 +204,49 @@ def _fit_error(log_text):
     return f"the design does not fit: {match[1].strip()}" if match else None
 
 
+def _board_and_config(board_name, config):
+    from hdl.board import BOARDS
+    from hdl.config import NpuConfig
+    if board_name not in BOARDS:
+        raise BuildError(f"unknown board {board_name!r} (boards: {', '.join(BOARDS)})")
+    board = BOARDS[board_name]
+    config = NpuConfig.load(config)
+    if config.device != board.device:
+        raise BuildError(f"config {config.name!r} is for target.device = {config.device!r}; "
+                         f"board {board.name} has an {board.device}")
+    return board, config
+
+
+def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1):
+    """The amaranth build plan of the board top: ``(plan, board, config, top)``; its files are
+    the RTLIL, the constraints, the Yosys script and the tool commands (``build_top.json``).
+
+    Raises
+    ------
+    BuildError
+        On an unknown board, a configuration for another device or an impossible baud rate.
+    """
+    from hdl.board import BoardTop
+    board, config = _board_and_config(board_name, config)
+    try:
+        top = BoardTop(config, board, baud=baud)
+    except ValueError as err:
+        raise BuildError(f"{board.name}: {err}") from None
+    family = _family(board)
+    nextpnr_opts = f"--report top.report.json --timing-allow-fail --seed {seed}"
+    if family == "ecp5":
+        nextpnr_opts += f" --threads {threads}"
+    overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
+    if family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    return plan, board, config, top
+
+
+def _family(board):
+    return "ecp5" if board.device.startswith("ecp5") else "ice40"
+
+
 def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threads=1,
                     log=print):
     """Build the bitstream of ``config`` for ``board_name`` into ``outdir``.
@@ -218,29 +261,13 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
         that does not fit; ``outdir`` is then not created (the failed build's files are in
         ``<outdir>.failed``).
     """
-    from hdl.board import BOARDS, BoardTop
-    from hdl.config import NpuConfig
-
     from .toolchain import tool_env
 
-    if board_name not in BOARDS:
-        raise BuildError(f"unknown board {board_name!r} (boards: {', '.join(BOARDS)})")
-    board = BOARDS[board_name]
-    config = NpuConfig.load(config)
-    if config.device != board.device:
-        raise BuildError(f"config {config.name!r} is for target.device = {config.device!r}; "
-                         f"board {board.name} has an {board.device}")
-    try:
-        top = BoardTop(config, board, baud=baud)
-    except ValueError as err:
-        raise BuildError(f"{board.name}: {err}") from None
+    board, config = _board_and_config(board_name, config)
     outdir = Path(outdir)
     work = outdir.with_name(outdir.name + ".partial")
     failed = outdir.with_name(outdir.name + ".failed")
-    for d in (work, failed):
-        shutil.rmtree(d, ignore_errors=True)
-    platform = board.make_platform()
-    family = "ecp5" if board.device.startswith("ecp5") else "ice40"
+    family = _family(board)
     t_start = time.perf_counter()
     steps = []
 
@@ -255,18 +282,13 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
         return out
 
     env = tool_env()
-    nextpnr_opts = f"--report top.report.json --timing-allow-fail --seed {seed}"
-    if family == "ecp5":
-        nextpnr_opts += f" --threads {threads}"
-    overrides = {"nextpnr_opts": nextpnr_opts,
-                 "script_after_read": _dsp_script(family)}
-    if family == "ice40":
-        overrides["synth_opts"] = "-dsp"
-    total = 5
-    plan = step(1, total, f"elaborate the board top ({board.name}, config {config.name}, "
-                f"{config.clock_mhz} MHz, UART {baud} baud = {top.divisor} clocks/bit)",
-                lambda: platform.build(top, name="top", build_dir=str(work), do_build=False,
-                                       **overrides))
+    total = 2 + len(board.make_platform().command_templates)
+    plan, board, config, top = step(
+        1, total, f"elaborate the board top ({board.name}, config {config.name}, "
+        f"{config.clock_mhz} MHz, UART {baud} baud)",
+        lambda: build_plan(board_name, config, baud=baud, seed=seed, threads=threads))
+    for d in (work, failed):
+        shutil.rmtree(d, ignore_errors=True)
     try:
         work.mkdir(parents=True)
         plan.extract(str(work))

@@ -311,19 +311,24 @@ class BoardTop(Elaboratable):
             platform.add_resources([Resource(
                 "uart", 0, Subsignal("tx", Pins(tx, dir="o", conn=conn)),
                 Subsignal("rx", Pins(rx, dir="i", conn=conn)), Attrs(IO_TYPE="LVCMOS33"))])
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.uart_rx.eq(uart.rx.i), uart.tx.o.eq(system.uart_tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [system.uart_rx.eq(rx_buf.i), tx_buf.o.eq(system.uart_tx)]
 
         requested = {}
 
         def led(res):
+            """An output buffer for ``(resource, number[, subsignal])``."""
             key = res[:2]
             if key not in requested:
-                requested[key] = platform.request(*key)
-            pin = requested[key]
-            return getattr(pin, res[2]) if len(res) > 2 else pin
+                requested[key] = platform.request(*key, dir="-")
+            port = getattr(requested[key], res[2]) if len(res) > 2 else requested[key]
+            buf = io.Buffer("o", port)
+            m.submodules["led_" + "_".join(map(str, res))] = buf
+            return buf.o
 
-        outs = [led(res).o for res in board.leds]
+        outs = [led(res) for res in board.leds]
         if len(outs) == 3:
             m.d.comb += [outs[0].eq(system.busy), outs[1].eq(system.done),
                          outs[2].eq(system.error)]

@@ -10,6 +10,7 @@ from gen.bitstream import (
     BitstreamResult,
     BuildError,
     build_bitstream,
+    build_plan,
     parse_report,
     report_markdown,
     synthesis_needs,
@@ -135,3 +136,30 @@ def test_ecp5_small_bitstream(tmp_path, board):
     _check(result, board)
     assert result.utilization["DSP"]["used"] == 156
     assert (out / "top.bit").stat().st_size > 0
+
+
+@pytest.mark.parametrize("board,config", [("icebreaker", "tiny"), ("ulx3s-85f", "small"),
+                                          ("orangecrab-85f", "small")])
+def test_build_plan_of_every_board(board, config):
+    """The board top elaborates on each platform: PLL to the config's clock, the UART pins, the
+    RAM macros, the DSP mapping script and the tool commands."""
+    plan, b, cfg, top = build_plan(board, config)
+    files = plan.files
+    il = files["top.il"]
+    ys = files["top.ys"]
+    cmds = [c[0] for c in json.loads(files["build_top.json"])["commands"]]
+    assert "booth top.system.npu top.system.npu.command" in ys
+    if b.device == "ice40-up5k":
+        assert "SB_PLL40_PAD" in il and il.count("SB_SPRAM256KA") >= 4
+        assert "synth_ice40 -dsp" in ys
+        assert cmds == ["yosys", "nextpnr-ice40", "icepack"]
+        assert "set_io uart_0__tx__io 9" in files["top.pcf"]
+        assert "set_frequency" in files["top.pcf"] and "24.0" in files["top.pcf"]
+    else:
+        assert "EHXPLLL" in il and "SB_SPRAM256KA" not in il
+        assert cmds[:3] == ["yosys", "nextpnr-ecp5", "ecppack"]
+        lpf = files["top.lpf"]
+        assert 'FREQUENCY NET' in lpf and "100000000" in lpf.replace(".0", "")
+        site = {"ulx3s-85f": "L4", "orangecrab-85f": "N17"}[board]
+        assert f'LOCATE COMP "uart_0__tx__io" SITE "{site}"' in lpf
+    assert top.divisor == round(cfg.clock_mhz * 1e6 / 1_000_000)
