@@ -9,7 +9,9 @@ Targets (the FPGA issue): the complete NPU (board top: Npu, on-chip RAM, UART br
 weights in SPRAM. For scale: VTA's 256-MAC design on a Zynq-7020 at 100 MHz peaks at
 51.2 GOPS (2 ops per MAC per cycle); the peak of a build here is ``2 * MACs * Fmax``.
 
-Each build goes to ``build/bitstream/bench-<board>-<config>``. The results are printed,
+Each build goes to ``build/bitstream/bench-<board>-<config>``; ``--report DIR`` takes the
+results of a finished ``npugen bitstream`` build from its ``DIR/report.json`` instead of
+building again (repeatable). The results are printed,
 written to ``benchmarks/results/fpga.json`` and put in docs/performance.md between the
 ``<!-- fpga:begin -->`` and ``<!-- fpga:end -->`` markers. A build that fails (e.g. does not
 fit) is recorded with its reason.
@@ -61,14 +63,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", action="append", help="board[:config] (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report", action="append", default=[],
+                    help="directory of a finished build whose report.json to record")
     args = ap.parse_args()
-    todo = DEFAULT
+    todo = DEFAULT if not args.report else []
     if args.board:
         todo = []
         for b in args.board:
             board, _, config = b.partition(":")
             todo.append((board, config or ("tiny" if board == "icebreaker" else "small")))
     entries = []
+    for d in args.report:
+        rep = json.loads((Path(d) / "report.json").read_text())
+        cfg = NpuConfig.load(rep["config"])
+        entries.append({"board": rep["board"], "config": rep["config"], "macs": cfg.macs,
+                        "clock_target_mhz": cfg.clock_mhz, "utilization": rep["utilization"],
+                        "fmax": rep["fmax"], "steps": rep["steps"],
+                        "critical_path": rep["critical_path"], "seconds": rep["seconds"]})
     for board, config in todo:
         cfg = NpuConfig.load(config)
         t0 = time.perf_counter()
