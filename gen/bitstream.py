@@ -99,7 +99,8 @@ def yosys_cell_counts(log_text):
     if len(tables) < 2:
         return {}
     counts = {}
-    for line in tables[-1].splitlines():
+    # (the "design hierarchy" part repeats the totals: count the module's own table only)
+    for line in tables[-1].split("=== design hierarchy ===")[0].splitlines():
         match = re.match(r"\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$", line)
         if match:
             counts[match[2]] = counts.get(match[2], 0) + int(match[1])

@@ -54,7 +54,7 @@ def test_report_parsing_flags_a_missed_target():
 
 def test_ice40_ffs_come_from_the_synthesis_statistics():
     log = ("...\nPrinting statistics.\n\n=== top ===\n   120 SB_DFF\n   30 SB_DFFESR\n"
-           "   900 SB_LUT4\n")
+           "   900 SB_LUT4\n\n=== design hierarchy ===\n   120 SB_DFF\n   900 SB_LUT4\n")
     cells = yosys_cell_counts(log)
     assert cells == {"SB_DFF": 120, "SB_DFFESR": 30, "SB_LUT4": 900}
     report = {"utilization": {"ICESTORM_LC": {"used": 1000, "available": 5280},
