@@ -67,6 +67,16 @@ def cmd_quantize(args):
     return cmd_quantize(args)
 
 
+def cmd_bitstream(args):
+    from .bitstream import cmd_bitstream
+    return cmd_bitstream(args)
+
+
+def _bitstream_args(s):
+    from .bitstream import main_args
+    main_args(s)
+
+
 def _args(name):
     """The argument adder of a subcommand defined in gen/firmware_cmds.py (imported lazily)."""
     def add(s):
@@ -88,6 +98,9 @@ COMMANDS = {
                 _args("compile")),
     "run": (cmd_run, "run a .npubin program on a float .npy input (backend: golden)",
             _args("run")),
+    "bitstream": (cmd_bitstream, "build an FPGA bitstream of the NPU with its on-chip RAM and UART "
+                                 "bridge for a board; prints utilization and Fmax",
+                  _bitstream_args),
     "quantize": (cmd_quantize, "quantise a float ONNX model with onnxruntime (QDQ, "
                                "per-channel int8)", _args("quantize")),
 }

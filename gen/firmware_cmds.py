@@ -117,6 +117,10 @@ def add_run_args(s):
                      help="random backpressure: percent of cycles each memory channel stalls")
     rtl.add_argument("--layers", action="store_true",
                      help="print the measured cycles and MAC utilization of every layer")
+    board = s.add_argument_group("board backend")
+    board.add_argument("--port", help="the serial port of the board (/dev/ttyUSB0)")
+    board.add_argument("--baud", type=int, default=1_000_000,
+                       help="the bitstream's baud rate (default 1000000)")
     s.set_defaults(output=None, config=None)
 
 
@@ -125,6 +129,8 @@ def _backend(args):
     from firmware import driver
     if args.backend == "rtl":
         return driver.get_backend("rtl", simulator=args.sim, waves=args.waves, stall=args.stall)
+    if args.backend == "board":
+        return driver.get_backend("board", port=args.port, baud=args.baud)
     return driver.get_backend(args.backend)
 
 

@@ -9,7 +9,8 @@
   byte-identical on every machine.
 - The FPGA flow uses the YoWASP builds of Yosys, nextpnr and the pack tools, named through the
   environment variables amaranth's build system reads; ``OPENFPGALOADER=true`` lets ULX3S builds
-  run without the programmer installed.
+  run without the programmer installed, ``DFU_SUFFIX=true`` (when dfu-suffix is not installed)
+  OrangeCrab builds without dfu-util's tools.
 
 Every flow that runs a tool (simulation runners, bitstream builds) takes its environment from
 :func:`tool_env`, so none of this is ever the user's business.
@@ -70,6 +71,10 @@ def tool_env(base=None):
     for var, tool in _YOWASP.items():
         env.setdefault(var, tool)
     env.setdefault("OPENFPGALOADER", "true")
+    # OrangeCrab builds end with dfu-suffix (a DFU suffix for its bootloader); without the tool
+    # the step is skipped and top.bit is left as it is.
+    if "DFU_SUFFIX" not in env and shutil.which("dfu-suffix", path=env["PATH"]) is None:
+        env["DFU_SUFFIX"] = "true"
     return env
 
 

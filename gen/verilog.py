@@ -21,7 +21,8 @@ from amaranth.back import verilog
 
 from hdl.config import NpuConfig
 
-__all__ = ["NPU_TOP", "DATAPATH_TOP", "npu_verilog", "datapath_verilog", "generate_verilog"]
+__all__ = ["NPU_TOP", "DATAPATH_TOP", "npu_verilog", "datapath_verilog", "board_verilog",
+           "generate_verilog"]
 
 #: Module (and file stem) of the NPU top and of the datapath top.
 NPU_TOP = "npu"
@@ -64,6 +65,15 @@ def datapath_verilog(config, pp_lanes=None):
     from hdl.exec_top import ExecTop
     config = NpuConfig.load(config)
     return _convert(ExecTop(config, pp_lanes), DATAPATH_TOP, config, "compute datapath")
+
+
+def board_verilog(config, *, divisor, ram_kind, timeout=None, name="board_tb"):
+    """The Verilog text of :class:`hdl.board.NpuSystem` (the board top without the board's
+    clock, reset and pins), for simulation."""
+    from hdl.board import NpuSystem
+    config = NpuConfig.load(config)
+    return _convert(NpuSystem(config, divisor=divisor, ram_kind=ram_kind, timeout=timeout), name,
+                    config, f"board system (RAM {ram_kind}, UART divisor {divisor})")
 
 
 def generate_verilog(config, outdir, tops=(NPU_TOP, DATAPATH_TOP)):

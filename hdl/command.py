@@ -267,7 +267,8 @@ class CommandProcessor(wiring.Component):
         reg("s_zero", (S.x_size == 0) | (S.y_size == 0) | (S.z_size == 0), 1)
         reg("s_acc", _span(S.acc_addr, [(S.z_size, S.acc_z_stride), (S.y_size, S.acc_y_stride),
                                         (S.x_size, S.acc_x_stride)]) >= c.acc_depth, 1)
-        reg("s_param", pp_static + _nm1(S.z_size) * 3 + 2 >= c.param_depth, 1)
+        z1 = _nm1(S.z_size)                 # (z - 1) * 3 as a shift and an add: no multiplier
+        reg("s_param", pp_static + (z1 << 1) + z1 + 2 >= c.param_depth, 1)
         s_dspan = _span(0, [(S.z_size, S.dram_z_stride), (S.y_size, S.dram_y_stride),
                             (S.x_size, S.dram_x_stride)]) + S.elems - 1
         s_hi = reg("s_hi", S.dram_addr + s_dspan, 48)

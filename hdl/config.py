@@ -387,6 +387,11 @@ SCHEMA: tuple[Key, ...] = (
         "systolic array columns: output channels per array pass"),
     Key("array", "dataflow", "dataflow", "string", "weight_stationary",
         (_one_of("weight_stationary", "output_stationary"),), "what stays in the PEs"),
+    Key("array", "postproc_lanes", "pp_lanes", "integer",
+        _Derived("cols (one row per cycle)", lambda earlier, _: earlier["cols"]),
+        (_between(1, 128), _at_most_field("cols", "more lanes than columns")),
+        "post-processor lanes computed per cycle: a row takes ceil(cols / lanes) cycles (fewer "
+        "lanes, fewer multipliers: 6 per lane)"),
 
     _depth("input", "input scratchpad", "rows int8"),
     _banks("input", "input scratchpad"),
@@ -501,6 +506,7 @@ class NpuConfig:
     rows: int
     cols: int
     dataflow: str
+    pp_lanes: int
     # [buffers]
     input_depth: int
     input_banks: int

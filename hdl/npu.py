@@ -48,6 +48,8 @@ class Npu(wiring.Component):
         Registers (docs/isa.md, Register map).
     irq : Out(1)
         ``|(IRQ_STATUS & IRQ_ENABLE)``.
+    busy, done, error : Out(1)
+        STATUS.busy, STATUS.done and STATUS.error as levels (for status LEDs).
     trace : Out(TRACE_SIGNATURE)
         Only with ``trace=True`` (simulation): the command each unit completes in a cycle
         (``<unit>_valid``, ``<unit>_index``) and ``mac_active`` (the MAC_ACTIVE event).
@@ -60,6 +62,7 @@ class Npu(wiring.Component):
             "m_axi": Out(axi4_signature(32, c.bus_data_width, c.bus_id_width)),
             "s_axil": In(axi4_lite_signature(CsrBank.ADDR_WIDTH, 32)),
             "irq": Out(1),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
         }
         if trace:
             ports["trace"] = Out(TRACE_SIGNATURE)
@@ -88,7 +91,7 @@ class Npu(wiring.Component):
         cp = CommandProcessor(c)
         ld = DmaLoad(c)
         st = DmaStore(c)
-        exe = ExecTop(c)
+        exe = ExecTop(c, c.pp_lanes)
         m.submodules.command = ResetInserter(units_rst)(cp)
         m.submodules.dma_load = ResetInserter(units_rst)(ld)
         m.submodules.dma_store = ResetInserter(units_rst)(st)
@@ -153,6 +156,7 @@ class Npu(wiring.Component):
             csr.status.error_code.eq(code),
             csr.err_index.eq(err_index), csr.err_addr.eq(err_addr),
         ]
+        m.d.comb += [self.busy.eq(busy), self.done.eq(st_done), self.error.eq(st_error)]
         ctrl = csr.ctrl
         start = Signal()
         abort = Signal()

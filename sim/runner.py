@@ -1,12 +1,15 @@
 """Build and run cocotb testbenches on the generated Verilog, with a build cache.
 
-Two simulation tops:
+Three simulation tops:
 
 - ``npu_tb`` (``sim/hdl/npu_tb.v``): the whole :class:`hdl.npu.Npu` with its trace port, its
   clock generated in the HDL, and the bulk-loaded AXI memory model ``sim/hdl/axi_mem.v`` beside
   an external AXI port for cocotbext-axi's ``AxiRam`` (chosen by the ``ext_mem`` input). Every
   NPU test and the RTL backend use this one build per configuration.
 - ``npu_datapath``: :class:`hdl.exec_top.ExecTop` alone (block tests of the compute datapath).
+- ``board_tb``: :class:`hdl.board.NpuSystem`, the board top without the board (Npu, on-chip RAM,
+  UART bridge), with ``sim/hdl/sb_spram256ka.v`` standing in for the UP5K's SPRAM; driven
+  through its UART pins (``sim/tb_board.py``).
 
 One build per (simulator, configuration, top, waves, sources): the build directory is
 ``build/sim/<top>-<config>-<simulator>[-waves]-<key>``, where ``key`` hashes the configuration's
@@ -62,7 +65,17 @@ class Top:
 TOPS = {
     "npu_tb": Top("npu_tb", "npu", ("axi_mem.v", "npu_tb.v")),
     "npu_datapath": Top("npu_datapath", "exec_top"),
+    "board_tb": Top("board_tb", "board", ("sb_spram256ka.v",)),
 }
+
+#: The board top's simulation settings: UART clock cycles per bit, bridge timeout in cycles, and
+#: the RAM kind per device (the SPRAM model stands in for the UP5K's SB_SPRAM256KA).
+BOARD_DIVISOR = 8
+BOARD_TIMEOUT = 4000
+
+
+def board_ram_kind(config):
+    return "spram" if config.device == "ice40-up5k" else "bram"
 
 
 def simulator_available(simulator):
@@ -122,10 +135,15 @@ def build_dir(config, simulator="verilator", top="npu_tb", waves=False, extra_ar
 def _sources(config, top, out):
     """Write the generated Verilog of ``top`` into ``out``; returns every source file."""
     from gen.header import write_if_changed
-    from gen.verilog import datapath_verilog, npu_verilog
+    from gen.verilog import board_verilog, datapath_verilog, npu_verilog
     if top == "npu_tb":
         path = out / "npu.v"
         write_if_changed(path, npu_verilog(config, trace=True))
+    elif top == "board_tb":
+        path = out / "board_tb.v"
+        write_if_changed(path, board_verilog(config, divisor=BOARD_DIVISOR,
+                                             ram_kind=board_ram_kind(config),
+                                             timeout=BOARD_TIMEOUT))
     else:
         path = out / f"{top}.v"
         write_if_changed(path, datapath_verilog(config))

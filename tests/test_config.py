@@ -201,7 +201,7 @@ TOO_SMALL = "too small to hold one tile: needs at least 2*rows = 32 rows " \
 BAD_CASES = [
     # unknown keys and sections
     ({"array.rowz": "16"}, "array.rowz",
-     "unknown key array.rowz (known keys in [array]: rows, cols, dataflow)"),
+     "unknown key array.rowz (known keys in [array]: rows, cols, dataflow, postproc_lanes)"),
     ({"buffers.input_dpeth": "16"}, "buffers.input_dpeth",
      "unknown key buffers.input_dpeth (known keys in [buffers]: input_depth, input_banks, "
      "weight_depth, weight_banks, acc_depth, acc_banks, param_depth)"),
@@ -306,6 +306,11 @@ BAD_CASES = [
      "memory.window_size",
      "memory.window_size = 0x1000_1000: the window does not fit in 32-bit addresses: "
      "window_base + window_size = 0x1_0000_1000, must be at most 0x1_0000_0000"),
+    # post-processor lanes: at least one, at most one per column
+    ({"array.postproc_lanes": "0"}, "array.postproc_lanes",
+     "array.postproc_lanes = 0: must be between 1 and 128"),
+    ({"array.postproc_lanes": "17"}, "array.postproc_lanes",
+     "array.postproc_lanes = 17: more lanes than columns: must be at most array.cols = 16"),
     # strings outside their set
     ({"array.dataflow": '"row_stationary"'}, "array.dataflow",
      'array.dataflow = "row_stationary": must be one of "weight_stationary", '
@@ -428,7 +433,7 @@ def test_name_or_path(tmp_path, monkeypatch):
     ({**MINIMAL, "array": 5}, "array", "array = 5: must be a table [array]"),
     ([1, 2], None, "a configuration must be a table, not [1, 2]"),
     ({**MINIMAL, "array": {"rows": 16, "cols": 8, "ro\nws": 1}}, "array.ro\nws",
-     'unknown key array."ro\\nws" (known keys in [array]: rows, cols, dataflow)'),
+     'unknown key array."ro\\nws" (known keys in [array]: rows, cols, dataflow, postproc_lanes)'),
     ({**MINIMAL, "description": ["line 1\nline 2"]}, "description",
      'description = ["line 1\\nline 2"]: must be a string'),
     ({**MINIMAL, "description": "\ud800"}, "description",
@@ -481,18 +486,20 @@ def pow2_between(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 # Keys that may be left out of a valid dict: their default is valid whatever the other keys are.
-OMITTABLE = ["name", "description", "array.dataflow", "bus.addr_width", "bus.id_width",
-             "bus.max_burst", "bus.max_reads", "queues.fetch_depth", "queues.load_depth",
-             "queues.execute_depth", "queues.store_depth", "queues.token_depth",
-             "memory.window_base", "target.device", "target.clock_mhz"]
+OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes", "bus.addr_width",
+             "bus.id_width", "bus.max_burst", "bus.max_reads", "queues.fetch_depth",
+             "queues.load_depth", "queues.execute_depth", "queues.store_depth",
+             "queues.token_depth", "memory.window_base", "target.device", "target.clock_mhz"]
 
 
 @st.composite
 def valid_dicts(draw):
     rows = draw(st.integers(1, 128))
     d = {"name": draw(st.from_regex(NAME, fullmatch=True)), "description": draw(st.text())}
-    d["array"] = {"rows": rows, "cols": draw(st.integers(1, 128)),
-                  "dataflow": draw(st.sampled_from(["weight_stationary", "output_stationary"]))}
+    cols = draw(st.integers(1, 128))
+    d["array"] = {"rows": rows, "cols": cols,
+                  "dataflow": draw(st.sampled_from(["weight_stationary", "output_stationary"])),
+                  "postproc_lanes": draw(st.integers(1, cols))}
     buffers = {}
     for name in ["input", "weight", "acc"]:
         depth = draw(pow2_between(2 * rows, 65536))
@@ -586,6 +593,8 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
     rules = {
         "array.rows": (lambda v: 1 <= v <= 128, [0, 129]),
         "array.cols": (lambda v: 1 <= v <= 128, [0, 129]),
+        "array.postproc_lanes": (lambda v: 1 <= v <= d["array"]["cols"],
+                                 [0, d["array"]["cols"] + 1]),
         "buffers.param_depth": (lambda v: is_pow2(v) and 8 <= v <= 65536, [4, 12, 1 << 17]),
         "bus.data_width": (lambda v: v in (64, 128, 256), [0, 32, 96, 512]),
         "bus.addr_width": (lambda v: v == 32, [0, 31, 33, 64]),

@@ -21,13 +21,16 @@ def test_verilog_is_deterministic_and_relocatable(tmp_path):
         assert first == make("tiny"), f"{top}.v differs between two generations"
         assert str(REPO) not in first and "/home/" not in first and "/work/" not in first
         assert f"module {top}(" in first
-    # The NPU top has exactly the documented interface: AXI4 master, AXI4-Lite slave, irq.
+    # The NPU top has exactly the documented interface: AXI4 master, AXI4-Lite slave, irq and
+    # the STATUS levels busy/done/error (for board LEDs).
     text = (tmp_path / "a" / f"{NPU_TOP}.v").read_text()
     head = text[text.index(f"module {NPU_TOP}("):]
     ports = head[:head.index(");")].replace("\n", "").split("(", 1)[1].split(",")
     ports = {p.strip() for p in ports}
-    assert {"clk", "rst", "irq", "m_axi__arvalid", "m_axi__wstrb", "s_axil__rdata"} <= ports
-    assert all(p in ("clk", "rst", "irq") or p.startswith(("m_axi__", "s_axil__"))
+    assert {"clk", "rst", "irq", "busy", "done", "error", "m_axi__arvalid", "m_axi__wstrb",
+            "s_axil__rdata"} <= ports
+    assert all(p in ("clk", "rst", "irq", "busy", "done", "error") or
+               p.startswith(("m_axi__", "s_axil__"))
                for p in ports), sorted(ports)
 
 

@@ -1,0 +1,389 @@
+"""``npugen bitstream``: the board top (:class:`hdl.board.BoardTop`) through YoWASP Yosys and
+nextpnr into a bitstream, with utilization and Fmax reports from nextpnr's JSON report.
+
+::
+
+    npugen bitstream --board icebreaker --config tiny -o build/bitstream/icebreaker-tiny
+
+The amaranth-boards platform writes the build plan (RTLIL, constraints, the tool commands); the
+commands run here one at a time, each announced as a numbered step with its time, every tool's
+log kept in the output directory. The build happens in ``<DIR>.partial``; only a finished build
+is moved to ``DIR`` (a failed one is left as ``<DIR>.failed`` with its logs, and the error names
+what failed: a design that does not fit is reported with the resource and the numbers).
+
+Multipliers: the systolic array's (and on ECP5 the post-processor's) go to DSP blocks; every
+other multiplier (the command processor's static checks) is mapped to logic by Yosys' ``booth``
+pass before synthesis, so the DSP count is the datapath's alone (docs/fpga.md).
+
+Reports (``report.json``, ``report.md``, also printed): per resource the amount used, what the
+device has and the share; per clock the Fmax nextpnr achieved against the target, marked MISSED
+when below it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
+           "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES"]
+
+#: Report rows: name -> nextpnr utilization keys per family (the first present is used).
+RESOURCES = {
+    "LUT": {"ecp5": ("TRELLIS_COMB",), "ice40": ("ICESTORM_LC",)},
+    "FF": {"ecp5": ("TRELLIS_FF",), "ice40": ()},
+    "DSP": {"ecp5": ("MULT18X18D",), "ice40": ("ICESTORM_DSP",)},
+    "BRAM": {"ecp5": ("DP16KD",), "ice40": ("ICESTORM_RAM",)},
+    "SPRAM": {"ecp5": (), "ice40": ("ICESTORM_SPRAM",)},
+}
+
+#: Yosys cells that are flip-flops, per family (for the iCE40 FF count, which nextpnr folds
+#: into its logic cells).
+_FF_CELLS = {"ice40": re.compile(r"SB_DFF\w*"), "ecp5": re.compile(r"TRELLIS_FF")}
+
+
+#: What synthesis alone shows a design needs, per family: resource -> (cell pattern, weight).
+#: Each is a lower bound on what place and route needs, so a design over one of them cannot fit
+#: and the flow stops before nextpnr.
+_SYNTH_NEEDS = {
+    "ice40": {"LUT": ((r"SB_LUT4", 1),), "FF": ((r"SB_DFF\w*", 1),), "DSP": ((r"SB_MAC16", 1),),
+              "BRAM": ((r"SB_RAM40_4K", 1),), "SPRAM": ((r"SB_SPRAM256KA", 1),)},
+    "ecp5": {"LUT": ((r"LUT4", 1), (r"CCU2C", 2)), "FF": ((r"TRELLIS_FF", 1),),
+             "DSP": ((r"MULT18X18D", 1),), "BRAM": ((r"DP16KD", 1),)},
+}
+
+
+def synthesis_needs(cells, family):
+    """``{resource: count}`` the synthesised netlist needs at least (:data:`_SYNTH_NEEDS`)."""
+    out = {}
+    for name, parts in _SYNTH_NEEDS[family].items():
+        out[name] = sum(w * n for pat, w in parts for c, n in cells.items()
+                        if re.fullmatch(pat, c))
+    return out
+
+
+class BuildError(Exception):
+    """The build could not be done (bad board, config for another device, a tool failed, the
+    design does not fit): one line for the user."""
+
+
+@dataclass
+class BitstreamResult:
+    board: str
+    config: str
+    device: str
+    bitstream: str
+    utilization: dict          # resource -> {"used", "available", "percent"}
+    fmax: dict                 # clock -> {"achieved_mhz", "target_mhz", "met"}
+    steps: list = field(default_factory=list)   # [{"step", "seconds"}]
+    seconds: float = 0.0
+    cells: dict = field(default_factory=dict)   # Yosys cell counts after synthesis
+    critical_path: list = field(default_factory=list)
+
+    def to_json(self):
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+
+# ---- reports -----------------------------------------------------------------------------------
+
+
+def yosys_cell_counts(log_text):
+    """Cell counts from the last ``stat`` table in a Yosys log: ``{cell type: count}``."""
+    tables = log_text.split("Printing statistics.")
+    if len(tables) < 2:
+        return {}
+    counts = {}
+    # (the "design hierarchy" part repeats the totals: count the module's own table only)
+    for line in tables[-1].split("=== design hierarchy ===")[0].splitlines():
+        match = re.match(r"\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$", line)
+        if match:
+            counts[match[2]] = counts.get(match[2], 0) + int(match[1])
+    return counts
+
+
+def parse_report(report, family, target_mhz, cells=None):
+    """``(utilization, fmax, critical_path)`` from nextpnr's ``--report`` JSON.
+
+    ``utilization`` maps the :data:`RESOURCES` names to used/available/percent (iCE40 FFs from
+    the Yosys ``cells``, against the logic cells); ``fmax`` maps each clock (nextpnr's name) to
+    the achieved and target MHz; ``critical_path`` lists the worst path's steps (from, to,
+    delay in ns) of the first clock that missed its target, or of the slowest clock.
+    """
+    util = report.get("utilization", {})
+    out = {}
+    for name, keys in RESOURCES.items():
+        for key in keys[family]:
+            if key in util:
+                used, avail = int(util[key]["used"]), int(util[key]["available"])
+                out[name] = {"used": used, "available": avail,
+                             "percent": round(100 * used / avail, 1) if avail else 0.0}
+                break
+    if family == "ice40" and cells is not None and "LUT" in out:
+        ffs = sum(n for c, n in cells.items() if _FF_CELLS["ice40"].fullmatch(c))
+        avail = out["LUT"]["available"]
+        out["FF"] = {"used": ffs, "available": avail, "percent": round(100 * ffs / avail, 1)}
+    fmax = {}
+    for clock, v in sorted(report.get("fmax", {}).items()):
+        achieved = float(v["achieved"])
+        target = float(v.get("constraint") or target_mhz)
+        fmax[clock] = {"achieved_mhz": round(achieved, 2), "target_mhz": round(target, 2),
+                       "met": achieved >= target}
+    path = []
+    paths = report.get("critical_paths", [])
+    if paths:
+        worst = None
+        for p in paths:
+            clock = p.get("from") or ""
+            if worst is None or any(not v["met"] and c in str(clock) for c, v in fmax.items()):
+                worst = p
+        for step in worst.get("path", []):
+            src = step.get("from", {})
+            dst = step.get("to", {})
+            path.append({"type": step.get("type"), "delay_ns": round(float(step["delay"]), 3),
+                         "from": f"{src.get('cell', '')}.{src.get('port', '')}",
+                         "to": f"{dst.get('cell', '')}.{dst.get('port', '')}"})
+    return out, fmax, path
+
+
+def report_markdown(result: BitstreamResult):
+    """The report as markdown tables (utilization, Fmax, build steps)."""
+    lines = [f"### {result.board}, config `{result.config}` ({result.device})", "",
+             "| Resource | Used | Available | Share |", "|---|---|---|---|"]
+    for name, u in result.utilization.items():
+        lines.append(f"| {name} | {u['used']:,} | {u['available']:,} | {u['percent']:.1f}% |")
+    lines += ["", "| Clock | Fmax (MHz) | Target (MHz) | |", "|---|---|---|---|"]
+    for clock, f in result.fmax.items():
+        lines.append(f"| `{clock}` | {f['achieved_mhz']:.2f} | {f['target_mhz']:.2f} | "
+                     f"{'met' if f['met'] else '**MISSED**'} |")
+    if result.critical_path and not all(f["met"] for f in result.fmax.values()):
+        total = sum(s["delay_ns"] for s in result.critical_path)
+        lines += ["", f"Critical path ({total:.2f} ns, {len(result.critical_path)} steps): "
+                  f"`{result.critical_path[0]['from']}` -> `{result.critical_path[-1]['to']}`"]
+    steps = ", ".join(f"{s['step']} {s['seconds']:.0f} s" for s in result.steps)
+    lines += ["", f"Build: {result.seconds:.0f} s ({steps})."]
+    return "\n".join(lines) + "\n"
+
+
+# ---- the flow ----------------------------------------------------------------------------------
+
+
+def _dsp_script(family):
+    """Yosys commands run after reading the design: the multipliers that must not take DSP
+    blocks (all but the systolic array's and, on ECP5, the post-processor's) become logic."""
+    mods = ["top.system.npu", "top.system.npu.command", "top.system.npu.datapath.execute"]
+    if family == "ice40":
+        mods.append("top.system.npu.datapath.postproc")
+    return "hierarchy -top top\nproc\nbooth " + " ".join(mods)
+
+
+_STEPS = {"yosys": "synthesis (Yosys)", "nextpnr-ice40": "place and route (nextpnr-ice40)",
+          "nextpnr-ecp5": "place and route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
+          "ecppack": "bitstream (ecppack)", "dfu-suffix": "DFU suffix (dfu-suffix)"}
+
+
+def _tool_name(cmd):
+    return cmd[0]
+
+
+def _fit_error(log_text):
+    """The one-line reason in a nextpnr log that the design does not fit, or None: the
+    resources its "Device utilisation" table has over capacity, else its placement error."""
+    over = [(name, int(used), int(avail)) for name, used, avail in
+            re.findall(r"Info:\s+([A-Za-z_0-9]+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text)
+            if int(used) > int(avail)]
+    if over:
+        return "the design does not fit: " + ", ".join(
+            f"{used:,} {name} of {avail:,} ({100 * used / avail:.0f}%)"
+            for name, used, avail in over)
+    match = re.search(r"ERROR: (.*(?:[Uu]nable to place|not enough|too many).*)", log_text)
+    return f"the design does not fit: {match[1].strip()}" if match else None
+
+
+def _board_and_config(board_name, config):
+    from hdl.board import BOARDS
+    from hdl.config import NpuConfig
+    if board_name not in BOARDS:
+        raise BuildError(f"unknown board {board_name!r} (boards: {', '.join(BOARDS)})")
+    board = BOARDS[board_name]
+    config = NpuConfig.load(config)
+    if config.device != board.device:
+        raise BuildError(f"config {config.name!r} is for target.device = {config.device!r}; "
+                         f"board {board.name} has an {board.device}")
+    return board, config
+
+
+def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1):
+    """The amaranth build plan of the board top: ``(plan, board, config, top)``; its files are
+    the RTLIL, the constraints, the Yosys script and the tool commands (``build_top.json``).
+
+    Raises
+    ------
+    BuildError
+        On an unknown board, a configuration for another device or an impossible baud rate.
+    """
+    from hdl.board import BoardTop
+    board, config = _board_and_config(board_name, config)
+    try:
+        top = BoardTop(config, board, baud=baud)
+    except ValueError as err:
+        raise BuildError(f"{board.name}: {err}") from None
+    family = _family(board)
+    nextpnr_opts = f"--report top.report.json --timing-allow-fail --seed {seed}"
+    if family == "ecp5":
+        nextpnr_opts += f" --threads {threads}"
+    overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
+    if family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    return plan, board, config, top
+
+
+def _family(board):
+    return "ecp5" if board.device.startswith("ecp5") else "ice40"
+
+
+def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threads=1,
+                    log=print):
+    """Build the bitstream of ``config`` for ``board_name`` into ``outdir``.
+
+    Returns a :class:`BitstreamResult`; writes ``top.bit`` (ECP5) or ``top.bin`` (iCE40),
+    ``report.json``, ``report.md`` and the tools' logs into ``outdir``.
+
+    Raises
+    ------
+    BuildError
+        On an unknown board, a configuration for another device, a tool failure or a design
+        that does not fit; ``outdir`` is then not created (the failed build's files are in
+        ``<outdir>.failed``).
+    """
+    from .toolchain import tool_env
+
+    board, config = _board_and_config(board_name, config)
+    outdir = Path(outdir)
+    work = outdir.with_name(outdir.name + ".partial")
+    failed = outdir.with_name(outdir.name + ".failed")
+    family = _family(board)
+    t_start = time.perf_counter()
+    steps = []
+
+    def step(n, total, what, func):
+        log(f"[{n}/{total}] {what} ...")
+        sys.stdout.flush()
+        t0 = time.perf_counter()
+        out = func()
+        dt = time.perf_counter() - t0
+        steps.append({"step": what, "seconds": round(dt, 1)})
+        log(f"      done in {dt:.1f} s")
+        return out
+
+    env = tool_env()
+    total = 2 + len(board.make_platform().command_templates)
+    plan, board, config, top = step(
+        1, total, f"elaborate the board top ({board.name}, config {config.name}, "
+        f"{config.clock_mhz} MHz, UART {baud} baud)",
+        lambda: build_plan(board_name, config, baud=baud, seed=seed, threads=threads))
+    for d in (work, failed):
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        work.mkdir(parents=True)
+        plan.extract(str(work))
+        commands = json.loads((work / "build_top.json").read_text())["commands"]
+        for i, cmd in enumerate(commands, 2):
+            tool = _tool_name(cmd)
+            exe = env.get(tool.upper().replace("-", "_"), tool)
+            argv = [exe, *cmd[1:]]
+            what = _STEPS.get(tool, tool)
+            logfile = work / f"{tool}.log"
+
+            def run(argv=argv, logfile=logfile):
+                with open(logfile, "w") as f:
+                    return subprocess.run(argv, cwd=work, env=env, stdout=f,
+                                          stderr=subprocess.STDOUT).returncode
+            rc = step(i, total, what, run)
+            if rc == 0 and tool == "yosys":
+                cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
+                over = [(n, k, board.capacity[n]) for n, k in
+                        synthesis_needs(cells, family).items() if k > board.capacity[n]]
+                if over:
+                    raise BuildError(
+                        "the design does not fit: synthesis gives " + ", ".join(
+                            f"{k:,} {n} (the {board.device} has {cap:,})" for n, k, cap in over)
+                        + f" (logs in {failed})")
+            if rc != 0:
+                text = logfile.read_text(errors="replace")
+                if tool.startswith("yosys"):
+                    text += (work / "top.rpt").read_text(errors="replace") \
+                        if (work / "top.rpt").exists() else ""
+                reason = _fit_error(text) or _last_error(text) or f"exit status {rc}"
+                raise BuildError(f"{what} failed: {reason} (logs in {failed})")
+        cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
+        report = json.loads((work / "top.report.json").read_text())
+        util, fmax, path = parse_report(report, family, float(config.clock_mhz), cells)
+        ext = "bit" if family == "ecp5" else "bin"
+        seconds = time.perf_counter() - t_start
+        step(total, total, "reports", lambda: None)
+        result = BitstreamResult(board=board.name, config=config.name, device=board.device,
+                                 bitstream=f"top.{ext}", utilization=util, fmax=fmax,
+                                 steps=steps, seconds=round(seconds, 1), cells=cells,
+                                 critical_path=path)
+        for name, u in util.items():
+            if u["used"] > u["available"]:
+                raise BuildError(f"the design does not fit: it needs {u['used']:,} {name} and "
+                                 f"the device has {u['available']:,} (logs in {failed})")
+        (work / "report.json").write_text(result.to_json())
+        (work / "report.md").write_text(report_markdown(result))
+    except BaseException:
+        if work.exists():
+            work.rename(failed)
+        raise
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    work.rename(outdir)
+    log("")
+    log(report_markdown(result))
+    return result
+
+
+def _last_error(text):
+    errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
+    return errors[-1] if errors else None
+
+
+def main_args(s):
+    """Arguments of ``npugen bitstream``."""
+    from hdl.board import BOARDS
+    s.add_argument("--board", "-b", required=True, help=f"one of {', '.join(BOARDS)}")
+    s.add_argument("--baud", type=int, default=1_000_000, help="UART baud rate (default 1e6)")
+    s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    s.add_argument("--threads", type=int, default=1, help="nextpnr threads (ECP5)")
+    s.set_defaults(config=None, output=None)
+
+
+def cmd_bitstream(args):
+    """``npugen bitstream``: the configuration defaults to the one made for the board's device
+    (tiny for iCEBreaker, small for the ECP5 boards), the output to
+    ``build/bitstream/<board>-<config>``."""
+    from hdl.board import BOARDS
+
+    from .cli import UserError
+    board = BOARDS.get(args.board)
+    config = args.config or ("tiny" if board and board.device == "ice40-up5k" else "small")
+    out = args.output or f"build/bitstream/{args.board}-{Path(config).stem}"
+    try:
+        result = build_bitstream(args.board, config, out, baud=args.baud, seed=args.seed,
+                                 threads=args.threads)
+    except BuildError as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {Path(out) / result.bitstream}, {Path(out) / 'report.json'}, "
+          f"{Path(out) / 'report.md'}")
+    missed = [c for c, f in result.fmax.items() if not f["met"]]
+    if missed:
+        print(f"timing: the target clock is MISSED on {', '.join(missed)}", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,239 @@
+"""On-chip RAM as the NPU's memory: an AXI4 slave and a byte port for the host bridge, over
+block RAM (``amaranth.lib.memory``) or the iCE40 UP5K's SPRAM (``SB_SPRAM256KA``)."""
+
+from amaranth.hdl import ClockSignal, Instance, Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import Resp, axi4_signature
+
+__all__ = ["OnChipRam", "host_signature", "RAM_KINDS", "SPRAM_WORDS"]
+
+#: What the memory is built from: ``"bram"`` (inferred block RAM) or ``"spram"`` (UP5K SPRAM).
+RAM_KINDS = ("bram", "spram")
+#: 16-bit words in one ``SB_SPRAM256KA`` (32 KiB).
+SPRAM_WORDS = 16384
+
+
+def host_signature(size):
+    """A byte-wide memory port, as seen by its initiator (the bridge).
+
+    ``valid``/``addr``/``we``/``wdata`` request one byte access; it is taken in a cycle with
+    ``ready``. A read's byte is on ``rdata`` in the cycle after it was taken, with ``rvalid``
+    (for that one cycle). ``addr`` is relative to the memory's base.
+    """
+    return wiring.Signature({
+        "valid": Out(1), "addr": Out(range(size)), "we": Out(1), "wdata": Out(8),
+        "ready": In(1), "rvalid": In(1), "rdata": In(8),
+    })
+
+
+class _Port(wiring.Component):
+    """One access per cycle to a word memory: read data arrives the cycle after ``re``."""
+
+    def __init__(self, words, width):
+        super().__init__({
+            "addr": In(range(words)), "re": In(1), "we": In(1), "wdata": In(width),
+            "wmask": In(width // 8), "rdata": Out(width),
+        })
+
+
+class _BlockRam(_Port):
+    """Inferred block RAM: one ``lib.memory.Memory``, one write and one read port."""
+
+    def __init__(self, words, width):
+        self._words, self._width = words, width
+        super().__init__(words, width)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=self._width, depth=self._words, init=[])
+        wp = mem.write_port(granularity=8)
+        rp = mem.read_port(domain="sync")
+        m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.wdata),
+                     wp.en.eq(self.wmask & self.we.replicate(len(self.wmask))),
+                     rp.addr.eq(self.addr), rp.en.eq(self.re), self.rdata.eq(rp.data)]
+        return m
+
+
+class _Spram(_Port):
+    """``SB_SPRAM256KA`` macros: ``width / 16`` side by side per bank, the high address bits
+    choosing the bank. Nibble write masks come from the byte mask."""
+
+    def __init__(self, words, width):
+        if width % 16 or words % SPRAM_WORDS:
+            raise ValueError(f"SPRAM needs a width that is a multiple of 16 and a depth that is "
+                             f"a multiple of {SPRAM_WORDS} words, not {width} x {words}")
+        self._words, self._width = words, width
+        super().__init__(words, width)
+
+    def elaborate(self, platform):
+        m = Module()
+        banks = self._words // SPRAM_WORDS
+        lanes = self._width // 16
+        bank = Signal(range(banks), name="bank")
+        rbank = Signal(range(banks), name="rbank")
+        m.d.comb += bank.eq(self.addr[14:] if banks > 1 else 0)
+        with m.If(self.re):
+            m.d.sync += rbank.eq(bank)
+        for b in range(banks):
+            for k in range(lanes):
+                dout = Signal(16, name=f"spram_{b}_{k}_dout")
+                mask = Signal(4, name=f"spram_{b}_{k}_mask")
+                m.d.comb += mask.eq(self.wmask[2 * k].replicate(2) |
+                                    (self.wmask[2 * k + 1].replicate(2) << 2))
+                sel = (bank == b) if banks > 1 else 1
+                m.submodules[f"spram_{b}_{k}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=self.addr[:14], i_DATAIN=self.wdata[16 * k:16 * k + 16],
+                    i_MASKWREN=mask, i_WREN=self.we, i_CHIPSELECT=(self.re | self.we) & sel,
+                    i_CLOCK=ClockSignal("sync"), i_STANDBY=0, i_SLEEP=0,
+                    i_POWEROFF=1, o_DATAOUT=dout)
+                with m.If((rbank == b) if banks > 1 else 1):
+                    m.d.comb += self.rdata[16 * k:16 * k + 16].eq(dout)
+        return m
+
+
+class OnChipRam(wiring.Component):
+    """``size`` bytes of on-chip memory at ``base``, as an AXI4 slave with a host byte port.
+
+    The memory is one word (``bus_data_width`` bits) wide and has one access per cycle, shared
+    by the AXI4 port and the host port: between bursts the host port goes first, AXI reads and
+    writes take turns. A burst is served at one beat per cycle. Only INCR bursts of full-width
+    beats are supported (all the NPU issues); FIXED and WRAP are treated as INCR. A beat outside
+    ``[base, base + size)`` is not performed: reads return 0 with DECERR, writes are dropped and
+    answered DECERR.
+
+    Latency: the first R beat is valid two cycles after AR is accepted; B one cycle after the
+    last W beat. A host read's byte comes one cycle after the access is taken.
+
+    Parameters
+    ----------
+    config : NpuConfig
+        Bus data and ID widths.
+    base, size : int
+        Bus address and bytes; ``size`` a multiple of the beat and ``base`` beat aligned.
+    kind : str
+        ``"bram"`` or ``"spram"`` (:data:`RAM_KINDS`).
+
+    Members
+    -------
+    axi : In(axi4_signature(32, bus_data_width, bus_id_width))
+        The NPU's memory port.
+    host : In(host_signature(size))
+        The bridge's byte port.
+    """
+
+    def __init__(self, config, base, size, kind="bram"):
+        bb = config.bus_data_width // 8
+        if kind not in RAM_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(RAM_KINDS)}, not {kind!r}")
+        if not isinstance(size, int) or size <= 0 or size % bb or size & (size - 1):
+            raise ValueError(f"size must be a power of two multiple of {bb} bytes, not {size!r}")
+        if not isinstance(base, int) or base % bb or base < 0 or base + size > 1 << 32:
+            raise ValueError(f"base must be {bb}-byte aligned and base + size within 32 bits, "
+                             f"not {base!r}")
+        self._config = config
+        self._base, self._size, self._kind = base, size, kind
+        super().__init__({
+            "axi": In(axi4_signature(32, config.bus_data_width, config.bus_id_width)),
+            "host": In(host_signature(size)),
+        })
+
+    @property
+    def size(self):
+        return self._size
+
+    @property
+    def base(self):
+        return self._base
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        dw = c.bus_data_width
+        bb = dw // 8
+        shift = bb.bit_length() - 1
+        words = self._size // bb
+        core = (_Spram if self._kind == "spram" else _BlockRam)(words, dw)
+        m.submodules.core = core
+        bus, host = self.axi, self.host
+
+        def in_range(a):
+            return (a >= self._base) & (a < self._base + self._size)
+
+        def word_of(a):
+            return (a - self._base)[shift:shift + (words - 1).bit_length()]
+
+        # ---- host byte port: a cycle of its own between bursts
+        h_lane = Signal(range(bb))
+        m.d.sync += host.rvalid.eq(0)
+        m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane, 8))
+
+        # ---- AXI read beat pipeline: ``pend`` = the core returns a beat this cycle,
+        # ``hold`` = a beat parked because R was not ready.
+        pend, p_last, p_err = Signal(), Signal(), Signal()
+        hold, h_data, h_last, h_err = Signal(), Signal(dw), Signal(), Signal()
+        rid = Signal(len(bus.arid))
+        m.d.comb += [bus.rvalid.eq(pend | hold), bus.rid.eq(rid)]
+        with m.If(hold):
+            m.d.comb += [bus.rdata.eq(h_data), bus.rlast.eq(h_last),
+                         bus.rresp.eq(h_err.replicate(2) & Resp.DECERR)]
+        with m.Else():
+            m.d.comb += [bus.rdata.eq(core.rdata & ~p_err.replicate(dw)),
+                         bus.rlast.eq(p_last),
+                         bus.rresp.eq(p_err.replicate(2) & Resp.DECERR)]
+        with m.If(pend & ~bus.rready):
+            m.d.sync += [hold.eq(1), h_data.eq(core.rdata & ~p_err.replicate(dw)),
+                         h_last.eq(p_last), h_err.eq(p_err)]
+        with m.If(hold & bus.rready):
+            m.d.sync += hold.eq(0)
+        m.d.sync += pend.eq(0)
+
+        addr = Signal(32)
+        left = Signal(9)                 # beats still to issue (reads) or accept (writes)
+        w_err = Signal()
+        prefer_write = Signal()
+        bid = Signal(len(bus.awid))
+        with m.FSM(name="ram"):
+            with m.State("IDLE"):
+                with m.If(host.valid):
+                    m.d.comb += [host.ready.eq(1), core.addr.eq(host.addr >> shift),
+                                 core.re.eq(~host.we), core.we.eq(host.we),
+                                 core.wdata.eq(host.wdata.replicate(bb)),
+                                 core.wmask.eq(1 << host.addr[:shift] if shift else 1)]
+                    m.d.sync += [h_lane.eq(host.addr[:shift] if shift else 0),
+                                 host.rvalid.eq(~host.we)]
+                with m.Elif(bus.arvalid & (~bus.awvalid | ~prefer_write)):
+                    m.d.comb += bus.arready.eq(1)
+                    m.d.sync += [addr.eq(bus.araddr), left.eq(bus.arlen + 1), rid.eq(bus.arid),
+                                 prefer_write.eq(1)]
+                    m.next = "READ"
+                with m.Elif(bus.awvalid):
+                    m.d.comb += bus.awready.eq(1)
+                    m.d.sync += [addr.eq(bus.awaddr), bid.eq(bus.awid), w_err.eq(0),
+                                 prefer_write.eq(0)]
+                    m.next = "WRITE"
+            with m.State("READ"):
+                issue = Signal()
+                m.d.comb += issue.eq((left != 0) & ~hold & (~pend | bus.rready))
+                with m.If(issue):
+                    m.d.comb += [core.addr.eq(word_of(addr)), core.re.eq(in_range(addr))]
+                    m.d.sync += [pend.eq(1), p_last.eq(left == 1), p_err.eq(~in_range(addr)),
+                                 addr.eq(addr + bb), left.eq(left - 1)]
+                with m.If((left == 0) & bus.rvalid & bus.rready & bus.rlast):
+                    m.next = "IDLE"
+            with m.State("WRITE"):
+                m.d.comb += bus.wready.eq(1)
+                with m.If(bus.wvalid):
+                    m.d.comb += [core.addr.eq(word_of(addr)), core.we.eq(in_range(addr)),
+                                 core.wdata.eq(bus.wdata), core.wmask.eq(bus.wstrb)]
+                    m.d.sync += [addr.eq(addr + bb), w_err.eq(w_err | ~in_range(addr))]
+                    with m.If(bus.wlast):
+                        m.next = "RESP"
+            with m.State("RESP"):
+                m.d.comb += [bus.bvalid.eq(1), bus.bid.eq(bid),
+                             bus.bresp.eq(w_err.replicate(2) & Resp.DECERR)]
+                with m.If(bus.bready):
+                    m.next = "IDLE"
+        return m
