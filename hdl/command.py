@@ -37,14 +37,6 @@ def _nm1(n):
     return (n - 1)[:len(n)]
 
 
-def _span(base, terms):
-    """``base + sum((n - 1) * stride)``: the last row/byte a strided block touches."""
-    out = base
-    for n, s in terms:
-        out = out + _nm1(n) * s
-    return out
-
-
 class CommandProcessor(wiring.Component):
     """Fetches, checks and dispatches the program; runs the three queues' token protocol.
 
@@ -56,7 +48,9 @@ class CommandProcessor(wiring.Component):
       for a read answered with an error. Fetching stops after such an entry.
     - *Decode*: each entry is checked exactly as ``firmware.golden.GoldenNpu._fetch`` and the
       ``_check_*`` methods do (opcode, reserved bits, END and neighbour token flags, field ranges,
-      buffer row ranges, memory window), in program order, over two cycles; the first failing
+      buffer row ranges, memory window), in program order; the spans (the last buffer row and
+      byte a strided block touches) take one multiply-add a cycle on a single shared
+      multiplier (6 for LOAD, STORE and POOL, 9 for COMPUTE); the first failing
       check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
       here: FETCH_STALL); END stops decoding.
     - *Units*: each takes the head of its queue into a register, waits until its pop tokens are
@@ -69,7 +63,8 @@ class CommandProcessor(wiring.Component):
       is idle or blocked on tokens (at least one blocked) and the decoder cannot dispatch or has
       seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
 
-    Latency: a command reaches its queue 4 cycles after its fetch-buffer entry is at the head.
+    Latency: a command reaches its queue 5 cycles after its fetch-buffer entry is at the head,
+    plus one per span term (0 to 9).
 
     Members
     -------
@@ -250,48 +245,107 @@ class CommandProcessor(wiring.Component):
         reg("l_zero", (L.x_size == 0) | (L.y_size == 0) | (L.z_size == 0), 1)
         reg("l_pad", (L.pad_top + L.pad_bottom > L.y_size) |
             (L.pad_left + L.pad_right > L.x_size), 1)
-        reg("l_rows", _span(L.sram_addr, [(L.z_size, L.sram_z_stride),
-                                          (L.y_size, L.sram_y_stride),
-                                          (L.x_size, L.sram_x_stride)]) >= depth, 1)
         iy = Signal(13)
         ix = Signal(13)
         m.d.comb += [iy.eq(L.y_size - L.pad_top - L.pad_bottom),
                      ix.eq(L.x_size - L.pad_left - L.pad_right)]
         reg("l_nowin", (iy == 0) | (ix == 0), 1)
-        l_hi = reg("l_hi", _span(L.dram_addr, [(L.z_size, L.dram_z_stride),
-                                               (iy, L.dram_y_stride),
-                                               (ix, L.dram_x_stride)]) +
-                   Mux(is_wide, L.elems << 2, L.elems) - 1, 48)
         # STORE
         reg("s_elems", (S.elems < 1) | (S.elems > c.cols), 1)
         reg("s_zero", (S.x_size == 0) | (S.y_size == 0) | (S.z_size == 0), 1)
-        reg("s_acc", _span(S.acc_addr, [(S.z_size, S.acc_z_stride), (S.y_size, S.acc_y_stride),
-                                        (S.x_size, S.acc_x_stride)]) >= c.acc_depth, 1)
         z1 = _nm1(S.z_size)                 # (z - 1) * 3 as a shift and an add: no multiplier
         reg("s_param", pp_static + (z1 << 1) + z1 + 2 >= c.param_depth, 1)
-        s_dspan = _span(0, [(S.z_size, S.dram_z_stride), (S.y_size, S.dram_y_stride),
-                            (S.x_size, S.dram_x_stride)]) + S.elems - 1
-        s_hi = reg("s_hi", S.dram_addr + s_dspan, 48)
-        r_hi = reg("r_hi", S.res_addr + s_dspan, 48)
         # COMPUTE
         reg("c_zero", (C.x_size == 0) | (C.y_size == 0) | (C.kx_size == 0) |
             (C.ky_size == 0) | (C.kz_size == 0), 1)
-        tiles = Signal(36)
-        m.d.comb += tiles.eq(C.kz_size * C.ky_size * C.kx_size)
-        reg("c_wgt", C.wgt_addr + tiles * c.rows - 1 >= c.weight_depth, 1)
-        reg("c_in", _span(C.in_addr, [(C.y_size, C.in_y_stride), (C.x_size, C.in_x_stride),
-                                      (C.kz_size, C.in_kz_stride), (C.ky_size, C.in_ky_stride),
-                                      (C.kx_size, C.in_kx_stride)]) >= c.input_depth, 1)
-        reg("c_acc", _span(C.acc_addr, [(C.y_size, C.acc_y_stride),
-                                        (C.x_size, C.acc_x_stride)]) >= c.acc_depth, 1)
         # POOL
         reg("p_win", (P.win_w < 1) | (P.win_h < 1), 1)
         reg("p_zero", (P.x_size == 0) | (P.y_size == 0), 1)
-        reg("p_in", _span(P.in_addr, [(P.y_size, P.in_y_stride), (P.x_size, P.in_x_stride),
-                                      (P.win_h, P.win_y_stride),
-                                      (P.win_w, P.win_x_stride)]) >= c.input_depth, 1)
-        reg("p_acc", _span(P.acc_addr, [(P.y_size, P.acc_y_stride),
-                                        (P.x_size, P.acc_x_stride)]) >= c.acc_depth, 1)
+
+        # Spans (the last row or byte a strided block touches), one multiply-add a cycle on
+        # one shared multiplier: span[i] = base + sum((n - 1) * stride) over the command's
+        # terms (COMPUTE also forms kz * ky * kx for its weight rows). Up to 9 cycles.
+        span = [Signal(48, name=f"span_{i}") for i in range(3)]
+        tiles = Signal(36)
+        step = Signal(4)
+        ma = Signal(13)
+        mb = Signal(24)
+        dest = Signal(2)            # 0..2: span[dest] += ma * mb; 3: tiles = ma * mb
+        nsteps = Signal(4)
+        A, B, Cc, T = 0, 1, 2, 3
+        zs, ys, xs = _nm1(L.z_size), _nm1(L.y_size), _nm1(L.x_size)
+        programs = {
+            isa.Opcode.LOAD: [(zs, L.sram_z_stride, A), (ys, L.sram_y_stride, A),
+                              (xs, L.sram_x_stride, A), (zs, L.dram_z_stride, B),
+                              (_nm1(iy), L.dram_y_stride, B), (_nm1(ix), L.dram_x_stride, B)],
+            isa.Opcode.STORE: [(_nm1(S.z_size), S.acc_z_stride, A),
+                               (_nm1(S.y_size), S.acc_y_stride, A),
+                               (_nm1(S.x_size), S.acc_x_stride, A),
+                               (_nm1(S.z_size), S.dram_z_stride, B),
+                               (_nm1(S.y_size), S.dram_y_stride, B),
+                               (_nm1(S.x_size), S.dram_x_stride, B)],
+            isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T), (C.kx_size, tiles[:24], T),
+                                 (_nm1(C.y_size), C.in_y_stride, B),
+                                 (_nm1(C.x_size), C.in_x_stride, B),
+                                 (_nm1(C.kz_size), C.in_kz_stride, B),
+                                 (_nm1(C.ky_size), C.in_ky_stride, B),
+                                 (_nm1(C.kx_size), C.in_kx_stride, B),
+                                 (_nm1(C.y_size), C.acc_y_stride, Cc),
+                                 (_nm1(C.x_size), C.acc_x_stride, Cc)],
+            isa.Opcode.POOL: [(_nm1(P.y_size), P.in_y_stride, B),
+                              (_nm1(P.x_size), P.in_x_stride, B),
+                              (_nm1(P.win_h), P.win_y_stride, B),
+                              (_nm1(P.win_w), P.win_x_stride, B),
+                              (_nm1(P.y_size), P.acc_y_stride, Cc),
+                              (_nm1(P.x_size), P.acc_x_stride, Cc)],
+        }
+        inits = {
+            isa.Opcode.LOAD: (L.sram_addr, L.dram_addr + Mux(is_wide, L.elems << 2, L.elems) - 1,
+                              0),
+            isa.Opcode.STORE: (S.acc_addr, S.elems - 1, 0),
+            isa.Opcode.COMPUTE: (0, C.in_addr, C.acc_addr),
+            isa.Opcode.POOL: (0, P.in_addr, P.acc_addr),
+        }
+        with m.Switch(op):
+            for o, terms in programs.items():
+                with m.Case(o):
+                    m.d.comb += nsteps.eq(len(terms))
+                    with m.Switch(step):
+                        for k, (a, b, d) in enumerate(terms):
+                            with m.Case(k):
+                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d)]
+        product = Signal(37)
+        m.d.comb += product.eq(ma * mb)
+        span_init = Signal()        # decode: load the bases (CHECK1)
+        span_step = Signal()        # decode: one term (SPAN)
+        with m.If(span_init):
+            m.d.sync += [step.eq(0), tiles.eq(0)]
+            with m.Switch(op):
+                for o, bases in inits.items():
+                    with m.Case(o):
+                        m.d.sync += [sp.eq(b) for sp, b in zip(span, bases)]
+        with m.If(span_step):
+            m.d.sync += step.eq(step + 1)
+            with m.Switch(dest):
+                for i in range(3):
+                    with m.Case(i):
+                        m.d.sync += span[i].eq(span[i] + product)
+                with m.Case(T):
+                    m.d.sync += tiles.eq(product)
+        # tiles * rows as shifts and adds (a constant product would take a DSP)
+        wrows = sum((tiles << b) for b in range(c.rows.bit_length()) if c.rows >> b & 1)
+        span_checks = {
+            "l_rows": (span[A] >= depth, 1), "l_hi": (span[B], 48),
+            "s_acc": (span[A] >= c.acc_depth, 1), "s_hi": (S.dram_addr + span[B], 48),
+            "r_hi": (S.res_addr + span[B], 48),
+            "c_wgt": (C.wgt_addr + wrows - 1 >= c.weight_depth, 1),
+            "c_in": (span[B] >= c.input_depth, 1), "c_acc": (span[Cc] >= c.acc_depth, 1),
+            "p_in": (span[B] >= c.input_depth, 1), "p_acc": (span[Cc] >= c.acc_depth, 1),
+        }
+        for name, (expr, w) in span_checks.items():
+            reg(name, expr, w)     # registered every cycle: valid the cycle after SPAN ends
+        l_hi, s_hi, r_hi = chk["l_hi"], chk["s_hi"], chk["r_hi"]
+
         # Header
         reserved = Signal()
         with m.Switch(op):
@@ -400,6 +454,14 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += cur.eq(fbuf.r_data)
                     m.next = "CHECK1"
             with m.State("CHECK1"):
+                m.d.comb += span_init.eq(1)
+                m.next = "SPAN"
+            with m.State("SPAN"):
+                with m.If(step == nsteps):
+                    m.next = "SPAN_DONE"
+                with m.Else():
+                    m.d.comb += span_step.eq(1)
+            with m.State("SPAN_DONE"):
                 m.next = "CHECK2"
             with m.State("CHECK2"):
                 with m.If(~verdict_ok):
