@@ -273,39 +273,33 @@ class CommandProcessor(wiring.Component):
         dest = Signal(2)            # 0..2: span[dest] += ma * mb; 3: tiles = ma * mb
         nsteps = Signal(4)
         A, B, Cc, T = 0, 1, 2, 3
-        zs, ys, xs = _nm1(L.z_size), _nm1(L.y_size), _nm1(L.x_size)
-        programs = {
-            isa.Opcode.LOAD: [(zs, L.sram_z_stride, A), (ys, L.sram_y_stride, A),
-                              (xs, L.sram_x_stride, A), (zs, L.dram_z_stride, B),
-                              (_nm1(iy), L.dram_y_stride, B), (_nm1(ix), L.dram_x_stride, B)],
-            isa.Opcode.STORE: [(_nm1(S.z_size), S.acc_z_stride, A),
-                               (_nm1(S.y_size), S.acc_y_stride, A),
-                               (_nm1(S.x_size), S.acc_x_stride, A),
-                               (_nm1(S.z_size), S.dram_z_stride, B),
-                               (_nm1(S.y_size), S.dram_y_stride, B),
-                               (_nm1(S.x_size), S.dram_x_stride, B)],
-            isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T), (C.kx_size, tiles[:24], T),
-                                 (_nm1(C.y_size), C.in_y_stride, B),
-                                 (_nm1(C.x_size), C.in_x_stride, B),
-                                 (_nm1(C.kz_size), C.in_kz_stride, B),
-                                 (_nm1(C.ky_size), C.in_ky_stride, B),
-                                 (_nm1(C.kx_size), C.in_kx_stride, B),
-                                 (_nm1(C.y_size), C.acc_y_stride, Cc),
-                                 (_nm1(C.x_size), C.acc_x_stride, Cc)],
-            isa.Opcode.POOL: [(_nm1(P.y_size), P.in_y_stride, B),
-                              (_nm1(P.x_size), P.in_x_stride, B),
-                              (_nm1(P.win_h), P.win_y_stride, B),
-                              (_nm1(P.win_w), P.win_x_stride, B),
-                              (_nm1(P.y_size), P.acc_y_stride, Cc),
-                              (_nm1(P.x_size), P.acc_x_stride, Cc)],
+        # Per opcode: (span, base, [(n, stride), ...]) for each span it checks, as in
+        # GoldenNpu's checks; COMPUTE first forms its tile count kz * ky * kx (dest T).
+        spans = {
+            isa.Opcode.LOAD: [
+                (A, L.sram_addr, [(L.z_size, L.sram_z_stride), (L.y_size, L.sram_y_stride),
+                                  (L.x_size, L.sram_x_stride)]),
+                (B, L.dram_addr + Mux(is_wide, L.elems << 2, L.elems) - 1,
+                 [(L.z_size, L.dram_z_stride), (iy, L.dram_y_stride), (ix, L.dram_x_stride)])],
+            isa.Opcode.STORE: [
+                (A, S.acc_addr, [(S.z_size, S.acc_z_stride), (S.y_size, S.acc_y_stride),
+                                 (S.x_size, S.acc_x_stride)]),
+                (B, S.elems - 1, [(S.z_size, S.dram_z_stride), (S.y_size, S.dram_y_stride),
+                                  (S.x_size, S.dram_x_stride)])],
+            isa.Opcode.COMPUTE: [
+                (B, C.in_addr, [(C.y_size, C.in_y_stride), (C.x_size, C.in_x_stride),
+                                (C.kz_size, C.in_kz_stride), (C.ky_size, C.in_ky_stride),
+                                (C.kx_size, C.in_kx_stride)]),
+                (Cc, C.acc_addr, [(C.y_size, C.acc_y_stride), (C.x_size, C.acc_x_stride)])],
+            isa.Opcode.POOL: [
+                (B, P.in_addr, [(P.y_size, P.in_y_stride), (P.x_size, P.in_x_stride),
+                                (P.win_h, P.win_y_stride), (P.win_w, P.win_x_stride)]),
+                (Cc, P.acc_addr, [(P.y_size, P.acc_y_stride), (P.x_size, P.acc_x_stride)])],
         }
-        inits = {
-            isa.Opcode.LOAD: (L.sram_addr, L.dram_addr + Mux(is_wide, L.elems << 2, L.elems) - 1,
-                              0),
-            isa.Opcode.STORE: (S.acc_addr, S.elems - 1, 0),
-            isa.Opcode.COMPUTE: (0, C.in_addr, C.acc_addr),
-            isa.Opcode.POOL: (0, P.in_addr, P.acc_addr),
-        }
+        pre = {isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T), (C.kx_size, tiles[:24], T)]}
+        programs = {o: pre.get(o, []) + [(_nm1(n), st, d) for d, _, ts in sp for n, st in ts]
+                    for o, sp in spans.items()}
+        inits = {o: [(d, base) for d, base, _ in sp] for o, sp in spans.items()}
         with m.Switch(op):
             for o, terms in programs.items():
                 with m.Case(o):
@@ -323,7 +317,8 @@ class CommandProcessor(wiring.Component):
             with m.Switch(op):
                 for o, bases in inits.items():
                     with m.Case(o):
-                        m.d.sync += [sp.eq(b) for sp, b in zip(span, bases)]
+                        m.d.sync += [sp.eq(0) for sp in span]
+                        m.d.sync += [span[d].eq(b) for d, b in bases]
         with m.If(span_step):
             m.d.sync += step.eq(step + 1)
             with m.Switch(dest):
