@@ -41,17 +41,24 @@ from firmware.models import quantized_resnet, synthetic_images
 RESULTS = Path(__file__).resolve().parent / "results" / "onnxruntime_agreement.json"
 
 
-def _model(arch, size):
-    return quantized_resnet(arch, size, 1000, calib=4) if size >= 224 else \
-        quantized_resnet(arch, size, 10)
+def _model(arch, size, integer=False):
+    return quantized_resnet(arch, size, 1000, calib=4, dedicated=integer) if size >= 224 else \
+        quantized_resnet(arch, size, 10, dedicated=integer)
 
 
-def _session(model, level=None):
+#: onnxruntime optimisers left out with ``--integer-reference``: common-subexpression
+#: elimination merges the dedicated DequantizeLinear nodes back into one with several consumers,
+#: which no QDQ fusion accepts.
+_INTEGER_DISABLED = ["CommonSubexpressionElimination"]
+
+
+def _session(model, level=None, disabled=()):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if level is not None:
         options.graph_optimization_level = level
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
 
 
 def _ort_int8(sess, prog, x):
@@ -69,17 +76,19 @@ class _OrtIntermediates:
     QuantizeLinear named after it.
     """
 
-    def __init__(self, path, graph):
+    def __init__(self, path, graph, disabled=()):
         with tempfile.TemporaryDirectory() as tmp:
             options = ort.SessionOptions()
             options.log_severity_level = 3
             options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
             self.reference = ort.InferenceSession(str(path), options,
-                                                  providers=["CPUExecutionProvider"])
+                                                  providers=["CPUExecutionProvider"],
+                                                  disabled_optimizers=list(disabled))
             opt = onnx.load(options.optimized_model_filepath)
         producer = {out: n for n in opt.graph.node for out in n.output}
         inits = {i.name: i for i in opt.graph.initializer}
         quant = {n.name: n for n in opt.graph.node if n.op_type == "QuantizeLinear"}
+        quantizes = {n.input[0]: n for n in quant.values()}
         self.names, self.kinds = {}, {}
         for op in graph.ops:
             q = quant.get(op.out.removesuffix("_Output"))
@@ -87,6 +96,8 @@ class _OrtIntermediates:
                 q.output[0] if q is not None else None
             if name is None:
                 continue
+            if name in quantizes:       # a float result (DQ -> op -> Q): the int8 is its Q's
+                name = quantizes[name].output[0]
             node = producer[name]
             self.names[op.out] = name
             if node.op_type == "QuantizeLinear":
@@ -149,17 +160,26 @@ def main():
     ap.add_argument("--images", type=int, default=None, help="inputs per model")
     ap.add_argument("--config", default="default")
     ap.add_argument("--seeds", action="store_true", help="locate the first differences")
-    ap.add_argument("--output", default=str(RESULTS))
+    ap.add_argument("--integer-reference", action="store_true",
+                    help="quantise with DedicatedQDQPair and run onnxruntime without "
+                         "common-subexpression elimination, so that it fuses every convolution "
+                         "into QLinearConv")
+    ap.add_argument("--output", default=None,
+                    help=f"JSON results (default {RESULTS}, or its -integer variant)")
     args = ap.parse_args()
+    disabled = _INTEGER_DISABLED if args.integer_reference else ()
+    if args.output is None:
+        args.output = str(RESULTS.with_stem(RESULTS.stem + "-integer")) \
+            if args.integer_reference else str(RESULTS)
 
     results = []
     for arch in args.arch:
         for size in args.size:
-            path = _model(arch, size)
+            path = _model(arch, size, args.integer_reference)
             prog = compile_model(path, args.config, memory_size=1 << 28)
-            sess = _session(str(path))
+            sess = _session(str(path), disabled=disabled)
             graph = import_onnx(onnx.load(str(path)))
-            ints = _OrtIntermediates(path, graph) if args.seeds else None
+            ints = _OrtIntermediates(path, graph, disabled) if args.seeds else None
             images = args.images or (4 if size >= 224 else 12)
             for seed in range(images):
                 x = synthetic_images(1, size, seed=seed)
@@ -187,6 +207,7 @@ def main():
     dest = Path(args.output)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps({"benchmark": "onnxruntime_agreement", "config": args.config,
+                                "integer_reference": args.integer_reference,
                                 "onnxruntime": ort.__version__, "cpus": os.cpu_count(),
                                 "runs": results}, indent=2) + "\n")
     print(f"wrote {dest}")

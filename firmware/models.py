@@ -245,15 +245,18 @@ def float_resnet(arch="resnet50", size=224, num_classes=1000, seed=0) -> Path:
 
 
 def quantized_resnet(arch="resnet50", size=224, num_classes=1000, seed=0, calib=8, fmt="qdq",
-                     activations="int8") -> Path:
+                     activations="int8", dedicated=False) -> Path:
     """Path of the cached int8 model (``fmt`` and ``activations`` as :func:`quantize`),
-    calibrated on ``calib`` synthetic images."""
+    calibrated on ``calib`` synthetic images. ``dedicated`` quantises with ``DedicatedQDQPair``
+    (one QuantizeLinear/DequantizeLinear pair per consumer of a tensor)."""
     kind = fmt if activations == "int8" else f"{fmt}-{activations}"
+    kind += "-dedicated" if dedicated else ""
     path = MODEL_DIR / (f"{arch}_{size}_c{num_classes}_s{seed}_v{MODELS_VERSION}_cal{calib}"
                         f".{kind}.onnx")
     src = float_resnet(arch, size, num_classes, seed)
+    extra = {"DedicatedQDQPair": True} if dedicated else None
     return _cached(path, lambda p: quantize(src, p, synthetic_images(calib, size, seed=1000 + seed),
-                                            fmt, activations))
+                                            fmt, activations, extra))
 
 
 # -- single layers: every distinct layer shape of a network, as its own model ----------------
