@@ -199,6 +199,11 @@ def _power_of_two(lo: int | None = None, hi: int | None = None) -> Rule:
     return Rule(doc, check)
 
 
+#: The allowed ``array.postproc_steps``: each splits the post-processor's 32-bit and 31-bit
+#: multipliers into parts of ``ceil(bits / steps)`` bits, none of them empty.
+POSTPROC_STEPS = (1, 2, 4, 8, 16)
+
+
 def _one_of(*choices: Any, why: str = "") -> Rule:
     listed = ", ".join(_render(c) for c in choices)
     reason = (f"must be {listed}" if len(choices) == 1 else f"must be one of {listed}")
@@ -392,6 +397,10 @@ SCHEMA: tuple[Key, ...] = (
         (_between(1, 128), _at_most_field("cols", "more lanes than columns")),
         "post-processor lanes computed per cycle: a row takes ceil(cols / lanes) cycles (fewer "
         "lanes, fewer multipliers: 6 per lane)"),
+    Key("array", "postproc_steps", "pp_steps", "integer", 1, (_one_of(*POSTPROC_STEPS),),
+        "cycles per post-processor multiplication, on multipliers that many times narrower (in "
+        "logic, for a device whose DSPs the array uses up): a row takes ceil(cols / lanes) * "
+        "steps cycles"),
 
     _depth("input", "input scratchpad", "rows int8"),
     _banks("input", "input scratchpad"),
@@ -430,6 +439,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("memory", "window_size", "window_size", "integer", 0x1000_0000,
         (_between(0, lo_open=True), _multiple_of(PAGE, "4 KiB"), _window_fits()),
         "reset value of the memory window's size, in bytes", hex=True),
+
+    Key("perf", "counter_bits", "perf_bits", "integer", 64, (_between(32, 64),),
+        "width of each performance counter (it wraps at 2^bits; the high word reads bits 32 and "
+        "up): 32 on a device with little logic"),
 
     Key("target", "device", "device", "string", "none",
         (_one_of("none", "ice40-up5k", "ecp5-85f"),), "FPGA the configuration is sized for"),
@@ -507,6 +520,7 @@ class NpuConfig:
     cols: int
     dataflow: str
     pp_lanes: int
+    pp_steps: int
     # [buffers]
     input_depth: int
     input_banks: int
@@ -530,6 +544,8 @@ class NpuConfig:
     # [memory]
     window_base: int
     window_size: int
+    # [perf]
+    perf_bits: int
     # [target]
     device: str
     clock_mhz: int | float

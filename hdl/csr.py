@@ -50,8 +50,9 @@ class CsrBank(wiring.Component):
     - RO with a fixed value (ID, VERSION, HW_CONFIG*, CONFIG_HASH): constants, no port;
     - other RO (STATUS, ERR_INDEX, ERR_ADDR): ``In`` ports, read live;
     - the performance counters: ``perf``, an array of 64-bit ``In`` ports indexed by
-      :class:`hdl.isa.PerfCounter`. Reading a low word latches that counter's high word, which
-      a read of the high word returns.
+      :class:`hdl.isa.PerfCounter`. Reading a low word latches that counter's high word into
+      one latch shared by all counters, which a read of any high word returns (read a counter's
+      low word, then its high word).
 
     Unmapped addresses read as zero and ignore writes; every response is OKAY. Byte strobes are
     honoured for RW registers.
@@ -166,7 +167,7 @@ class CsrBank(wiring.Component):
         with m.If(r_valid & bus.rready):
             m.d.sync += r_valid.eq(0)
         r_word = bus.araddr[2:]
-        hi_latch = [Signal(32, name=f"perf_hi_{c.name.lower()}") for c in isa.PerfCounter]
+        hi_latch = Signal(32, name="perf_hi")
         with m.If(bus.arvalid & bus.arready):
             m.d.sync += [r_valid.eq(1), r_data.eq(0)]
             with m.Switch(r_word):
@@ -176,9 +177,9 @@ class CsrBank(wiring.Component):
                             idx = (reg.offset - isa.PERF_BASE) // 8
                             if reg.name.endswith("_LO"):
                                 m.d.sync += [r_data.eq(self.perf[idx][:32]),
-                                             hi_latch[idx].eq(self.perf[idx][32:])]
+                                             hi_latch.eq(self.perf[idx][32:])]
                             else:
-                                m.d.sync += r_data.eq(hi_latch[idx])
+                                m.d.sync += r_data.eq(hi_latch)
                         elif _is_constant(reg):
                             m.d.sync += r_data.eq(reg.reset)
                         elif reg.access == isa.Access.WO:

@@ -100,7 +100,7 @@ class ExecTop(wiring.Component):
                                                 read_ports=2, transparent=True)
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
-        m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes)
+        m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps)
 
         wiring.connect(m, wiring.flipped(self.cmd), exe.cmd)
         m.d.comb += [self.done.eq(exe.done), self.mac_active.eq(exe.mac_active),

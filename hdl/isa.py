@@ -87,8 +87,9 @@ class ErrorCode(enum.Enum, shape=8):
 
 
 class PerfCounter(enum.Enum, shape=5):
-    """64-bit performance counters, cleared by START, counting while busy (what each counts:
-    :data:`PERF_DOCS`)."""
+    """Performance counters of ``perf.counter_bits`` bits (64 by default, zero-extended to the
+    64 bits of a LO/HI register pair; a counter wraps at 2^bits), cleared by START, counting
+    while busy (what each counts: :data:`PERF_DOCS`)."""
     CYCLES = 0
     COMMANDS = 1
     LOAD_BUSY = 2
@@ -497,7 +498,8 @@ IRQ, _IRQ_DOCS = _reg_layout([
 ])
 
 #: Byte offset of the performance counters: counter i is at PERF_BASE + 8*i (low word) and
-#: PERF_BASE + 8*i + 4 (high word). Reading the low word latches the high word.
+#: PERF_BASE + 8*i + 4 (high word). Reading a low word latches that counter's high word into the
+#: one latch every high word reads: read a counter's low word, then its high word.
 PERF_BASE = 0x100
 
 

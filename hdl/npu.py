@@ -233,7 +233,7 @@ class Npu(wiring.Component):
         events[PC.BYTES_READ] = read_bytes
         events[PC.BYTES_WRITTEN] = written
         for counter in PC:
-            value = Signal(64, name=f"perf_{counter.name.lower()}")
+            value = Signal(c.perf_bits, name=f"perf_{counter.name.lower()}")
             with m.If(clear_perf):
                 m.d.sync += value.eq(0)
             with m.Elif(running):

@@ -5,8 +5,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
+from .config import POSTPROC_STEPS as STEPS
 
-__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp", "shift_add_mul"]
+__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp", "shift_add_mul",
+           "STEPS"]
 
 #: Stage-2 multipliers (``add_ma``, ``add_mb``, 31 bits) are split at this bit: the 17 bits above
 #: it multiply on one DSP (9 x 18 signed), the 14 below by shift-and-add in logic.
@@ -44,7 +46,8 @@ def round_shift(m, x, s, name):
 def shift_add_mul(m, x, k, name):
     """``x * k`` as a sum of shifted copies of ``k``, one per bit of ``x``: logic, no DSP.
 
-    ``x`` is signed (its top bit weighs ``-2**(len(x) - 1)``), ``k`` unsigned. Synthesis maps a
+    ``x`` is signed (its top bit weighs ``-2**(len(x) - 1)``), ``k`` unsigned or signed (a
+    signed ``k`` is sign-extended into each term). Synthesis maps a
     ``*`` onto DSP blocks however narrow it is; this form keeps a narrow partial product out of
     them.
     """
@@ -57,6 +60,21 @@ def shift_add_mul(m, x, k, name):
     out = Signal(signed(w + 1), name=f"{name}_p")
     m.d.comb += out.eq(sum(terms[1:], terms[0]))
     return out
+
+
+def _part_mux(m, ph, value, steps, top_signed, name):
+    """Part ``steps - 1 - ph`` of ``value`` split into ``steps`` parts of ``ceil(len / steps)``
+    bits (most significant first, as a Horner sum takes them): the top part signed when
+    ``top_signed``, the others unsigned; as a signed value one bit wider than a part."""
+    b = -(-len(value) // steps)
+    part = Signal(signed(b + 1), name=name)
+    with m.Switch(ph):
+        for k in range(steps):
+            j = steps - 1 - k
+            bits = value[j * b:min((j + 1) * b, len(value))]
+            with m.Case(k):
+                m.d.comb += part.eq(bits.as_signed() if top_signed and j == steps - 1 else bits)
+    return part, b
 
 
 def clamp(v, lo, hi):
@@ -101,6 +119,13 @@ class PostProcessor(wiring.Component):
     empty or taken, so with ``lanes == cols`` it sustains one row per cycle; :attr:`LATENCY` is
     the number of cycles from a transfer on ``i`` to the row at ``o`` without backpressure.
 
+    With ``steps > 1`` every multiplication takes ``steps`` cycles on multipliers ``steps``
+    times narrower (for a target whose DSPs the array uses up): the 32 x 32 product is the Horner
+    sum of ``v`` times ``steps`` parts of ``mult`` of ``ceil(32 / steps)`` bits, most significant
+    (signed) first, and each residual product likewise over parts of ``add_ma``/``add_mb``. The
+    whole pipeline then advances once every ``steps`` cycles (a beat every ``steps`` cycles),
+    and a row's latency is ``1 + (LATENCY - 1) * steps`` cycles from its transfer.
+
     With ``lanes < cols`` the arithmetic exists for ``lanes`` lanes only (6 DSP multipliers a lane
     on ECP5, 4 for the 32 x 32 requantization product and 1 per residual product, instead of
     ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
@@ -113,6 +138,8 @@ class PostProcessor(wiring.Component):
         Lanes per row.
     lanes : int or None
         Lanes computed per cycle (default ``cols``).
+    steps : int
+        Cycles per multiplication, one of :data:`STEPS` (default 1).
 
     Members
     -------
@@ -126,15 +153,18 @@ class PostProcessor(wiring.Component):
 
     LATENCY = 6
 
-    def __init__(self, cols, lanes=None):
+    def __init__(self, cols, lanes=None, steps=1):
         if not isinstance(cols, int) or cols < 1:
             raise TypeError(f"cols must be a positive integer, not {cols!r}")
         if lanes is None:
             lanes = cols
         if not isinstance(lanes, int) or not 1 <= lanes <= cols:
             raise TypeError(f"lanes must be an integer in 1..cols ({cols}), not {lanes!r}")
+        if steps not in STEPS:
+            raise TypeError(f"steps must be one of {STEPS}, not {steps!r}")
         self._cols = cols
         self._lanes = lanes
+        self._steps = steps
         super().__init__({
             "config": In(isa.SETPP),
             "i": In(stream.Signature(postproc_input_layout(cols))),
@@ -150,17 +180,30 @@ class PostProcessor(wiring.Component):
         return self._lanes
 
     @property
+    def steps(self):
+        return self._steps
+
+    @property
     def beats(self):
         """Cycles per row: ``ceil(cols / lanes)``."""
         return -(-self._cols // self._lanes)
 
     def elaborate(self, platform):
         m = Module()
-        cols, lanes, beats = self._cols, self._lanes, self.beats
+        cols, lanes, beats, steps = self._cols, self._lanes, self.beats, self._steps
         cfg = self.config
         n = self.LATENCY
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
+        # adv: the pipeline advances (every cycle ce allows; with steps > 1, at the last phase)
+        if steps == 1:
+            adv = ce
+        else:
+            ph = Signal(range(steps))
+            adv = Signal()
+            m.d.comb += adv.eq(ce & (ph == steps - 1))
+            with m.If(ce):
+                m.d.sync += ph.eq(Mux(adv, 0, ph + 1))
 
         # Beat source: the input row itself (beats == 1), or a held row, `lanes` lanes a beat.
         p = self.i.payload
@@ -168,15 +211,15 @@ class PostProcessor(wiring.Component):
         src_beat = Signal(range(beats))
         src = Signal(postproc_input_layout(lanes))
         if beats == 1:
-            m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(ce)]
+            m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(adv)]
         else:
             h_valid = Signal()
             h_row = Signal(postproc_input_layout(cols))
             last = src_beat == beats - 1
             m.d.comb += [src_valid.eq(h_valid),
-                         self.i.ready.eq(~h_valid | (ce & last)),
+                         self.i.ready.eq(~h_valid | (adv & last)),
                          src.use_residual.eq(h_row.use_residual)]
-            with m.If(ce & h_valid):
+            with m.If(adv & h_valid):
                 m.d.sync += src_beat.eq(Mux(last, 0, src_beat + 1))
                 with m.If(last):
                     m.d.sync += h_valid.eq(0)
@@ -196,13 +239,16 @@ class PostProcessor(wiring.Component):
         beat = [Signal(range(beats), name=f"beat{k + 1}") for k in range(n - 1)]
         use_res = [Signal(name=f"use_res{k + 1}") for k in range(n - 1)]
         o_valid = Signal()
-        with m.If(ce):
+        with m.If(adv):
             m.d.sync += [valid[0].eq(src_valid), beat[0].eq(src_beat),
                          use_res[0].eq(src.use_residual)]
             for k in range(1, n - 1):
                 m.d.sync += [valid[k].eq(valid[k - 1]), beat[k].eq(beat[k - 1]),
                              use_res[k].eq(use_res[k - 1])]
             m.d.sync += o_valid.eq(valid[n - 2] & (beat[n - 2] == beats - 1))
+        if steps > 1:
+            with m.Elif(self.o.ready):
+                m.d.sync += o_valid.eq(0)          # taken before the next advance
         m.d.comb += self.o.valid.eq(o_valid)
 
         for c in range(lanes):
@@ -220,14 +266,37 @@ class PostProcessor(wiring.Component):
             res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(3)]
             a4 = Signal(signed(8), name=f"a4_{c}")
             m.d.comb += a4.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi))
-            # stage 5 operands: the 17 high multiplier bits on a DSP, the 14 low ones in logic
-            hi_a = Signal(signed(27), name=f"hi_a_{c}")
-            hi_b = Signal(signed(27), name=f"hi_b_{c}")
-            m.d.comb += [hi_a.eq(da * cfg.add_ma[ADD_SPLIT:]),
-                         hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
-            lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
-            lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
-            with m.If(ce):
+            if steps == 1:
+                # stage 2: one 32 x 32 product
+                prod_next = v * mult1
+                # stage 5 operands: the 17 high multiplier bits on a DSP, the 14 low ones in
+                # logic
+                hi_a = Signal(signed(27), name=f"hi_a_{c}")
+                hi_b = Signal(signed(27), name=f"hi_b_{c}")
+                m.d.comb += [hi_a.eq(da * cfg.add_ma[ADD_SPLIT:]),
+                             hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
+                lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
+                lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
+                s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
+            else:
+                # Horner sums over the phases: a part of each multiplier a cycle, the last
+                # part's term added as the stage's register is written
+                pm, b = _part_mux(m, ph, mult1, steps, True, f"mult_part_{c}")
+                pacc = Signal(signed(64), name=f"prod_acc_{c}")
+                pa, b2 = _part_mux(m, ph, cfg.add_ma, steps, False, f"add_ma_part_{c}")
+                pb, _ = _part_mux(m, ph, cfg.add_mb, steps, False, f"add_mb_part_{c}")
+                sacc = Signal(signed(ADD_SUM_BITS), name=f"sum2_acc_{c}")
+                # the narrow products in logic (a `*` would be put on a DSP)
+                vp = shift_add_mul(m, pm, v, f"vp{c}")
+                dp = Signal(signed(ADD_SUM_BITS), name=f"dp_{c}")
+                m.d.comb += dp.eq(shift_add_mul(m, pa, da, f"dpa{c}") +
+                                  shift_add_mul(m, pb, dr, f"dpb{c}"))
+                with m.If(ce):
+                    m.d.sync += [pacc.eq(Mux(ph == 0, 0, pacc << b) + vp),
+                                 sacc.eq(Mux(ph == 0, 0, sacc << b2) + dp)]
+                prod_next = (pacc << b) + vp
+                s2_next = (sacc << b2) + dp
+            with m.If(adv):
                 m.d.sync += [
                     # stage 1: bias (wrapping int32)
                     v.eq((src.acc[c] + src.bias[c])[:32].as_signed()),
@@ -235,7 +304,7 @@ class PostProcessor(wiring.Component):
                     shift1.eq(src.shift[c]),
                     res[0].eq(src.residual[c]),
                     # stage 2: 32 x 32 -> 64-bit product
-                    prod.eq(v * mult1),
+                    prod.eq(prod_next),
                     shift2.eq(shift1),
                     res[1].eq(res[0]),
                     # stage 3: round half to even
@@ -246,7 +315,7 @@ class PostProcessor(wiring.Component):
                     da.eq(a4 - cfg.zp),
                     dr.eq(res[2] - cfg.res_zp),
                     # stage 5: residual rescale, exact
-                    s2.eq(((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b),
+                    s2.eq(s2_next),
                     a5.eq(a),
                 ]
             # stage 6: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
@@ -261,9 +330,9 @@ class PostProcessor(wiring.Component):
             y = Signal(signed(8), name=f"y_{c}")
             m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi),
                                  a5))
-            with m.If(ce):
-                for b in range(beats):
-                    if b * lanes + c < cols:
-                        with m.If(beat[n - 2] == b):
-                            m.d.sync += self.o.payload[b * lanes + c].eq(y)
+            with m.If(adv):
+                for bt in range(beats):
+                    if bt * lanes + c < cols:
+                        with m.If(beat[n - 2] == bt):
+                            m.d.sync += self.o.payload[bt * lanes + c].eq(y)
         return m

@@ -201,15 +201,17 @@ TOO_SMALL = "too small to hold one tile: needs at least 2*rows = 32 rows " \
 BAD_CASES = [
     # unknown keys and sections
     ({"array.rowz": "16"}, "array.rowz",
-     "unknown key array.rowz (known keys in [array]: rows, cols, dataflow, postproc_lanes)"),
+     "unknown key array.rowz (known keys in [array]: rows, cols, dataflow, postproc_lanes, "
+     "postproc_steps)"),
     ({"buffers.input_dpeth": "16"}, "buffers.input_dpeth",
      "unknown key buffers.input_dpeth (known keys in [buffers]: input_depth, input_banks, "
      "weight_depth, weight_banks, acc_depth, acc_banks, param_depth)"),
     ({"arrays.rows": "16"}, "arrays",
-     "unknown section [arrays] (known sections: array, buffers, bus, queues, memory, target)"),
+     "unknown section [arrays] (known sections: array, buffers, bus, queues, memory, perf,"
+     " target)"),
     ({"rows": "16"}, "rows",
      "unknown key rows (known top-level keys: name, description; sections: array, buffers, bus, "
-     "queues, memory, target)"),
+     "queues, memory, perf, target)"),
     # missing required keys
     ({"array.rows": None}, "array.rows", "missing required key array.rows (integer, 1..128)"),
     ({"bus.data_width": None}, "bus.data_width",
@@ -433,7 +435,8 @@ def test_name_or_path(tmp_path, monkeypatch):
     ({**MINIMAL, "array": 5}, "array", "array = 5: must be a table [array]"),
     ([1, 2], None, "a configuration must be a table, not [1, 2]"),
     ({**MINIMAL, "array": {"rows": 16, "cols": 8, "ro\nws": 1}}, "array.ro\nws",
-     'unknown key array."ro\\nws" (known keys in [array]: rows, cols, dataflow, postproc_lanes)'),
+     'unknown key array."ro\\nws" (known keys in [array]: rows, cols, dataflow, postproc_lanes, '
+     'postproc_steps)'),
     ({**MINIMAL, "description": ["line 1\nline 2"]}, "description",
      'description = ["line 1\\nline 2"]: must be a string'),
     ({**MINIMAL, "description": "\ud800"}, "description",
@@ -486,10 +489,12 @@ def pow2_between(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 # Keys that may be left out of a valid dict: their default is valid whatever the other keys are.
-OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes", "bus.addr_width",
+OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes",
+             "array.postproc_steps", "bus.addr_width",
              "bus.id_width", "bus.max_burst", "bus.max_reads", "queues.fetch_depth",
              "queues.load_depth", "queues.execute_depth", "queues.store_depth",
-             "queues.token_depth", "memory.window_base", "target.device", "target.clock_mhz"]
+             "queues.token_depth", "memory.window_base", "perf.counter_bits", "target.device",
+             "target.clock_mhz"]
 
 
 @st.composite
@@ -499,7 +504,8 @@ def valid_dicts(draw):
     cols = draw(st.integers(1, 128))
     d["array"] = {"rows": rows, "cols": cols,
                   "dataflow": draw(st.sampled_from(["weight_stationary", "output_stationary"])),
-                  "postproc_lanes": draw(st.integers(1, cols))}
+                  "postproc_lanes": draw(st.integers(1, cols)),
+                  "postproc_steps": draw(st.sampled_from([1, 2, 4, 8, 16]))}
     buffers = {}
     for name in ["input", "weight", "acc"]:
         depth = draw(pow2_between(2 * rows, 65536))
@@ -517,6 +523,7 @@ def valid_dicts(draw):
     base_pages = draw(st.integers(0, (1 << 20) - 1))
     d["memory"] = {"window_base": base_pages * 4096,
                    "window_size": draw(st.integers(1, (1 << 20) - base_pages)) * 4096}
+    d["perf"] = {"counter_bits": draw(st.integers(32, 64))}
     d["target"] = {"device": draw(st.sampled_from(["none", "ice40-up5k", "ecp5-85f"])),
                    "clock_mhz": draw(st.one_of(
                        st.integers(1, 1000),
@@ -595,6 +602,8 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
         "array.cols": (lambda v: 1 <= v <= 128, [0, 129]),
         "array.postproc_lanes": (lambda v: 1 <= v <= d["array"]["cols"],
                                  [0, d["array"]["cols"] + 1]),
+        "array.postproc_steps": (lambda v: v in (1, 2, 4, 8, 16), [0, 3, 32]),
+        "perf.counter_bits": (lambda v: 32 <= v <= 64, [31, 65]),
         "buffers.param_depth": (lambda v: is_pow2(v) and 8 <= v <= 65536, [4, 12, 1 << 17]),
         "bus.data_width": (lambda v: v in (64, 128, 256), [0, 32, 96, 512]),
         "bus.addr_width": (lambda v: v == 32, [0, 31, 33, 64]),

@@ -219,15 +219,18 @@ def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
     return np.where(use[:, None], y, a).astype(np.int64)
 
 
-@pytest.mark.parametrize("seed, kind, cols, lanes", [
-    (1, "random", 3, None), (2, "extreme:31", 3, None), (3, "normal", 3, None),
-    (4, "ties", 5, 2), (5, "extreme:40", 3, 1), (6, "normal", 4, 2), (7, "ties", 3, None),
-    (8, "random", 4, 2), (9, "extreme:41", 2, None), (10, "extreme:42", 2, 1),
-    (11, "extreme:63", 3, None), (12, "extreme:39", 3, None)])
-def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes):
+@pytest.mark.parametrize("seed, kind, cols, lanes, steps", [
+    (1, "random", 3, None, 1), (2, "extreme:31", 3, None, 1), (3, "normal", 3, None, 1),
+    (4, "ties", 5, 2, 1), (5, "extreme:40", 3, 1, 1), (6, "normal", 4, 2, 1),
+    (7, "ties", 3, None, 1), (8, "random", 4, 2, 1), (9, "extreme:41", 2, None, 1),
+    (10, "extreme:42", 2, 1, 1), (11, "extreme:63", 3, None, 1), (12, "extreme:39", 3, None, 1),
+    # multi-cycle multiplications (array.postproc_steps), lane-serial or not
+    (13, "random", 2, 1, 8), (14, "ties", 3, None, 2), (15, "extreme:41", 2, 1, 4),
+    (16, "normal", 5, 2, 16), (17, "extreme:31", 1, None, 8), (18, "random", 3, None, 4)])
+def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes, steps):
     rng = np.random.default_rng(seed)
     n = 60
-    dut = PostProcessor(cols, lanes)
+    dut = PostProcessor(cols, lanes, steps)
     cfg = _pp_config(rng, kind)
     acc, bias, mult, shift, residual, use = _pp_rows(rng, n, cols)
     expect = _pp_golden(cfg, acc, bias, mult, shift, residual, use)
@@ -253,23 +256,31 @@ def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes):
     assert np.array_equal(np.array([[int(v) for v in row] for row in got]), expect)
 
 
-@pytest.mark.parametrize("cols, lanes", [(1, None), (3, None), (5, 2)])
-def test_postproc_latency(cols, lanes):
-    dut = PostProcessor(cols, lanes)
+@pytest.mark.parametrize("cols, lanes, steps", [(1, None, 1), (3, None, 1), (5, 2, 1),
+                                                (2, None, 4), (1, None, 16)])
+def test_postproc_latency(cols, lanes, steps):
+    """Cycles from the transfer on ``i`` to the row on ``o``: ``LATENCY`` (plus the beats of a
+    lane-serial row), and ``1 + (LATENCY - 1) * steps`` with multi-cycle multiplications."""
+    dut = PostProcessor(cols, lanes, steps)
     seen = []
 
     async def tb(ctx):
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.i.valid, 1)
+        while not ctx.get(dut.i.ready):
+            await ctx.tick()
         await ctx.tick()
         ctx.set(dut.i.valid, 0)
-        for k in range(1, 10):
+        for k in range(1, 100):
             if ctx.get(dut.o.valid):
                 seen.append(k)
             await ctx.tick()
 
     run_sim(dut, tb)
-    assert seen == [PostProcessor.LATENCY + (dut.beats if dut.beats > 1 else 0)]
+    if steps == 1:
+        assert seen == [PostProcessor.LATENCY + (dut.beats if dut.beats > 1 else 0)]
+    else:
+        assert seen == [1 + (PostProcessor.LATENCY - 1) * steps]
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
@@ -499,3 +510,45 @@ def test_exec_top_postprocess_path(pp_lanes):
     sim.add_testbench(get)
     sim.run()
     assert np.array_equal(np.array([[int(v) for v in row] for row in got]), np.array(expect))
+
+
+# -- CSR bank: the performance counters' high-word latch -------------------------------------------
+
+
+def test_perf_high_word_latch():
+    """Reading a counter's low word latches its high word into the one shared latch: a HI read
+    returns the high word as it was at the LO read (the counter has moved on since), and
+    reading another counter's LO re-latches."""
+    from hdl.csr import CsrBank
+    from hdl.isa import PERF_BASE, PerfCounter, registers
+    dut = CsrBank(NpuConfig.load("tiny"))
+    assert [r.offset for r in registers() if r.name.startswith("PERF_CYCLES")] == \
+        [PERF_BASE, PERF_BASE + 4]
+    a, b = PerfCounter.CYCLES.value, PerfCounter.BYTES_READ.value
+    got = []
+
+    async def read(ctx, offset):
+        ctx.set(dut.bus.araddr, offset)
+        ctx.set(dut.bus.arvalid, 1)
+        ctx.set(dut.bus.rready, 1)
+        await ctx.tick().until(dut.bus.arready)
+        ctx.set(dut.bus.arvalid, 0)
+        if not ctx.get(dut.bus.rvalid):
+            await ctx.tick().until(dut.bus.rvalid)
+        value = ctx.get(dut.bus.rdata)
+        await ctx.tick()
+        return value
+
+    async def tb(ctx):
+        ctx.set(dut.perf[a], 0x0000_0007_1234_5678)
+        ctx.set(dut.perf[b], 0x0000_0009_9ABC_DEF0)
+        got.append(await read(ctx, PERF_BASE + 8 * a))
+        ctx.set(dut.perf[a], 0x0000_0008_0000_0001)      # the counter carries into its high word
+        got.append(await read(ctx, PERF_BASE + 8 * a + 4))
+        got.append(await read(ctx, PERF_BASE + 8 * b))
+        got.append(await read(ctx, PERF_BASE + 8 * a + 4))  # b's high word: the last LO read
+        got.append(await read(ctx, PERF_BASE + 8 * a))
+        got.append(await read(ctx, PERF_BASE + 8 * a + 4))
+
+    run_sim(dut, tb)
+    assert got == [0x1234_5678, 7, 0x9ABC_DEF0, 9, 1, 8]

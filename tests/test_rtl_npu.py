@@ -76,8 +76,8 @@ def test_npu_overlap():
     tile i-1 overlap. Asserted from the performance counters: CYCLES < 0.85 x (LOAD_BUSY +
     EXECUTE_BUSY + STORE_BUSY) (a serial machine needs at least the sum), and the cycles the
     execute unit is idle (CYCLES - EXECUTE_BUSY) <= one tile's load (pipeline fill) + per later
-    tile the excess of load over compute time + one tile's store (drain) + 40 cycles of
-    hand-over per tile."""
+    tile the excess of load (or of store, with a multi-cycle post-processor) over compute
+    time + one tile's store (drain) + 40 cycles of hand-over per tile."""
     _run("test_overlap")
 
 

@@ -11,7 +11,9 @@ Predicted cycles (a simple model, documented here and in the CSV header):
 - *array* = the vectors entering the array (one per cycle: the MAC_ACTIVE count of COMPUTE, and
   one window row per cycle for POOL) plus ``rows + cols`` fill/drain cycles per COMPUTE or POOL;
 - *load* = bytes read by LOADs / bus bytes, plus 4 cycles per LOAD (address phase);
-- *store* = bytes written (and residual bytes read) by STOREs / bus bytes, plus 4 per STORE;
+- *store* = bytes written (and residual bytes read) by STOREs / bus bytes, plus 4 per STORE, or
+  the post-processor's ``ceil(cols / postproc_lanes) * postproc_steps`` cycles per row stored,
+  whichever is more;
 - the three units overlap (double buffering), so a layer takes ``max(array, load, store)`` plus
   2 cycles per command for fetch and dispatch.
 """
@@ -42,6 +44,7 @@ class LayerStats:
     store_bytes: int = 0
     loads: int = 0
     stores: int = 0
+    store_rows: int = 0       # accumulator rows through the post-processor
 
     def ideal_cycles(self, cfg):
         return -(-self.macs // cfg.macs)
@@ -49,7 +52,8 @@ class LayerStats:
     def predicted_cycles(self, cfg):
         array = self.vectors + self.fills * (cfg.rows + cfg.cols)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
-        store = -(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores
+        store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
+                    self.store_rows * -(-cfg.cols // cfg.pp_lanes) * cfg.pp_steps)
         return max(array, load, store) + 2 * self.commands
 
     def row(self, cfg):
@@ -89,6 +93,7 @@ class StatsProgram(Program):
                 rows = f.get("z_size", 0) * f.get("y_size", 0) * f.get("x_size", 0)
                 s.store_bytes += rows * f.get("elems", 0) * (2 if f.get("residual") else 1)
                 s.stores += rows > 0
+                s.store_rows += rows
         return super().emit(op, **f)
 
 
