@@ -115,7 +115,7 @@ def test_icebreaker_tiny_bitstream(tmp_path):
     """tiny for iCEBreaker (in the default run: its synthesis takes about 2 minutes): either it
     builds, fits and reports, or the flow says precisely that it does not fit and leaves no
     output (the current state: docs/fpga.md). Its DSPs and block RAMs are within the device
-    either way: all 8 SB_MAC16 are the array, and the scratchpads take 28 of the 30 block RAMs."""
+    either way: all 8 SB_MAC16 are the array, and the scratchpads take the 30 block RAMs."""
     out = tmp_path / "icebreaker-tiny"
     try:
         result = build_bitstream("icebreaker", "tiny", out, log=lambda *a: None)
