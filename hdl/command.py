@@ -50,7 +50,8 @@ class CommandProcessor(wiring.Component):
       ``_check_*`` methods do (opcode, reserved bits, END and neighbour token flags, field ranges,
       buffer row ranges, memory window), in program order; the spans (the last buffer row and
       byte a strided block touches) take one multiply-add a cycle on a single shared
-      multiplier (6 for LOAD, STORE and POOL, 9 for COMPUTE); the first failing
+      multiplier, pipelined over three register stages (6 terms for LOAD, STORE and POOL, 9
+      for COMPUTE); the first failing
       check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
       here: FETCH_STALL); END stops decoding.
     - *Units*: each takes the head of its queue into a register, waits until its pop tokens are
@@ -63,8 +64,8 @@ class CommandProcessor(wiring.Component):
       is idle or blocked on tokens (at least one blocked) and the decoder cannot dispatch or has
       seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
 
-    Latency: a command reaches its queue 5 cycles after its fetch-buffer entry is at the head,
-    plus one per span term (0 to 9).
+    Latency: a command reaches its queue 7 cycles after its fetch-buffer entry is at the head,
+    plus one per span term (0 to 9), plus 2 for COMPUTE (its second term waits for its first).
 
     Members
     -------
@@ -153,21 +154,32 @@ class CommandProcessor(wiring.Component):
         f_err = Signal()
         entry = Signal(_FETCH_ENTRY)
         m.d.comb += fbuf.w_data.eq(entry)
+        # The next command's index and address, and their checks, are registered as they are
+        # set (START, PUSH): REQ reads flip-flops, not adders and comparators.
         f_hi = Signal(41)
-        m.d.comb += f_hi.eq(f_addr + isa.CMD_BYTES - 1)
+        f_past = Signal()
+        f_below = Signal()
+        f_above = Signal()
+
+        def fetch_next(idx, addr):
+            hi = addr + isa.CMD_BYTES - 1
+            m.d.sync += [f_idx.eq(idx), f_addr.eq(addr), f_hi.eq(hi),
+                         f_past.eq(idx >= self.prog_len), f_below.eq(addr < self.win_base),
+                         f_above.eq(hi > self.win_limit)]
+
         with m.FSM(name="fetch"):
             with m.State("START"):
-                m.d.sync += [f_idx.eq(0), f_addr.eq(self.prog_base)]
+                fetch_next(0, self.prog_base)
                 m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [entry.index.eq(f_idx)]
                 with m.If(fbuf.w_rdy):
-                    with m.If(f_idx >= self.prog_len):
+                    with m.If(f_past):
                         m.d.comb += [entry.kind.eq(FetchKind.PAST_END), fbuf.w_en.eq(1)]
                         m.next = "STOP"
-                    with m.Elif((f_addr < self.win_base) | (f_hi > self.win_limit)):
+                    with m.Elif(f_below | f_above):
                         m.d.comb += [entry.kind.eq(FetchKind.WINDOW), fbuf.w_en.eq(1),
-                                     entry.addr.eq(Mux(f_addr < self.win_base, f_addr, f_hi))]
+                                     entry.addr.eq(Mux(f_below, f_addr, f_hi))]
                         m.next = "STOP"
                     with m.Else():
                         m.d.comb += [self.rd_req.valid.eq(1),
@@ -192,7 +204,7 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [entry.cmd.eq(f_cmd), entry.index.eq(f_idx), entry.addr.eq(f_addr),
                              entry.kind.eq(Mux(f_err, FetchKind.BUS_ERROR, FetchKind.CMD)),
                              fbuf.w_en.eq(1)]
-                m.d.sync += [f_idx.eq(f_idx + 1), f_addr.eq(f_addr + isa.CMD_BYTES)]
+                fetch_next(f_idx + 1, f_addr + isa.CMD_BYTES)
                 m.next = "REQ"
                 with m.If(f_err):
                     m.next = "STOP"
@@ -249,6 +261,8 @@ class CommandProcessor(wiring.Component):
         ix = Signal(13)
         m.d.comb += [iy.eq(L.y_size - L.pad_top - L.pad_bottom),
                      ix.eq(L.x_size - L.pad_left - L.pad_right)]
+        iy_r, ix_r = Signal(13), Signal(13)     # span operands: valid from SPAN on
+        m.d.sync += [iy_r.eq(iy), ix_r.eq(ix)]
         reg("l_nowin", (iy == 0) | (ix == 0), 1)
         # STORE
         reg("s_elems", (S.elems < 1) | (S.elems > c.cols), 1)
@@ -270,6 +284,7 @@ class CommandProcessor(wiring.Component):
         step = Signal(4)
         ma = Signal(13)
         mb = Signal(24)
+        msub = Signal()
         dest = Signal(2)            # 0..2: span[dest] += ma * mb; 3: tiles = ma * mb
         nsteps = Signal(4)
         A, B, Cc, T = 0, 1, 2, 3
@@ -280,7 +295,8 @@ class CommandProcessor(wiring.Component):
                 (A, L.sram_addr, [(L.z_size, L.sram_z_stride), (L.y_size, L.sram_y_stride),
                                   (L.x_size, L.sram_x_stride)]),
                 (B, L.dram_addr + Mux(is_wide, L.elems << 2, L.elems) - 1,
-                 [(L.z_size, L.dram_z_stride), (iy, L.dram_y_stride), (ix, L.dram_x_stride)])],
+                 [(L.z_size, L.dram_z_stride), (iy_r, L.dram_y_stride),
+                  (ix_r, L.dram_x_stride)])],
             isa.Opcode.STORE: [
                 (A, S.acc_addr, [(S.z_size, S.acc_z_stride), (S.y_size, S.acc_y_stride),
                                  (S.x_size, S.acc_x_stride)]),
@@ -296,8 +312,10 @@ class CommandProcessor(wiring.Component):
                                 (P.win_h, P.win_y_stride), (P.win_w, P.win_x_stride)]),
                 (Cc, P.acc_addr, [(P.y_size, P.acc_y_stride), (P.x_size, P.acc_x_stride)])],
         }
-        pre = {isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T), (C.kx_size, tiles[:24], T)]}
-        programs = {o: pre.get(o, []) + [(_nm1(n), st, d) for d, _, ts in sp for n, st in ts]
+        # A span term (n - 1) * stride is formed as n * stride - stride: the subtraction of
+        # the stride (`sub`) happens as the product is accumulated, not before the multiplier.
+        pre = {isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T, 0), (C.kx_size, tiles[:24], T, 0)]}
+        programs = {o: pre.get(o, []) + [(n, st, d, 1) for d, _, ts in sp for n, st in ts]
                     for o, sp in spans.items()}
         inits = {o: [(d, base) for d, base, _ in sp] for o, sp in spans.items()}
         with m.Switch(op):
@@ -305,13 +323,34 @@ class CommandProcessor(wiring.Component):
                 with m.Case(o):
                     m.d.comb += nsteps.eq(len(terms))
                     with m.Switch(step):
-                        for k, (a, b, d) in enumerate(terms):
+                        for k, (a, b, d, sub) in enumerate(terms):
                             with m.Case(k):
-                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d)]
+                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d), msub.eq(sub)]
+        # Three register stages a term (operands; product; accumulate), one term a cycle: the
+        # multiplier has neither the operand multiplexers nor the accumulating adder in its path.
+        # COMPUTE's second term reads `tiles`, written by its first: it waits for it.
+        ma_r = Signal(13)
+        mb_r = Signal(24)
         product = Signal(37)
-        m.d.comb += product.eq(ma * mb)
+        dest_r = [Signal(2, name=f"span_dest_{k}") for k in range(2)]
+        valid_r = [Signal(name=f"span_valid_{k}") for k in range(2)]
+        sub_r = Signal()
+        stride_r = Signal(24)       # the stride to subtract, beside the product
         span_init = Signal()        # decode: load the bases (CHECK1)
         span_step = Signal()        # decode: one term (SPAN)
+        span_busy = Signal()        # a term is in the pipeline
+        tiles_busy = Signal()       # a term writing `tiles` is in the pipeline
+        reads_tiles = Signal()      # the term at `step` reads `tiles`
+        m.d.comb += [
+            span_busy.eq(Cat(*valid_r).any()),
+            tiles_busy.eq(Cat(*[v & (d == T) for v, d in zip(valid_r, dest_r)]).any()),
+            reads_tiles.eq((op == isa.Opcode.COMPUTE) & (step == 1)),
+        ]
+        m.d.sync += [ma_r.eq(ma), mb_r.eq(mb), dest_r[0].eq(dest), valid_r[0].eq(span_step),
+                     sub_r.eq(msub),
+                     product.eq(ma_r * mb_r), stride_r.eq(Mux(sub_r, mb_r, 0))]
+        m.d.sync += [r.eq(prev) for lst in (dest_r, valid_r)
+                     for r, prev in zip(lst[1:], lst[:-1])]
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]
             with m.Switch(op):
@@ -321,10 +360,10 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [span[d].eq(b) for d, b in bases]
         with m.If(span_step):
             m.d.sync += step.eq(step + 1)
-            with m.Switch(dest):
-                for i in range(3):
-                    with m.Case(i):
-                        m.d.sync += span[i].eq(span[i] + product)
+        with m.If(valid_r[1]), m.Switch(dest_r[1]):
+            for i in range(3):
+                with m.Case(i):
+                    m.d.sync += span[i].eq(span[i] + product - stride_r)
                 with m.Case(T):
                     m.d.sync += tiles.eq(product)
         # tiles * rows as shifts and adds (a constant product would take a DSP)
@@ -452,9 +491,9 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += span_init.eq(1)
                 m.next = "SPAN"
             with m.State("SPAN"):
-                with m.If(step == nsteps):
+                with m.If(step == nsteps), m.If(~span_busy):
                     m.next = "SPAN_DONE"
-                with m.Else():
+                with m.Elif(~(reads_tiles & tiles_busy)):
                     m.d.comb += span_step.eq(1)
             with m.State("SPAN_DONE"):
                 m.next = "CHECK2"
@@ -606,25 +645,30 @@ class CommandProcessor(wiring.Component):
         quiet = Signal()
         m.d.comb += quiet.eq(dec_stuck & (l_blocked | l_idle) & (e_blocked | e_idle) &
                              (s_blocked | s_idle))
+        # (registered: with every unit blocked or idle nothing moves, so a cycle's delay only
+        # delays the verdict, and keeps the token logic out of the error registers' paths)
+        quiet_r, blocked_r = Signal(), Signal()
+        m.d.sync += [quiet_r.eq(quiet), blocked_r.eq(l_blocked | e_blocked | s_blocked)]
         settle = Signal(2)
-        with m.If(quiet), m.If(settle != 3):
+        with m.If(quiet_r), m.If(settle != 3):
             m.d.sync += settle.eq(settle + 1)
         with m.Else():
             m.d.sync += settle.eq(0)
-        any_blocked = l_blocked | e_blocked | s_blocked
         deadlock = Signal()
         drained = Signal()
-        m.d.comb += [deadlock.eq((settle == 3) & quiet & any_blocked),
-                     drained.eq((settle == 3) & quiet & ~any_blocked & ended)]
+        m.d.comb += [deadlock.eq((settle == 3) & quiet_r & blocked_r),
+                     drained.eq((settle == 3) & quiet_r & ~blocked_r & ended)]
         oldest = Signal(32)
-        cand = [(l_blocked, l_e.index), (e_blocked, e_e.index), (s_blocked, s_e.index)]
+        blocked_each = [Signal(name=f"blocked_{u}_r") for u in ("load", "exec", "store")]
+        m.d.sync += [b.eq(v) for b, v in zip(blocked_each, (l_blocked, e_blocked, s_blocked))]
+        cand = list(zip(blocked_each, (l_e.index, e_e.index, s_e.index)))
         best = Signal(32, name="oldest_0")
         m.d.comb += best.eq(Mux(cand[0][0], cand[0][1], 0xFFFFFFFF))
         for i, (b, idx) in enumerate(cand[1:], 1):
             nb = Signal(32, name=f"oldest_{i}")
             m.d.comb += nb.eq(Mux(b & (idx < best), idx, best))
             best = nb
-        m.d.comb += oldest.eq(best)
+        m.d.sync += oldest.eq(best)
         raised.append((deadlock, E.TOKEN_DEADLOCK, oldest, 0))
 
         done = Signal()
