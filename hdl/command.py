@@ -285,6 +285,7 @@ class CommandProcessor(wiring.Component):
         ma = Signal(13)
         mb = Signal(24)
         msub = Signal()
+        reads_tiles = Signal()      # the term at `step` reads `tiles`
         dest = Signal(2)            # 0..2: span[dest] += ma * mb; 3: tiles = ma * mb
         nsteps = Signal(4)
         A, B, Cc, T = 0, 1, 2, 3
@@ -314,7 +315,9 @@ class CommandProcessor(wiring.Component):
         }
         # A span term (n - 1) * stride is formed as n * stride - stride: the subtraction of
         # the stride (`sub`) happens as the product is accumulated, not before the multiplier.
-        pre = {isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T, 0), (C.kx_size, tiles[:24], T, 0)]}
+        tiles_operand = tiles[:24]
+        pre = {isa.Opcode.COMPUTE: [(C.kz_size, C.ky_size, T, 0),
+                                    (C.kx_size, tiles_operand, T, 0)]}
         programs = {o: pre.get(o, []) + [(n, st, d, 1) for d, _, ts in sp for n, st in ts]
                     for o, sp in spans.items()}
         inits = {o: [(d, base) for d, base, _ in sp] for o, sp in spans.items()}
@@ -325,7 +328,8 @@ class CommandProcessor(wiring.Component):
                     with m.Switch(step):
                         for k, (a, b, d, sub) in enumerate(terms):
                             with m.Case(k):
-                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d), msub.eq(sub)]
+                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d), msub.eq(sub),
+                                             reads_tiles.eq(b is tiles_operand)]
         # Three register stages a term (operands; product; accumulate), one term a cycle: the
         # multiplier has neither the operand multiplexers nor the accumulating adder in its path.
         # COMPUTE's second term reads `tiles`, written by its first: it waits for it.
@@ -340,11 +344,9 @@ class CommandProcessor(wiring.Component):
         span_step = Signal()        # decode: one term (SPAN)
         span_busy = Signal()        # a term is in the pipeline
         tiles_busy = Signal()       # a term writing `tiles` is in the pipeline
-        reads_tiles = Signal()      # the term at `step` reads `tiles`
         m.d.comb += [
             span_busy.eq(Cat(*valid_r).any()),
             tiles_busy.eq(Cat(*[v & (d == T) for v, d in zip(valid_r, dest_r)]).any()),
-            reads_tiles.eq((op == isa.Opcode.COMPUTE) & (step == 1)),
         ]
         m.d.sync += [ma_r.eq(ma), mb_r.eq(mb), dest_r[0].eq(dest), valid_r[0].eq(span_step),
                      sub_r.eq(msub),

@@ -708,6 +708,12 @@ class NpuConfig:
         return self.bus_data_width // 8
 
     @property
+    def pp_row_cycles(self) -> int:
+        """Cycles the post-processor takes per accumulator row: ``ceil(cols / postproc_lanes)``
+        beats of ``postproc_steps`` cycles."""
+        return -(-self.cols // self.pp_lanes) * self.pp_steps
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates per cycle: ``rows * cols``."""
         return self.rows * self.cols

@@ -512,5 +512,5 @@ async def test_bandwidth(dut):
     # (ceil(cols / postproc_lanes) * postproc_steps cycles) if that is longer.
     assert results["load_input"][2] >= 0.4 * min(beat, c.rows), results
     assert results["load_acc"][2] >= 0.4 * min(beat, 4 * c.cols), results
-    row_cycles = max(6, -(-c.cols // c.pp_lanes) * c.pp_steps + 1)
+    row_cycles = max(6, c.pp_row_cycles + 1)
     assert results["store"][2] >= c.cols / row_cycles, results

@@ -53,7 +53,7 @@ class LayerStats:
         array = self.vectors + self.fills * (cfg.rows + cfg.cols)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
         store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
-                    self.store_rows * -(-cfg.cols // cfg.pp_lanes) * cfg.pp_steps)
+                    self.store_rows * cfg.pp_row_cycles)
         return max(array, load, store) + 2 * self.commands
 
     def row(self, cfg):
