@@ -26,6 +26,7 @@ import numpy as np
 from firmware import driver
 from firmware.compiler import compile_model
 from firmware.models import quantized_resnet, synthetic_images
+from firmware.reference import ort_session
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compile_golden.json"
 TARGETS = {"compile_s": 5.0, "golden_s": 30.0}
@@ -51,10 +52,7 @@ def main():
         prog = compile_model(path, args.config)
         compile_times.append(time.perf_counter() - t0)
 
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    sess = ort_session(path)
     out = prog.manifest["output"]
     runs = []
     for seed in range(args.images):

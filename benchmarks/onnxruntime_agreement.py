@@ -37,6 +37,7 @@ from firmware.compiler import compile_model, import_onnx
 from firmware.compiler.interpret import evaluate, real_before_rounding
 from firmware.compiler.ir import Add
 from firmware.models import quantized_resnet, synthetic_images
+from firmware.reference import ort_session
 
 RESULTS = Path(__file__).resolve().parent / "results" / "onnxruntime_agreement.json"
 
@@ -53,12 +54,7 @@ _INTEGER_DISABLED = ["CommonSubexpressionElimination"]
 
 
 def _session(model, level=None, disabled=()):
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if level is not None:
-        options.graph_optimization_level = level
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled))
+    return ort_session(model, level=level, disabled=disabled)
 
 
 def _ort_int8(sess, prog, x):
@@ -78,13 +74,9 @@ class _OrtIntermediates:
 
     def __init__(self, path, graph, disabled=()):
         with tempfile.TemporaryDirectory() as tmp:
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-            self.reference = ort.InferenceSession(str(path), options,
-                                                  providers=["CPUExecutionProvider"],
-                                                  disabled_optimizers=list(disabled))
-            opt = onnx.load(options.optimized_model_filepath)
+            optimized = Path(tmp) / "optimized.onnx"
+            self.reference = ort_session(path, disabled=disabled, optimized_path=optimized)
+            opt = onnx.load(optimized)
         producer = {out: n for n in opt.graph.node for out in n.output}
         inits = {i.name: i for i in opt.graph.initializer}
         quant = {n.name: n for n in opt.graph.node if n.op_type == "QuantizeLinear"}

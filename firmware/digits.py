@@ -209,11 +209,8 @@ def export(net) -> onnx.ModelProto:
 
 def ort_predict(model, x):
     """onnxruntime's predicted classes of a (path or bytes) model, one image at a time."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    sess = ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+    from .reference import ort_session
+    sess = ort_session(model)
     return np.array([int(sess.run(None, {"input": xi[None]})[0].argmax()) for xi in x])
 
 

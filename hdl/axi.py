@@ -88,7 +88,7 @@ class AxiMaster(wiring.Component):
     read bursts are in flight, all with ARID 0, so data returns in request order and is routed to
     the client that asked (a FIFO of in-flight bursts). One write client: its beats follow the
     bursts' AW handshakes in order; WLAST marks burst ends; BRESP is checked per burst; up to
-    ``max(8, max_reads)`` write bursts are outstanding.
+    ``max_writes`` write bursts are outstanding.
 
     Every burst is full-width (``size`` = log2 bytes per beat), INCR, ``cache`` = 0b0011
     (normal non-cacheable bufferable), ``prot`` = 0 (unprivileged, secure, data). VALID never
@@ -106,7 +106,7 @@ class AxiMaster(wiring.Component):
     Parameters
     ----------
     config : NpuConfig
-        ``bus_data_width``, ``bus_id_width``, ``max_burst``, ``max_reads``.
+        ``bus_data_width``, ``bus_id_width``, ``max_burst``, ``max_reads``, ``max_writes``.
     read_clients : int
         Number of read request/data port pairs.
 
@@ -261,7 +261,7 @@ class AxiMaster(wiring.Component):
         m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
 
         # ---- write path ------------------------------------------------------------------
-        writes = max(8, c.max_reads)                # write bursts in flight
+        writes = c.max_writes                       # write bursts in flight
         wq = fifo.SyncFIFO(width=9, depth=writes)   # beats of announced bursts
         bq = fifo.SyncFIFO(width=32, depth=writes)  # addresses awaiting B
         m.submodules.wq, m.submodules.bq = wq, bq

@@ -376,7 +376,7 @@ def _banks(name: str, what: str) -> Key:
 
 def _queue(name: str, what: str) -> Key:
     return Key("queues", f"{name}_depth", f"{name}_depth", "integer", 8,
-               (_power_of_two(2, 256),), f"depth of the {what} queue, in commands")
+               (_power_of_two(1, 256),), f"depth of the {what} queue, in commands")
 
 
 #: The configuration schema: every key, in file order. A rule may refer to keys above it only.
@@ -424,6 +424,9 @@ SCHEMA: tuple[Key, ...] = (
         (_power_of_two(1, 256), _burst_within_page()), "longest AXI4 INCR burst, in beats"),
     Key("bus", "max_reads", "max_reads", "integer", 4, (_power_of_two(1, 16),),
         "read bursts in flight"),
+    Key("bus", "max_writes", "max_writes", "integer",
+        _Derived("max_reads, at least 8", lambda earlier, _: max(8, earlier["max_reads"])),
+        (_power_of_two(1, 16),), "write bursts in flight"),
 
     _queue("fetch", "command fetch"),
     _queue("load", "LOAD"),
@@ -535,6 +538,7 @@ class NpuConfig:
     bus_id_width: int
     max_burst: int
     max_reads: int
+    max_writes: int
     # [queues]
     fetch_depth: int
     load_depth: int

@@ -41,6 +41,18 @@ def pp_request_layout(config):
     return layout(config)
 
 
+def pp_fifo_depth(config):
+    """Entries of STORE's destination FIFO: the rows in flight from a post-processing request to
+    its result (buffer reads, the post-processor's ``1 + 5 * steps`` cycles and a row's beats)
+    at one row every :attr:`~hdl.config.NpuConfig.pp_row_cycles`, plus two, as a power of two
+    of at most 16. A shallower FIFO only slows STORE (requests wait for room)."""
+    from .postproc import PostProcessor
+    beats = -(-config.cols // config.pp_lanes)
+    cycles = 2 + (PostProcessor.LATENCY - 1) * config.pp_steps + beats
+    rows = -(-cycles // config.pp_row_cycles) + 2
+    return min(16, 1 << (rows - 1).bit_length())
+
+
 def _log2(n):
     return n.bit_length() - 1
 
@@ -284,7 +296,9 @@ class DmaLoad(wiring.Component):
         m = Module()
         c = self._config
         nb = self._row_bytes
-        user = data.StructLayout({"row": 16, "last": 1})
+        # (row numbers as wide as the deepest buffer: the static checks keep them in range)
+        deepest = max(c.input_depth, c.weight_depth, c.acc_depth, c.param_depth)
+        user = data.StructLayout({"row": range(deepest), "last": 1})
         m.submodules.reader = rd = RowReader(c, nb, user)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
@@ -420,7 +434,8 @@ class DmaStore(wiring.Component):
         bb = c.bus_data_width // 8
         sh = _log2(bb)
         cols = c.cols
-        user = data.StructLayout({"acc": 16, "param": 16, "dram": 32, "last": 1})
+        user = data.StructLayout({"acc": range(c.acc_depth), "param": range(c.param_depth),
+                                  "dram": 32, "last": 1})
         m.submodules.reader = rd = RowReader(c, cols, user)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
@@ -468,8 +483,9 @@ class DmaStore(wiring.Component):
             m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
                                 (w.z + 1 == cmd.z_size))
 
-        # Residual rows -> post-processor; the destination waits in a FIFO.
-        afifo = fifo.SyncFIFO(width=33, depth=16)
+        # Residual rows -> post-processor; the destination waits in a FIFO as deep as the rows
+        # the post-processing path holds at its rate (pp_fifo_depth).
+        afifo = fifo.SyncFIFO(width=33, depth=pp_fifo_depth(c))
         m.submodules.afifo = afifo
         o = rd.out.payload
         m.d.comb += [
@@ -490,7 +506,9 @@ class DmaStore(wiring.Component):
         maxb = (cols + bb - 1 + bb - 1) // bb
         beat_row = data.StructLayout({"data": 8 * bb * maxb, "strb": bb * maxb,
                                       "nbeats": range(maxb + 1)})
-        wq = fifo.SyncFIFOBuffered(width=beat_row.size, depth=4)
+        # (four rows when a row comes every cycle or two; two when rows are slower than the
+        # engine's burst announcements)
+        wq = fifo.SyncFIFOBuffered(width=beat_row.size, depth=4 if c.pp_row_cycles <= 2 else 2)
         m.submodules.wrows = wq
         waitb = Signal()
         h_addr = afifo.r_data[:32]

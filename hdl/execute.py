@@ -57,7 +57,7 @@ class ExecuteUnit(wiring.Component):
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
 
-    Latency of a COMPUTE vector: input read 1 + array ``rows + cols - 1`` + accumulator update 1
+    Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` + accumulator update 1
     cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles after its input read.
 
     Parameters
@@ -93,7 +93,7 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + (c.rows + c.cols - 1) + 1
+        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols) + 1
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),

@@ -25,6 +25,10 @@ class SystolicArray(wiring.Component):
     de-skewed at the bottom: the whole output row appears together, :attr:`LATENCY` cycles after
     the vector entered, in input order. Every PE performs one MAC per cycle in steady state.
 
+    Each PE registers its product before the partial-sum adder (the product of cycle ``t`` is
+    added in cycle ``t + 1``), so the multiplier (a DSP block) and the adder are separate
+    register-to-register paths; this adds one cycle to the latency, the same for every column.
+
     Weights are double-buffered. Each PE has an *active* weight (used for the MACs) and a
     *shadow* weight, written one row of PEs at a time through ``w_*`` while the active weights are
     in use. A vector entered with ``i_switch`` set carries a switch token diagonally through the
@@ -51,7 +55,8 @@ class SystolicArray(wiring.Component):
     Attributes
     ----------
     LATENCY : int
-        Cycles from a vector at ``i_*`` to its result at ``o_*``: ``rows + cols - 1``.
+        Cycles from a vector at ``i_*`` to its result at ``o_*``: ``rows + cols``
+        (:meth:`latency`).
 
     Members
     -------
@@ -79,7 +84,7 @@ class SystolicArray(wiring.Component):
                 raise TypeError(f"{name} must be a positive integer, not {value!r}")
         self._rows = rows
         self._cols = cols
-        self.LATENCY = rows + cols - 1
+        self.LATENCY = self.latency(rows, cols)
         super().__init__({
             "i_valid": In(1),
             "i_switch": In(1),
@@ -90,6 +95,12 @@ class SystolicArray(wiring.Component):
             "o_valid": Out(1),
             "o_data": Out(data.ArrayLayout(signed(32), cols)),
         })
+
+    @staticmethod
+    def latency(rows, cols):
+        """Cycles from a vector in to its result out: the skew, ``rows`` partial-sum stages
+        and the registered product, ``rows + cols``."""
+        return rows + cols
 
     @property
     def rows(self):
@@ -126,11 +137,10 @@ class SystolicArray(wiring.Component):
                 psum = Signal(signed(pw), name=f"psum_{r}_{c}")
                 with m.If(self.w_en & (self.w_row == r)):
                     m.d.sync += w_shadow.eq(self.w_data[c])
-                m.d.comb += [
-                    w_use.eq(Mux(sw_in[r][c], w_shadow, w_act)),
-                    prod.eq(a_in[r][c] * w_use),
-                ]
-                m.d.sync += w_act.eq(w_use)
+                m.d.comb += w_use.eq(Mux(sw_in[r][c], w_shadow, w_act))
+                # the product is registered: the vector is at PE (r, c) in cycle t + r + c,
+                # its product is added to the partial sum from above in cycle t + r + c + 1
+                m.d.sync += [prod.eq(a_in[r][c] * w_use), w_act.eq(w_use)]
                 if r == 0:
                     m.d.sync += psum.eq(prod)
                 else:
@@ -142,7 +152,7 @@ class SystolicArray(wiring.Component):
                     m.d.sync += [a_out.eq(a_in[r][c]), sw_out.eq(sw_in[r][c])]
                     a_in[r][c + 1], sw_in[r][c + 1] = a_out, sw_out
 
-        # De-skew: column c leaves the bottom row at t + rows + c; delay it to t + LATENCY.
+        # De-skew: column c leaves the bottom row at t + rows + c + 1; delay it to t + LATENCY.
         for c in range(cols):
             v = psum_out[rows - 1][c]
             for k in range(cols - 1 - c):

@@ -31,6 +31,7 @@ from firmware.compiler.allocate import allocate
 from firmware.compiler.interpret import evaluate, interpret, real_before_rounding
 from firmware.compiler.lower import lower
 from firmware.models import quantized_resnet, synthetic_images
+from firmware.reference import ort_session
 from hdl.config import NpuConfig, shipped_configs
 
 CONFIGS = shipped_configs()
@@ -51,10 +52,7 @@ def program(arch, config, fmt="qdq", activations="int8"):
 
 @functools.cache
 def session(path):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort_session(path)
 
 
 def ort_int8(path, prog, x):
@@ -144,13 +142,12 @@ def test_every_layer_within_one_lsb_of_onnxruntime(arch):
     1 LSB, and different only where the real value is within 1e-4 of a rounding tie (images 1
     and 3 of ResNet-50 have such elements). With every tensor a graph output, onnxruntime runs
     each convolution as DQ -> Conv (float32) -> Q and each add as QLinearAdd."""
-    import onnxruntime as ort
     path = model(arch)
     m = onnx.load(str(path))
     graph = import_onnx(m)
     for op in graph.ops:
         m.graph.output.append(helper.make_tensor_value_info(op.out, TensorProto.INT8, None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(m)
     prog = program(arch, "default")
     total = equal = 0
     for seed in (0, 1, 3):
@@ -349,7 +346,6 @@ def refuse(m, pattern, config="default"):
 
 def test_supported_single_conv_with_relu_and_clip_matches_onnxruntime():
     """Relu and Clip kept in the graph become the output clamp (numerics.relu/clip_bounds)."""
-    import onnxruntime as ort
     for act, inits in [
             ("Relu", []),
             ("Clip", [numpy_helper.from_array(np.float32(0.0), "lo"),
@@ -361,7 +357,7 @@ def test_supported_single_conv_with_relu_and_clip_matches_onnxruntime():
         m = qdq_model(nodes, w_inits + inits, x_zp=-3)
         prog = compile_model(m, "tiny")
         x = np.random.default_rng(1).normal(0, 2, (1, 4, 6, 6)).astype(np.float32)
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort_session(m)
         want = sess.run(None, {"input": x})[0]
         got = driver.run(prog, x)
         assert np.abs(np.rint((got - want) / 0.1)).max() <= 1
@@ -371,14 +367,13 @@ def test_supported_single_conv_with_relu_and_clip_matches_onnxruntime():
 @pytest.mark.parametrize("act", ["Relu", "Clip"])
 def test_standalone_relu_and_clip_match_onnxruntime(act):
     """DequantizeLinear -> Relu/Clip -> QuantizeLinear with its own output scale."""
-    import onnxruntime as ort
     inits = [numpy_helper.from_array(np.float32(-0.3), "lo"),
              numpy_helper.from_array(np.float32(0.9), "hi")] if act == "Clip" else []
     ins = ["x", "lo", "hi"] if act == "Clip" else ["x"]
     m = qdq_model([helper.make_node(act, ins, ["y"], name="act")], inits, x_zp=7)
     prog = compile_model(m, "small")
     x = np.random.default_rng(2).normal(0, 3, (1, 4, 6, 6)).astype(np.float32)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(m)
     want = np.rint(sess.run(None, {"input": x})[0] / np.float32(0.1))
     got = np.rint(driver.run(prog, x) / np.float32(0.1))
     assert np.abs(got - want).max() <= 1          # scales 0.05 -> 0.1: exact ties, where
@@ -388,7 +383,6 @@ def test_standalone_relu_and_clip_match_onnxruntime(act):
 
 def test_add_without_a_convolution_to_fuse_into():
     """Add(x, MaxPool(x)): no convolution input, so an identity 1x1 convolution carries it."""
-    import onnxruntime as ort
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="mp", kernel_shape=[3, 3],
                               strides=[1, 1], pads=[1, 1, 1, 1]),
              helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"], name="q_p"),
@@ -405,7 +399,7 @@ def test_add_without_a_convolution_to_fuse_into():
         x_q = driver.quantize_input(prog, x)
         got = driver.run_int8(prog, x_q)
         np.testing.assert_array_equal(got, interpret(graph, x_q)[graph.output])
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(m)
     want = np.rint(sess.run(None, {"input": x})[0] / np.float32(0.1))
     assert np.abs(np.rint(driver.run(prog, x) / np.float32(0.1)) - want).max() <= 1
 

@@ -258,8 +258,11 @@ BAD_CASES = [
      "buffers.param_depth = 4: must be between 8 and 65536"),
     ({"bus.max_burst": "512"}, "bus.max_burst", "bus.max_burst = 512: must be between 1 and 256"),
     ({"bus.max_reads": "32"}, "bus.max_reads", "bus.max_reads = 32: must be between 1 and 16"),
-    ({"queues.fetch_depth": "1"}, "queues.fetch_depth",
-     "queues.fetch_depth = 1: must be between 2 and 256"),
+    ({"queues.fetch_depth": "512"}, "queues.fetch_depth",
+     "queues.fetch_depth = 512: must be between 1 and 256"),
+    ({"queues.load_depth": "3"}, "queues.load_depth",
+     "queues.load_depth = 3: must be a power of two"),
+    ({"bus.max_writes": "32"}, "bus.max_writes", "bus.max_writes = 32: must be between 1 and 16"),
     ({"queues.token_depth": "256"}, "queues.token_depth",
      "queues.token_depth = 256: must be between 1 and 255"),
     ({"target.clock_mhz": "1000.5"}, "target.clock_mhz",
@@ -355,7 +358,8 @@ def test_bad_config_file(tmp_path, monkeypatch, patches, key, expected):
     {"memory.window_base": "0xFFFF_F000", "memory.window_size": "0x1000"},
     {"bus.data_width": "256", "bus.max_burst": "128", "bus.max_reads": "16", "bus.id_width": "8"},
     {"bus.data_width": "64", "bus.max_burst": "256", "bus.max_reads": "1", "bus.id_width": "1"},
-    {"queues.fetch_depth": "2", "queues.store_depth": "256", "queues.token_depth": "255"},
+    {"queues.fetch_depth": "1", "queues.store_depth": "256", "queues.token_depth": "255"},
+    {"bus.max_writes": "1", "queues.load_depth": "1", "queues.execute_depth": "1"},
     {"target.clock_mhz": "1000", "target.device": '"ecp5-85f"'},
     {"target.clock_mhz": "0.001", "array.dataflow": '"output_stationary"'},
 ])
@@ -491,7 +495,8 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 # Keys that may be left out of a valid dict: their default is valid whatever the other keys are.
 OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes",
              "array.postproc_steps", "bus.addr_width",
-             "bus.id_width", "bus.max_burst", "bus.max_reads", "queues.fetch_depth",
+             "bus.id_width", "bus.max_burst", "bus.max_reads", "bus.max_writes",
+             "queues.fetch_depth",
              "queues.load_depth", "queues.execute_depth", "queues.store_depth",
              "queues.token_depth", "memory.window_base", "perf.counter_bits", "target.device",
              "target.clock_mhz"]
@@ -516,8 +521,8 @@ def valid_dicts(draw):
     width = draw(st.sampled_from([64, 128, 256]))
     d["bus"] = {"data_width": width, "addr_width": 32, "id_width": draw(st.integers(1, 8)),
                 "max_burst": draw(pow2_between(1, min(256, 4096 // (width // 8)))),
-                "max_reads": draw(pow2_between(1, 16))}
-    d["queues"] = {f"{q}_depth": draw(pow2_between(2, 256))
+                "max_reads": draw(pow2_between(1, 16)), "max_writes": draw(pow2_between(1, 16))}
+    d["queues"] = {f"{q}_depth": draw(pow2_between(1, 256))
                    for q in ["fetch", "load", "execute", "store"]}
     d["queues"]["token_depth"] = draw(st.integers(1, 255))
     base_pages = draw(st.integers(0, (1 << 20) - 1))
@@ -611,6 +616,7 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
         "bus.max_burst": (lambda v: is_pow2(v) and v <= 256 and v * width // 8 <= 4096,
                           [0, 100, 2 * cap, 512]),
         "bus.max_reads": (lambda v: is_pow2(v) and v <= 16, [0, 3, 32]),
+        "bus.max_writes": (lambda v: is_pow2(v) and v <= 16, [0, 3, 32]),
         "queues.token_depth": (lambda v: 1 <= v <= 255, [0, 256]),
         "memory.window_base": (lambda v: 0 <= v < 1 << 32 and v % 4096 == 0,
                                [-4096, 1, 4097, 1 << 32]),
@@ -625,7 +631,7 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
         depth = d["buffers"][key.replace("_banks", "_depth")]
         rules[dotted] = (lambda v: is_pow2(v) and v <= depth, [0, 3, 2 * depth])
     elif section == "queues" and dotted not in rules:
-        rules[dotted] = (lambda v: is_pow2(v) and 2 <= v <= 256, [1, 3, 512])
+        rules[dotted] = (lambda v: is_pow2(v) and 1 <= v <= 256, [0, 3, 512])
     ok, near = rules[dotted]
     return st.one_of(ints(ok, near), WRONG_FOR_INT)
 

@@ -9,18 +9,18 @@ import pytest
 from firmware import driver
 from firmware.compiler import compile_model
 from firmware.digits import FIXTURE, FIXTURE_INFO, load_split
+from firmware.reference import ort_session
 
 pytest.importorskip("sklearn")
 
 
 @pytest.mark.parametrize("config", [pytest.param("tiny", marks=pytest.mark.slow), "default"])
 def test_digits_on_golden_agree_with_onnxruntime(config):
-    import onnxruntime as ort
     info = json.loads(FIXTURE_INFO.read_text())
     _, x_te, _, y_te = load_split()
     assert len(x_te) == info["split"]["test"]
     prog = compile_model(FIXTURE, config)            # fits even tiny's 128 KiB window
-    sess = ort.InferenceSession(str(FIXTURE), providers=["CPUExecutionProvider"])
+    sess = ort_session(FIXTURE)
     out = prog.manifest["output"]
     ours, theirs = [], []
     for x in x_te:

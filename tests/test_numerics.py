@@ -22,7 +22,6 @@ from fractions import Fraction
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from firmware import numerics as nm
+from firmware.reference import ort_session
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -62,7 +62,7 @@ def _model(node: onnx.NodeProto, inputs: dict, inits: dict, out_type: int) -> on
 
 def _ort(node, inputs: dict, inits: dict, out_type: int = TensorProto.INT8) -> np.ndarray:
     model = _model(node, inputs, inits, out_type)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(model)
     return sess.run(None, inputs)[0]
 
 
@@ -781,7 +781,7 @@ def test_qdq_add_matches_ort_and_onnx_reference(a_scale, b_scale, y_scale, a_zp,
     got = nm.qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp)
     real, tie = _exact_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale)
     model = _qdq_add_model(shape, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(model)
     refs = {"onnxruntime": sess.run(None, {"a": a, "b": b})[0],
             "onnx.reference": ReferenceEvaluator(model).run(None, {"a": a, "b": b})[0]}
     for name, ref in refs.items():

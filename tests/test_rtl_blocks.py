@@ -463,8 +463,9 @@ def test_execute_consecutive_commands_overlap():
     assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
     vectors = res.counters["mac_vectors"]
     assert out["mac"] == vectors == 36
-    # first vector in to last ACC write: the vectors, then the array and accumulator latency
-    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols
+    # first vector in to last ACC write: the vectors, then the array's latency (rows + cols
+    # with its registered products) and the accumulator update
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1
 
 
 @pytest.mark.parametrize("pp_lanes", [None, 2])

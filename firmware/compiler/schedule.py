@@ -9,7 +9,8 @@ array cycles, bytes moved, and a predicted cycle count.
 Predicted cycles (a simple model, documented here and in the CSV header):
 
 - *array* = the vectors entering the array (one per cycle: the MAC_ACTIVE count of COMPUTE, and
-  one window row per cycle for POOL) plus ``rows + cols`` fill/drain cycles per COMPUTE or POOL;
+  one window row per cycle for POOL) plus ``rows + cols + 1`` fill/drain cycles per COMPUTE or
+  POOL;
 - *load* = bytes read by LOADs / bus bytes, plus 4 cycles per LOAD (address phase);
 - *store* = bytes written (and residual bytes read) by STOREs / bus bytes, plus 4 per STORE, or
   the post-processor's ``ceil(cols / postproc_lanes) * postproc_steps`` cycles per row stored,
@@ -50,7 +51,7 @@ class LayerStats:
         return -(-self.macs // cfg.macs)
 
     def predicted_cycles(self, cfg):
-        array = self.vectors + self.fills * (cfg.rows + cfg.cols)
+        array = self.vectors + self.fills * (cfg.rows + cfg.cols + 1)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
         store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
                     self.store_rows * cfg.pp_row_cycles)
