@@ -43,7 +43,7 @@ def pp_request_layout(config):
 
 def pp_fifo_depth(config):
     """Entries of STORE's destination FIFO: the rows in flight from a post-processing request to
-    its result (buffer reads, the post-processor's ``1 + 5 * steps`` cycles and a row's beats)
+    its result (buffer reads, the post-processor's ``1 + 6 * steps`` cycles and a row's beats)
     at one row every :attr:`~hdl.config.NpuConfig.pp_row_cycles`, plus two, as a power of two
     of at most 16. A shallower FIFO only slows STORE (requests wait for room)."""
     from .postproc import PostProcessor

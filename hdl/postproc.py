@@ -110,9 +110,11 @@ class PostProcessor(wiring.Component):
     ``zp, lo, hi, res_zp, add_*`` come from :attr:`config` (the fields of the last SETPP), which
     must hold still while rows are in flight; the per-lane parameters travel with each row.
 
-    Pipeline stages (registers): bias add; multiply; round; zero point and clamp (and the
-    residual's ``r - res_zp``); residual products and their sum; residual round, zero point and
-    clamp. Each residual product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit
+    Pipeline stages (registers): bias add; the four partial products of the 32 x 32
+    multiplication (16-bit halves, one DSP block each); their sum; round; zero point and clamp
+    (and the residual's ``r - res_zp``); residual products and their sum; residual round, zero
+    point and clamp. (The partial products and their sum are separate stages so that neither the
+    DSP blocks nor the 64-bit adders share a register-to-register path.) Each residual product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit
     :data:`ADD_SPLIT`: ``d * m[14:]`` on one DSP, ``d * m[:14]`` by :func:`shift_add_mul`. A
     stage-2 shift above ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does,
     so the rounder is ``ADD_SUM_BITS + 1`` bits wide. The pipeline advances whenever its output is
@@ -151,7 +153,7 @@ class PostProcessor(wiring.Component):
         int8 rows out, in order.
     """
 
-    LATENCY = 6
+    LATENCY = 7
 
     def __init__(self, cols, lanes=None, steps=1):
         if not isinstance(cols, int) or cols < 1:
@@ -256,6 +258,7 @@ class PostProcessor(wiring.Component):
             mult1 = Signal(signed(32), name=f"mult1_{c}")
             shift1 = Signal(6, name=f"shift1_{c}")
             shift2 = Signal(6, name=f"shift2_{c}")
+            shift3 = Signal(6, name=f"shift3_{c}")
             prod = Signal(signed(64), name=f"prod_{c}")
             rq = Signal(signed(65), name=f"rq_{c}")
             a = Signal(signed(8), name=f"a_{c}")
@@ -263,13 +266,20 @@ class PostProcessor(wiring.Component):
             da = Signal(signed(9), name=f"da_{c}")
             dr = Signal(signed(9), name=f"dr_{c}")
             s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
-            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(3)]
+            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4)]
             a4 = Signal(signed(8), name=f"a4_{c}")
             m.d.comb += a4.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi))
             if steps == 1:
-                # stage 2: one 32 x 32 product
-                prod_next = v * mult1
-                # stage 5 operands: the 17 high multiplier bits on a DSP, the 14 low ones in
+                # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
+                # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
+                vh, vl = v[16:].as_signed(), v[:16]
+                mh, ml = mult1[16:].as_signed(), mult1[:16]
+                parts = [Signal(signed(34), name=f"part{k}_{c}") for k in range(4)]
+                with m.If(adv):
+                    m.d.sync += [p.eq(a * b) for p, (a, b) in
+                                 zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
+                prod_next = (parts[0] << 32) + ((parts[1] + parts[2]) << 16) + parts[3]
+                # stage 6 operands: the 17 high multiplier bits on a DSP, the 14 low ones in
                 # logic
                 hi_a = Signal(signed(27), name=f"hi_a_{c}")
                 hi_b = Signal(signed(27), name=f"hi_b_{c}")
@@ -294,7 +304,11 @@ class PostProcessor(wiring.Component):
                 with m.If(ce):
                     m.d.sync += [pacc.eq(Mux(ph == 0, 0, pacc << b) + vp),
                                  sacc.eq(Mux(ph == 0, 0, sacc << b2) + dp)]
-                prod_next = (pacc << b) + vp
+                # stage 2: the product; stage 3 holds it (the stage the halves' sum takes above)
+                prod2 = Signal(signed(64), name=f"prod2_{c}")
+                with m.If(adv):
+                    m.d.sync += prod2.eq((pacc << b) + vp)
+                prod_next = prod2
                 s2_next = (sacc << b2) + dp
             with m.If(adv):
                 m.d.sync += [
@@ -303,22 +317,25 @@ class PostProcessor(wiring.Component):
                     mult1.eq(src.mult[c]),
                     shift1.eq(src.shift[c]),
                     res[0].eq(src.residual[c]),
-                    # stage 2: 32 x 32 -> 64-bit product
-                    prod.eq(prod_next),
+                    # stage 2: the partial products (above); stage 3: the 64-bit product
                     shift2.eq(shift1),
                     res[1].eq(res[0]),
-                    # stage 3: round half to even
-                    rq.eq(round_shift(m, prod, shift2, f"rq{c}")),
+                    prod.eq(prod_next),
+                    shift3.eq(shift2),
                     res[2].eq(res[1]),
-                    # stage 4: zero point and clamp; both stage-2 inputs less their zero points
+                    # stage 4: round half to even
+                    rq.eq(round_shift(m, prod, shift3, f"rq{c}")),
+                    res[3].eq(res[2]),
+                    # stage 5: zero point and clamp; both residual-stage inputs less their zero
+                    # points
                     a.eq(a4),
                     da.eq(a4 - cfg.zp),
-                    dr.eq(res[2] - cfg.res_zp),
-                    # stage 5: residual rescale, exact
+                    dr.eq(res[3] - cfg.res_zp),
+                    # stage 6: residual rescale, exact
                     s2.eq(s2_next),
                     a5.eq(a),
                 ]
-            # stage 6: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
+            # stage 7: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
             # does), zero point, clamp, or stage 1's result, into the output row at this beat's
             # lanes
             shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
