@@ -178,12 +178,17 @@ class AxiMaster(wiring.Component):
         n1 = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n1")
         m.d.comb += n1.eq(Mux(remaining > c.max_burst, c.max_burst, remaining))
         m.d.comb += n.eq(Mux(n1 > to_page, to_page, n1))
+        # The burst is the request's last when the rest fits under both limits: two compares
+        # side by side, not n's chain of compares and multiplexers (free, the request's ready,
+        # depends on it).
+        last = Signal(name=f"{name}_last")
+        m.d.comb += last.eq((remaining <= c.max_burst) & (remaining <= to_page))
         load = Signal(name=f"{name}_load")
         free = Signal(name=f"{name}_free")
         m.d.comb += [
             load.eq(busy & (remaining != 0) & (~valid | handshake) & (credits != 0) &
                     ~self.flush),
-            free.eq(~busy | (load & (n == remaining))),
+            free.eq(~busy | (load & last)),
         ]
         m.d.sync += credits.eq(credits - load + release)
         with m.If(valid & handshake):
@@ -191,11 +196,11 @@ class AxiMaster(wiring.Component):
         with m.If(busy & ((remaining == 0) | self.flush)):
             m.d.sync += busy.eq(0)
         with m.If(load):
-            m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(n == remaining),
+            m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last),
                          addr.eq(addr + (n << shift)), remaining.eq(remaining - n)]
             if tag is not None:
                 m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
-            with m.If(n == remaining):
+            with m.If(last):
                 m.d.sync += busy.eq(0)
         return free, valid, b_addr, b_len, b_last, busy, addr, remaining
 
