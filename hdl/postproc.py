@@ -113,11 +113,12 @@ class PostProcessor(wiring.Component):
     Pipeline stages (registers): bias add; the four partial products of the 32 x 32
     multiplication (16-bit halves, one DSP block each); their sum; round; zero point and clamp
     (and the residual's ``r - res_zp``); residual products and their sum; residual round, zero
-    point and clamp. (The partial products and their sum are separate stages so that neither the
-    DSP blocks nor the 64-bit adders share a register-to-register path.) Each residual product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit
-    :data:`ADD_SPLIT`: ``d * m[14:]`` on one DSP, ``d * m[:14]`` by :func:`shift_add_mul`. A
-    stage-2 shift above ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does,
-    so the rounder is ``ADD_SUM_BITS + 1`` bits wide. The pipeline advances whenever its output is
+    point and clamp. (The partial products and their sum are separate stages so that the DSP
+    blocks and the 64-bit adders are not on one register-to-register path.) Each residual
+    product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit :data:`ADD_SPLIT`:
+    ``d * m[14:]`` on one DSP, ``d * m[:14]`` by :func:`shift_add_mul`. A stage-2 shift above
+    ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does, so the rounder is
+    ``ADD_SUM_BITS + 1`` bits wide. The pipeline advances whenever its output is
     empty or taken, so with ``lanes == cols`` it sustains one row per cycle; :attr:`LATENCY` is
     the number of cycles from a transfer on ``i`` to the row at ``o`` without backpressure.
 
