@@ -74,6 +74,8 @@ class CommandProcessor(wiring.Component):
     rd_req, rd_data :
         Command fetch read port of the AXI master engine.
     load_cmd : Out(stream.Signature(hdl.isa.LOAD))
+        The payload holds still from the transfer until ``load_done`` (the DMA units read the
+        command's fields from it while they run); likewise ``store_cmd`` until ``store_done``.
     load_done, load_err : In(1)
     load_err_addr : In(32)
     load_to_acc : Out(1)

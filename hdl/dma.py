@@ -262,7 +262,9 @@ class DmaLoad(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(hdl.isa.LOAD))
-        Accepted when the engine is idle.
+        Accepted when the engine is idle. The payload must hold still from the transfer until
+        :attr:`done` (the command processor holds a command until its unit completes it): the
+        engine reads its fields there instead of keeping a copy (about 250 flip-flops).
     done : Out(1)
         Pulse: the command's last row has been written.
     busy : Out(1)
@@ -305,7 +307,7 @@ class DmaLoad(wiring.Component):
         m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
                      self.stall.eq(rd.stall)]
 
-        cmd = Signal(isa.LOAD)
+        cmd = self.cmd.payload      # held by the command processor until done
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
@@ -316,7 +318,7 @@ class DmaLoad(wiring.Component):
         m.d.sync += self.done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
-            m.d.sync += [cmd.eq(p), busy.eq(1)]
+            m.d.sync += busy.eq(1)
             with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
@@ -394,7 +396,7 @@ class DmaStore(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(hdl.isa.STORE))
-        Accepted when idle.
+        Accepted when idle; the payload holds still until :attr:`done`, as :class:`DmaLoad`'s.
     param_addr : In(16)
         PARAM row of the last SETPP.
     done, busy, err, err_addr, stall :
@@ -440,7 +442,7 @@ class DmaStore(wiring.Component):
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
-        cmd = Signal(isa.STORE)
+        cmd = self.cmd.payload      # held by the command processor until done
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
@@ -452,7 +454,7 @@ class DmaStore(wiring.Component):
         m.d.sync += self.done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
-            m.d.sync += [cmd.eq(p), busy.eq(1), par.eq(self.param_addr)]
+            m.d.sync += [busy.eq(1), par.eq(self.param_addr)]
             with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
