@@ -47,7 +47,7 @@ def pp_fifo_depth(config):
     at one row every :attr:`~hdl.config.NpuConfig.pp_row_cycles`, plus two, as a power of two
     of at most 16. A shallower FIFO only slows STORE (requests wait for room)."""
     from .postproc import PostProcessor
-    beats = -(-config.cols // config.pp_lanes)
+    beats = config.pp_row_cycles // config.pp_steps
     cycles = 2 + (PostProcessor.LATENCY - 1) * config.pp_steps + beats
     rows = -(-cycles // config.pp_row_cycles) + 2
     return min(16, 1 << (rows - 1).bit_length())

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hdl.isa import Buffer, Opcode
+from hdl.systolic import SystolicArray
 
 from .. import kernels
 from ..program import Program, Tensor
@@ -51,7 +52,8 @@ class LayerStats:
         return -(-self.macs // cfg.macs)
 
     def predicted_cycles(self, cfg):
-        array = self.vectors + self.fills * (cfg.rows + cfg.cols + 1)
+        # fill/drain: the array's latency and the accumulator update
+        array = self.vectors + self.fills * (SystolicArray.latency(cfg.rows, cfg.cols) + 1)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
         store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
                     self.store_rows * cfg.pp_row_cycles)
