@@ -236,7 +236,9 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1):
     family = _family(board)
     nextpnr_opts = f"--report top.report.json --timing-allow-fail --seed {seed}"
     if family == "ecp5":
-        nextpnr_opts += f" --threads {threads}"
+        # router2 (nextpnr's default is router1, which did not converge on the 85F's
+        # 240,000 arcs in 30 minutes)
+        nextpnr_opts += f" --threads {threads} --router router2"
     overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"

@@ -43,10 +43,13 @@ class CommandProcessor(wiring.Component):
     Held in reset while the NPU is not running; it starts fetching at PROG_BASE when released.
 
     - *Fetch*: one command (32 bytes) at a time through read port ``rd_req``/``rd_data``, into a
-      fetch buffer of ``fetch_depth`` entries. A command outside the memory window is not read:
-      a WINDOW entry is queued instead; so is PAST_END at index PROG_LEN, and a BUS_ERROR entry
-      for a read answered with an error. Fetching stops after such an entry.
-    - *Decode*: each entry is checked exactly as ``firmware.golden.GoldenNpu._fetch`` and the
+      fetch buffer of ``fetch_depth`` entries (the next command is read while the buffer is
+      full, and waits in the fetch unit's assembly register). A command outside the memory
+      window is not read: a WINDOW entry is queued instead; so is PAST_END at index PROG_LEN,
+      and a BUS_ERROR entry for a read answered with an error. Fetching stops after such an
+      entry.
+    - *Decode*: each entry is checked at the buffer's head, in place (it leaves the buffer as
+      it is dispatched), exactly as ``firmware.golden.GoldenNpu._fetch`` and the
       ``_check_*`` methods do (opcode, reserved bits, END and neighbour token flags, field ranges,
       buffer row ranges, memory window), in program order; the spans (the last buffer row and
       byte a strided block touches) take one multiply-add a cycle on a single shared
@@ -175,21 +178,23 @@ class CommandProcessor(wiring.Component):
                 m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [entry.index.eq(f_idx)]
-                with m.If(fbuf.w_rdy):
-                    with m.If(f_past):
-                        m.d.comb += [entry.kind.eq(FetchKind.PAST_END), fbuf.w_en.eq(1)]
+                with m.If(f_past):
+                    m.d.comb += [entry.kind.eq(FetchKind.PAST_END), fbuf.w_en.eq(1)]
+                    with m.If(fbuf.w_rdy):
                         m.next = "STOP"
-                    with m.Elif(f_below | f_above):
-                        m.d.comb += [entry.kind.eq(FetchKind.WINDOW), fbuf.w_en.eq(1),
-                                     entry.addr.eq(Mux(f_below, f_addr, f_hi))]
+                with m.Elif(f_below | f_above):
+                    m.d.comb += [entry.kind.eq(FetchKind.WINDOW), fbuf.w_en.eq(1),
+                                 entry.addr.eq(Mux(f_below, f_addr, f_hi))]
+                    with m.If(fbuf.w_rdy):
                         m.next = "STOP"
-                    with m.Else():
-                        m.d.comb += [self.rd_req.valid.eq(1),
-                                     self.rd_req.payload.addr.eq(f_addr),
-                                     self.rd_req.payload.beats.eq(beats)]
-                        with m.If(self.rd_req.ready):
-                            m.d.sync += [f_beat.eq(0), f_err.eq(0)]
-                            m.next = "DATA"
+                with m.Else():
+                    # (the command is assembled in f_cmd while the buffer may still be full)
+                    m.d.comb += [self.rd_req.valid.eq(1),
+                                 self.rd_req.payload.addr.eq(f_addr),
+                                 self.rd_req.payload.beats.eq(beats)]
+                    with m.If(self.rd_req.ready):
+                        m.d.sync += [f_beat.eq(0), f_err.eq(0)]
+                        m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += self.rd_data.ready.eq(1)
                 with m.If(self.rd_data.valid):
@@ -202,19 +207,22 @@ class CommandProcessor(wiring.Component):
                     with m.If(f_beat + 1 == beats):
                         m.next = "PUSH"
             with m.State("PUSH"):
-                # (room was checked before the request; nothing else fills the buffer)
                 m.d.comb += [entry.cmd.eq(f_cmd), entry.index.eq(f_idx), entry.addr.eq(f_addr),
                              entry.kind.eq(Mux(f_err, FetchKind.BUS_ERROR, FetchKind.CMD)),
                              fbuf.w_en.eq(1)]
-                fetch_next(f_idx + 1, f_addr + isa.CMD_BYTES)
-                m.next = "REQ"
-                with m.If(f_err):
-                    m.next = "STOP"
+                with m.If(fbuf.w_rdy):
+                    fetch_next(f_idx + 1, f_addr + isa.CMD_BYTES)
+                    m.next = "REQ"
+                    with m.If(f_err):
+                        m.next = "STOP"
             with m.State("STOP"):
                 pass
 
         # ---- decode and static checks ------------------------------------------------------
+        # The command being checked is the fetch buffer's head, read in place (the buffer's
+        # output register holds it until it is dispatched): no copy of it.
         cur = Signal(_FETCH_ENTRY)
+        m.d.comb += cur.eq(fbuf.r_data)
         cmd = cur.cmd
         op = cmd.header.op
         queues = {
@@ -486,11 +494,8 @@ class CommandProcessor(wiring.Component):
         dec_stuck = Signal()
         static_err = Signal()
         with m.FSM(name="decode"):
-            with m.State("NEXT"):
-                m.d.comb += fbuf.r_en.eq(1)
-                with m.If(fbuf.r_rdy):
-                    m.d.sync += cur.eq(fbuf.r_data)
-                    m.next = "CHECK1"
+            with m.State("NEXT"), m.If(fbuf.r_rdy):
+                m.next = "CHECK1"
             with m.State("CHECK1"):
                 m.d.comb += span_init.eq(1)
                 m.next = "SPAN"
@@ -516,6 +521,7 @@ class CommandProcessor(wiring.Component):
                 with m.If(room):
                     for q, f in queues.items():
                         m.d.comb += f.w_en.eq(target_q == q)
+                    m.d.comb += fbuf.r_en.eq(1)
                     m.next = "NEXT"
                 with m.Else():
                     m.d.comb += [dec_stuck.eq(1), self.fetch_stall.eq(1)]

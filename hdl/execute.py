@@ -27,14 +27,49 @@ class JobKind(enum.Enum, shape=2):
     POOL = 2
 
 
-JOB = data.StructLayout({
-    "kind": JobKind,
-    "overwrite": unsigned(1),   # TILE: the first reduction step of a non-accumulating COMPUTE
-    "last": unsigned(1),        # the command's last job: signals completion
-    "wgt": unsigned(16),        # TILE: first weight row of the tile
-    "in_base": unsigned(16),    # TILE: input row of vector (0, 0) for this reduction step
-    "cmd": isa.COMMAND,
-})
+def _abits(depth):
+    """Bits of a row address of a ``depth``-row buffer."""
+    return max(1, (depth - 1).bit_length())
+
+
+def job_layout(config):
+    """A job as the weight loader and the issuer see it: the fields of its COMPUTE or POOL
+    that they use, row addresses and strides at their buffer's address width.
+
+    Narrowing is exact: the command processor's static checks guarantee that every row a
+    command touches is inside its buffer, and strides are non-negative, so each address the
+    walkers form is below the buffer's depth and equals its value modulo ``2**bits``; an
+    address formed past the last step is never used."""
+    ib, ab, wb = (_abits(d) for d in (config.input_depth, config.acc_depth,
+                                      config.weight_depth))
+    return data.StructLayout({
+        "kind": JobKind,
+        "overwrite": unsigned(1),   # TILE: the first reduction step of a non-accumulating COMPUTE
+        "last": unsigned(1),        # the command's last job: signals completion
+        "wgt": unsigned(wb),        # TILE: first weight row of the tile
+        "in_base": unsigned(ib),    # TILE: input row of vector (0, 0) for this reduction step;
+                                    # POOL: the first window's first element
+        "acc_addr": unsigned(ab),
+        "x_size": unsigned(12), "y_size": unsigned(12),
+        "in_x_stride": unsigned(ib), "in_y_stride": unsigned(ib),
+        "acc_x_stride": unsigned(ab), "acc_y_stride": unsigned(ab),
+        # POOL only
+        "mode": isa.PoolMode, "accumulate": unsigned(1),
+        "win_w": unsigned(8), "win_h": unsigned(8),
+        "win_x_stride": unsigned(ib), "win_y_stride": unsigned(ib),
+    })
+
+
+def _walk(job, src, pool):
+    """Statements setting ``job``'s walk fields from a COMPUTE or (``pool``) POOL view."""
+    names = ["acc_addr", "x_size", "y_size", "in_x_stride", "in_y_stride", "acc_x_stride",
+             "acc_y_stride"]
+    if pool:
+        names += ["mode", "accumulate", "win_w", "win_h", "win_x_stride", "win_y_stride"]
+    stmts = [getattr(job, n).eq(getattr(src, n)) for n in names]
+    if pool:
+        stmts.append(job.in_base.eq(src.in_addr))
+    return stmts
 
 
 class ExecuteUnit(wiring.Component):
@@ -119,18 +154,23 @@ class ExecuteUnit(wiring.Component):
 
         # -- job generator -------------------------------------------------------------------
         g_valid = Signal()
+        JOB = job_layout(cfg)
+        ib = _abits(cfg.input_depth)
         g_job = Signal(JOB)
         g_take = Signal()
         t_busy = Signal()
-        t_cmd = Signal(isa.COMPUTE)
+        t_job = Signal(JOB)         # the COMPUTE being split: its walk fields
+        t_k = Signal(data.StructLayout({
+            "accumulate": 1, "kx_size": 12, "ky_size": 12, "kz_size": 12,
+            "in_kx_stride": ib, "in_ky_stride": ib, "in_kz_stride": ib}))
         kx = Signal(12)
         ky = Signal(12)
         kz = Signal(12)
         t_first = Signal()
-        t_wgt = Signal(16)
-        t_in = Signal(16)
-        t_in_ky = Signal(16)
-        t_in_kz = Signal(16)
+        t_wgt = Signal(len(g_job.wgt))
+        t_in = Signal(ib)
+        t_in_ky = Signal(ib)
+        t_in_kz = Signal(ib)
 
         can_emit = ~g_valid | g_take
         m.d.comb += self.cmd.ready.eq(~t_busy & can_emit)
@@ -145,9 +185,11 @@ class ExecuteUnit(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
                 m.d.sync += [
-                    t_busy.eq(1), t_cmd.eq(cp), t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
+                    t_busy.eq(1), t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
                     t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
                     t_in_kz.eq(cp.in_addr),
+                    *_walk(t_job, cp, pool=False),
+                    *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
                 ]
             with m.Else():
                 m.d.sync += [
@@ -155,34 +197,34 @@ class ExecuteUnit(wiring.Component):
                     g_job.kind.eq(Mux((p.header.op == isa.Opcode.POOL) & pool_work,
                                       JobKind.POOL, JobKind.MARKER)),
                     g_job.last.eq(1),
-                    g_job.cmd.eq(p),
+                    *_walk(g_job, pp, pool=True),
                 ]
         with m.Elif(t_busy & can_emit):
-            last_x = kx == t_cmd.kx_size - 1
-            last_y = ky == t_cmd.ky_size - 1
-            last_z = kz == t_cmd.kz_size - 1
+            last_x = kx == t_k.kx_size - 1
+            last_y = ky == t_k.ky_size - 1
+            last_z = kz == t_k.kz_size - 1
             m.d.sync += [
                 g_valid.eq(1),
+                g_job.eq(t_job),
                 g_job.kind.eq(JobKind.TILE),
-                g_job.overwrite.eq(t_first & ~t_cmd.accumulate),
+                g_job.overwrite.eq(t_first & ~t_k.accumulate),
                 g_job.last.eq(last_x & last_y & last_z),
                 g_job.wgt.eq(t_wgt),
                 g_job.in_base.eq(t_in),
-                g_job.cmd.compute.eq(t_cmd),
                 t_first.eq(0),
                 t_wgt.eq(t_wgt + rows),
             ]
             with m.If(~last_x):
-                m.d.sync += [kx.eq(kx + 1), t_in.eq(t_in + t_cmd.in_kx_stride)]
+                m.d.sync += [kx.eq(kx + 1), t_in.eq(t_in + t_k.in_kx_stride)]
             with m.Else():
                 m.d.sync += kx.eq(0)
                 with m.If(~last_y):
-                    nxt = t_in_ky + t_cmd.in_ky_stride
+                    nxt = t_in_ky + t_k.in_ky_stride
                     m.d.sync += [ky.eq(ky + 1), t_in_ky.eq(nxt), t_in.eq(nxt)]
                 with m.Else():
                     m.d.sync += ky.eq(0)
                     with m.If(~last_z):
-                        nxt = t_in_kz + t_cmd.in_kz_stride
+                        nxt = t_in_kz + t_k.in_kz_stride
                         m.d.sync += [kz.eq(kz + 1), t_in_kz.eq(nxt), t_in_ky.eq(nxt),
                                      t_in.eq(nxt)]
                     with m.Else():
@@ -237,12 +279,12 @@ class ExecuteUnit(wiring.Component):
         y = Signal(12)
         wx = Signal(8)
         wy = Signal(8)
-        in_row = Signal(16)     # TILE: vector (y, 0); POOL: window origin of output (y, 0)
-        in_cur = Signal(16)     # TILE: vector (y, x); POOL: window origin of output (y, x)
-        win_row = Signal(16)    # POOL: window row wy
-        win_cur = Signal(16)    # POOL: window element (wy, wx)
-        acc_row = Signal(16)
-        acc_cur = Signal(16)
+        in_row = Signal(ib)     # TILE: vector (y, 0); POOL: window origin of output (y, 0)
+        in_cur = Signal(ib)     # TILE: vector (y, x); POOL: window origin of output (y, x)
+        win_row = Signal(ib)    # POOL: window row wy
+        win_cur = Signal(ib)    # POOL: window element (wy, wx)
+        acc_row = Signal(len(c_job.acc_addr))
+        acc_cur = Signal(len(c_job.acc_addr))
         inflight = Signal(range(alat + 3))
 
         a_issue = Signal()      # a vector goes to the array
@@ -254,7 +296,6 @@ class ExecuteUnit(wiring.Component):
         p_done = Signal()
         job_end = Signal()      # the current job issues its last slot this cycle
 
-        ccp, cpp = c_job.cmd.compute, c_job.cmd.pool
         # A tile may be taken in the cycle its first weight row is read: that row reaches the
         # shadow registers just as the tile's switch token reaches PE row 0.
         next_ready = l_valid & (l_loaded | start)
@@ -270,8 +311,8 @@ class ExecuteUnit(wiring.Component):
             with m.Case(JobKind.MARKER):
                 m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
             with m.Case(JobKind.TILE):
-                last_x = x == ccp.x_size - 1
-                last_y = y == ccp.y_size - 1
+                last_x = x == c_job.x_size - 1
+                last_y = y == c_job.y_size - 1
                 m.d.comb += [
                     a_issue.eq(1),
                     self.input_rd.addr.eq(in_cur),
@@ -280,18 +321,18 @@ class ExecuteUnit(wiring.Component):
                 ]
                 m.d.sync += c_first.eq(0)
                 with m.If(~last_x):
-                    m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + ccp.in_x_stride),
-                                 acc_cur.eq(acc_cur + ccp.acc_x_stride)]
+                    m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + c_job.in_x_stride),
+                                 acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
-                    nin = in_row + ccp.in_y_stride
-                    nacc = acc_row + ccp.acc_y_stride
+                    nin = in_row + c_job.in_y_stride
+                    nacc = acc_row + c_job.acc_y_stride
                     m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
                                  acc_row.eq(nacc), acc_cur.eq(nacc)]
             with m.Case(JobKind.POOL), m.If(inflight == 0):
-                last_wx = wx == cpp.win_w - 1
-                last_wy = wy == cpp.win_h - 1
-                last_x = x == cpp.x_size - 1
-                last_y = y == cpp.y_size - 1
+                last_wx = wx == c_job.win_w - 1
+                last_wy = wy == c_job.win_h - 1
+                last_x = x == c_job.x_size - 1
+                last_y = y == c_job.y_size - 1
                 m.d.comb += [
                     p_issue.eq(1),
                     self.input_rd.addr.eq(win_cur),
@@ -301,21 +342,21 @@ class ExecuteUnit(wiring.Component):
                     job_end.eq(last_wx & last_wy & last_x & last_y),
                 ]
                 with m.If(~last_wx):
-                    m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + cpp.win_x_stride)]
+                    m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + c_job.win_x_stride)]
                 with m.Elif(~last_wy):
-                    nwin = win_row + cpp.win_y_stride
+                    nwin = win_row + c_job.win_y_stride
                     m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin),
                                  win_cur.eq(nwin)]
                 with m.Else():
                     m.d.sync += [wx.eq(0), wy.eq(0)]
                     with m.If(~last_x):
-                        nin = in_cur + cpp.in_x_stride
+                        nin = in_cur + c_job.in_x_stride
                         m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
                                      win_cur.eq(nin),
-                                     acc_cur.eq(acc_cur + cpp.acc_x_stride)]
+                                     acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                     with m.Else():
-                        nin = in_row + cpp.in_y_stride
-                        nacc = acc_row + cpp.acc_y_stride
+                        nin = in_row + c_job.in_y_stride
+                        nacc = acc_row + c_job.acc_y_stride
                         m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin),
                                      in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
                                      acc_row.eq(nacc), acc_cur.eq(nacc)]
@@ -323,16 +364,12 @@ class ExecuteUnit(wiring.Component):
         # Taking the next job comes last: it overrides the counter updates above.
         with m.If(l_take):
             nj = l_job
-            is_tile = nj.kind == JobKind.TILE
             m.d.sync += [
                 c_valid.eq(1), c_job.eq(nj), c_first.eq(1),
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
-                in_row.eq(Mux(is_tile, nj.in_base, nj.cmd.pool.in_addr)),
-                in_cur.eq(Mux(is_tile, nj.in_base, nj.cmd.pool.in_addr)),
-                win_row.eq(nj.cmd.pool.in_addr),
-                win_cur.eq(nj.cmd.pool.in_addr),
-                acc_row.eq(Mux(is_tile, nj.cmd.compute.acc_addr, nj.cmd.pool.acc_addr)),
-                acc_cur.eq(Mux(is_tile, nj.cmd.compute.acc_addr, nj.cmd.pool.acc_addr)),
+                in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
+                win_row.eq(nj.in_base), win_cur.eq(nj.in_base),
+                acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),
             ]
         with m.Elif(job_end):
             m.d.sync += c_valid.eq(0)
@@ -369,9 +406,9 @@ class ExecuteUnit(wiring.Component):
                                        "addr": range(cfg.acc_depth)}))
         m.d.sync += [
             p1.valid.eq(p_issue), p1.first.eq(p_first), p1.last.eq(p_last), p1.done.eq(p_done),
-            p1.op.eq(Mux(~cpp.accumulate, AccOp.OVERWRITE,
-                         Mux(cpp.mode == isa.PoolMode.MAX, AccOp.MAX, AccOp.ADD))),
-            p1.mode.eq(cpp.mode),
+            p1.op.eq(Mux(~c_job.accumulate, AccOp.OVERWRITE,
+                         Mux(c_job.mode == isa.PoolMode.MAX, AccOp.MAX, AccOp.ADD))),
+            p1.mode.eq(c_job.mode),
             p1.addr.eq(acc_cur),
         ]
         pr_valid = Signal()
