@@ -53,6 +53,19 @@ def pp_fifo_depth(config):
     return min(16, 1 << (rows - 1).bit_length())
 
 
+def store_reader_depth(config):
+    """Residual rows STORE's :class:`RowReader` keeps in flight: as many as the bus returns in
+    the time the post-processor takes them (``max_reads`` runs at its rate of a row every
+    :attr:`~hdl.config.NpuConfig.pp_row_cycles`), at least two."""
+    run = max(RowReader.max_beats(config, config.cols), min(config.max_burst, 16))
+    return max(2, -(-config.max_reads * run // config.pp_row_cycles))
+
+
+def _abits(depth):
+    """Bits of a row address of a ``depth``-row buffer."""
+    return max(1, (depth - 1).bit_length())
+
+
 def _log2(n):
     return n.bit_length() - 1
 
@@ -93,8 +106,7 @@ class RowReader(wiring.Component):
         self._config = config
         self._bytes = max_bytes
         self._user = user_layout
-        bb = config.bus_data_width // 8
-        self._max_beats = (max_bytes + bb - 1 + bb - 1) // bb
+        self._max_beats = self.max_beats(config, max_bytes)
         #: Beats of one coalesced request, and rows the reader keeps in flight.
         self._run = run_beats or max(self._max_beats, min(config.max_burst, 16))
         self._depth = depth or max(4, config.max_reads * self._run)
@@ -109,6 +121,12 @@ class RowReader(wiring.Component):
             "err_addr": Out(32),
             "stall": Out(1),
         })
+
+    @staticmethod
+    def max_beats(config, max_bytes):
+        """Beats that hold a row of ``max_bytes`` bytes at any byte offset."""
+        bb = config.bus_data_width // 8
+        return (max_bytes + bb - 1 + bb - 1) // bb
 
     def elaborate(self, platform):
         m = Module()
@@ -312,7 +330,7 @@ class DmaLoad(wiring.Component):
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
         w = _Walker(m, "ld")
-        s = w.add("sram", 32)
+        s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
         d = w.add("dram", 32)
         wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
         m.d.sync += self.done.eq(0)
@@ -438,7 +456,7 @@ class DmaStore(wiring.Component):
         cols = c.cols
         user = data.StructLayout({"acc": range(c.acc_depth), "param": range(c.param_depth),
                                   "dram": 32, "last": 1})
-        m.submodules.reader = rd = RowReader(c, cols, user)
+        m.submodules.reader = rd = RowReader(c, cols, user, depth=store_reader_depth(c))
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
@@ -447,7 +465,7 @@ class DmaStore(wiring.Component):
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
         w = _Walker(m, "st")
-        a = w.add("acc", 32)
+        a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
         dr = w.add("dram", 32)
         rs = w.add("res", 32)
         par = Signal(16)
@@ -501,12 +519,12 @@ class DmaStore(wiring.Component):
             afifo.w_data.eq(Cat(o.user.dram, o.user.last)),
         ]
 
-        # Writer: one engine request per row; the row's beats (data shifted to the row's byte
-        # offset, strobes on exactly its bytes) wait in a row FIFO until the engine has
-        # announced their burst, so requests run ahead of the data and a one-beat row takes
-        # one cycle.
-        maxb = (cols + bb - 1 + bb - 1) // bb
-        beat_row = data.StructLayout({"data": 8 * bb * maxb, "strb": bb * maxb,
+        # Writer: one engine request per row; the row (as it came, with its byte offset and
+        # beats) waits in a row FIFO until the engine has announced its burst, so requests
+        # run ahead of the data and a one-beat row takes one cycle. Its beats are formed at
+        # the FIFO's output: the row shifted to its byte offset, strobes on exactly its bytes.
+        maxb = RowReader.max_beats(c, cols)
+        beat_row = data.StructLayout({"row": 8 * cols, "off": range(bb),
                                       "nbeats": range(maxb + 1)})
         # (four rows when a row comes every cycle or two; two when rows are slower than the
         # engine's burst announcements)
@@ -517,15 +535,10 @@ class DmaStore(wiring.Component):
         h_last = afifo.r_data[32]
         off = Signal(range(bb))
         m.d.comb += off.eq(h_addr[:sh] if sh else 0)
-        row = Signal(8 * cols)
-        m.d.comb += row.eq(self.pp_out.payload)
-        strb = Signal(cols)
-        for i in range(cols):
-            m.d.comb += strb[i].eq(i < cmd.elems)
         h_beats = Signal(range(maxb + 1))
         m.d.comb += h_beats.eq((off + cmd.elems + bb - 1) >> sh)
         entry = Signal(beat_row)
-        m.d.comb += [entry.data.eq(row << Cat(Const(0, 3), off)), entry.strb.eq(strb << off),
+        m.d.comb += [entry.row.eq(self.pp_out.payload), entry.off.eq(off),
                      entry.nbeats.eq(h_beats), wq.w_data.eq(entry)]
         m.d.comb += [
             self.wr_req.valid.eq(self.pp_out.valid & afifo.r_rdy & wq.w_rdy & ~waitb),
@@ -538,11 +551,18 @@ class DmaStore(wiring.Component):
                 m.d.sync += waitb.eq(1)
         head = Signal(beat_row)
         m.d.comb += head.eq(wq.r_data)
+        strb = Signal(cols)
+        for i in range(cols):
+            m.d.comb += strb[i].eq(i < cmd.elems)
+        beats_data = Signal(8 * bb * maxb)
+        beats_strb = Signal(bb * maxb)
+        m.d.comb += [beats_data.eq(head.row << Cat(Const(0, 3), head.off)),
+                     beats_strb.eq(strb << head.off)]
         k = Signal(range(maxb + 1))
         m.d.comb += [
             self.wr_data.valid.eq(wq.r_rdy),
-            self.wr_data.payload.data.eq(head.data.word_select(k, 8 * bb)),
-            self.wr_data.payload.strb.eq(head.strb.word_select(k, bb)),
+            self.wr_data.payload.data.eq(beats_data.word_select(k, 8 * bb)),
+            self.wr_data.payload.strb.eq(beats_strb.word_select(k, bb)),
         ]
         with m.If(self.wr_data.valid & self.wr_data.ready):
             with m.If(k + 1 == head.nbeats):
