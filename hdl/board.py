@@ -285,7 +285,9 @@ class BoardTop(Elaboratable):
                 p_FILTER_RANGE=rng,
                 io_PACKAGEPIN=clk_port.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=clk, o_LOCK=locked)
-        platform.add_clock_constraint(clk, self._clk_hz)
+        # (no clock constraint of our own: nextpnr derives the PLL output's from the input
+        # clock's, which the platform constrains; a constraint on `npu_clk` named a net that
+        # does not survive synthesis)
         return locked
 
     def elaborate(self, platform):

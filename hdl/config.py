@@ -718,6 +718,13 @@ class NpuConfig:
         return -(-self.cols // self.pp_lanes) * self.pp_steps
 
     @property
+    def slices(self) -> bool:
+        """Register slices on the paths that limit a fast clock (``target.clock_mhz >= 75``):
+        between each DMA unit's row walker and its row reader. They cost flip-flops and a
+        cycle or two of latency a command; slower targets go without."""
+        return self.clock_mhz >= 75
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates per cycle: ``rows * cols``."""
         return self.rows * self.cols

@@ -61,6 +61,23 @@ def store_reader_depth(config):
     return max(2, -(-config.max_reads * run // config.pp_row_cycles))
 
 
+def _desc_slice(m, config, desc_in):
+    """The stream the walker offers its descriptors on: ``desc_in`` itself, or (with
+    :attr:`~hdl.config.NpuConfig.slices`) a two-entry register slice in front of it, so that
+    neither the walker's step nor the reader's coalescing compares wait on the other's logic."""
+    if not config.slices:
+        return desc_in
+    layout = desc_in.payload.shape()
+    out = stream.Signature(layout).create()
+    q = fifo.SyncFIFOBuffered(width=layout.size, depth=2)
+    m.submodules.desc_slice = q
+    m.d.comb += [
+        q.w_en.eq(out.valid), q.w_data.eq(out.payload), out.ready.eq(q.w_rdy),
+        desc_in.valid.eq(q.r_rdy), desc_in.payload.eq(q.r_data), q.r_en.eq(desc_in.ready),
+    ]
+    return out
+
+
 def _abits(depth):
     """Bits of a row address of a ``depth``-row buffer."""
     return max(1, (depth - 1).bit_length())
@@ -320,6 +337,7 @@ class DmaLoad(wiring.Component):
         deepest = max(c.input_depth, c.weight_depth, c.acc_depth, c.param_depth)
         user = data.StructLayout({"row": range(deepest), "last": 1})
         m.submodules.reader = rd = RowReader(c, nb, user)
+        desc = _desc_slice(m, c, rd.desc)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
         m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
@@ -353,14 +371,14 @@ class DmaLoad(wiring.Component):
         m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
         last = Signal()
         m.d.comb += [
-            rd.desc.valid.eq(gen),
-            rd.desc.payload.addr.eq(d[2]),
-            rd.desc.payload.nbytes.eq(nbytes),
-            rd.desc.payload.skip.eq(pad),
-            rd.desc.payload.user.row.eq(s[2]),
-            rd.desc.payload.user.last.eq(last),
+            desc.valid.eq(gen),
+            desc.payload.addr.eq(d[2]),
+            desc.payload.nbytes.eq(nbytes),
+            desc.payload.skip.eq(pad),
+            desc.payload.user.row.eq(s[2]),
+            desc.payload.user.last.eq(last),
         ]
-        with m.If(rd.desc.valid & rd.desc.ready):
+        with m.If(desc.valid & desc.ready):
             last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
                            [(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
@@ -457,6 +475,7 @@ class DmaStore(wiring.Component):
         user = data.StructLayout({"acc": range(c.acc_depth), "param": range(c.param_depth),
                                   "dram": 32, "last": 1})
         m.submodules.reader = rd = RowReader(c, cols, user, depth=store_reader_depth(c))
+        desc = _desc_slice(m, c, rd.desc)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
@@ -481,17 +500,17 @@ class DmaStore(wiring.Component):
 
         last = Signal()
         m.d.comb += [
-            rd.desc.valid.eq(gen),
-            rd.desc.payload.addr.eq(rs[2]),
-            rd.desc.payload.nbytes.eq(cmd.elems),
-            rd.desc.payload.skip.eq(~cmd.residual),
-            rd.desc.payload.user.acc.eq(a[2]),
-            rd.desc.payload.user.param.eq(par),
-            rd.desc.payload.user.dram.eq(dr[2]),
-            rd.desc.payload.user.last.eq(last),
+            desc.valid.eq(gen),
+            desc.payload.addr.eq(rs[2]),
+            desc.payload.nbytes.eq(cmd.elems),
+            desc.payload.skip.eq(~cmd.residual),
+            desc.payload.user.acc.eq(a[2]),
+            desc.payload.user.param.eq(par),
+            desc.payload.user.dram.eq(dr[2]),
+            desc.payload.user.last.eq(last),
         ]
         dstr = (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)
-        with m.If(rd.desc.valid & rd.desc.ready):
+        with m.If(desc.valid & desc.ready):
             last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
                            [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr, dstr])
             m.d.comb += last.eq(last_)
