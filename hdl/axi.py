@@ -159,30 +159,42 @@ class AxiMaster(wiring.Component):
         until ``handshake``; the next one is loaded in the same cycle. At most ``limit`` bursts
         are offered or outstanding: a credit is taken per burst and given back by ``release``.
         ``free`` says a new request may be latched this cycle (the splitter is empty or offers
-        its request's last burst now). Returns (free, valid, b_addr, b_len, b_last, busy, addr,
-        remaining)."""
+        its request's last burst now); ``start(addr, beats)`` gives the statements that latch
+        one. Returns (free, start, valid, b_addr, b_len, b_last, busy).
+
+        The next burst's length (the least of the beats left, ``max_burst`` and the beats to
+        the 4 KiB boundary) and whether it is the request's last are registered a burst
+        ahead: they are formed from the request as it is latched, and from the current
+        burst's registered length as it is loaded (the beats to the boundary are kept as a
+        count that each burst decreases), so no compare chain lies in front of the address
+        adder."""
         c = self._config
         bb = self._beat
         shift = bb.bit_length() - 1
+        page = 4096 // bb
         busy = Signal(name=f"{name}_busy")
         addr = Signal(32, name=f"{name}_addr")
         remaining = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_remaining")
+        to_page = Signal(range(page + 1), name=f"{name}_to_page")
+        n = Signal(range(c.max_burst + 1), name=f"{name}_n")
+        last = Signal(name=f"{name}_last")
         valid = Signal(name=f"{name}_valid")
         b_addr = Signal(32, name=f"{name}_baddr")
         b_len = Signal(range(c.max_burst + 1), name=f"{name}_blen")
         b_last = Signal(name=f"{name}_blast")
         credits = Signal(range(limit + 1), init=limit, name=f"{name}_credits")
-        to_page = Signal(range(4096 // bb + 1), name=f"{name}_to_page")
-        n = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n")
-        m.d.comb += to_page.eq((4096 - addr[:12]) >> shift)
-        n1 = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_n1")
-        m.d.comb += n1.eq(Mux(remaining > c.max_burst, c.max_burst, remaining))
-        m.d.comb += n.eq(Mux(n1 > to_page, to_page, n1))
-        # The burst is the request's last when the rest fits under both limits: two compares
-        # side by side, not n's chain of compares and multiplexers (free, the request's ready,
-        # depends on it).
-        last = Signal(name=f"{name}_last")
-        m.d.comb += last.eq((remaining <= c.max_burst) & (remaining <= to_page))
+
+        def plan(rem, tp):
+            """(n, last) of a burst with ``rem`` beats left and ``tp`` beats to the boundary."""
+            n1 = Mux(rem > c.max_burst, c.max_burst, rem)
+            return [n.eq(Mux(n1 > tp, tp, n1)), last.eq((rem <= c.max_burst) & (rem <= tp))]
+
+        def start(req_addr, beats):
+            tp = Signal(range(page + 1), name=f"{name}_start_tp")
+            m.d.comb += tp.eq(page - req_addr[shift:12])
+            return [busy.eq(1), addr.eq(req_addr & ~Const(bb - 1, 32)), remaining.eq(beats),
+                    to_page.eq(tp), *plan(beats, tp)]
+
         load = Signal(name=f"{name}_load")
         free = Signal(name=f"{name}_free")
         m.d.comb += [
@@ -196,13 +208,17 @@ class AxiMaster(wiring.Component):
         with m.If(busy & ((remaining == 0) | self.flush)):
             m.d.sync += busy.eq(0)
         with m.If(load):
+            rem = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_rem_next")
+            tp = Signal(range(page + 1), name=f"{name}_tp_next")
+            m.d.comb += [rem.eq(remaining - n), tp.eq(Mux(n == to_page, page, to_page - n))]
             m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last),
-                         addr.eq(addr + (n << shift)), remaining.eq(remaining - n)]
+                         addr.eq(addr + (n << shift)), remaining.eq(rem), to_page.eq(tp),
+                         *plan(rem, tp)]
             if tag is not None:
                 m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
             with m.If(last):
                 m.d.sync += busy.eq(0)
-        return free, valid, b_addr, b_len, b_last, busy, addr, remaining
+        return free, start, valid, b_addr, b_len, b_last, busy
 
     def elaborate(self, platform):
         m = Module()
@@ -218,7 +234,7 @@ class AxiMaster(wiring.Component):
         m.submodules.inflight = inflight
         r_client = Signal(cbits)        # client of the request being split
         b_client = Signal(cbits)        # client of the burst on offer
-        r_free, r_valid, r_addr, r_len, r_last, r_busy, r_next, r_rem = self._splitter(
+        r_free, r_start, r_valid, r_addr, r_len, r_last, r_busy = self._splitter(
             m, "ar", c.max_reads, inflight.r_en, bus.arready, r_client, b_client)
         # Round-robin arbiter: the client after the last one granted goes first.
         last_grant = Signal(range(nclients))
@@ -235,8 +251,7 @@ class AxiMaster(wiring.Component):
                 with m.If(grant == k):
                     m.d.comb += self.rd_req[k].ready.eq(1)
                     req = self.rd_req[k].payload
-                    m.d.sync += [r_busy.eq(1), r_next.eq(req.addr & ~Const(bb - 1, 32)),
-                                 r_rem.eq(req.beats), r_client.eq(k)]
+                    m.d.sync += [*r_start(req.addr, req.beats), r_client.eq(k)]
             m.d.sync += last_grant.eq(grant)
         # (an empty request, beats = 0, is accepted and produces nothing)
         m.d.comb += [
@@ -270,12 +285,11 @@ class AxiMaster(wiring.Component):
         wq = fifo.SyncFIFO(width=9, depth=writes)   # beats of announced bursts
         bq = fifo.SyncFIFO(width=32, depth=writes)  # addresses awaiting B
         m.submodules.wq, m.submodules.bq = wq, bq
-        w_free, w_valid, w_addr, w_len, _, w_busy, w_next, w_rem = self._splitter(
+        w_free, w_start, w_valid, w_addr, w_len, _, w_busy = self._splitter(
             m, "aw", writes, bus.bvalid & bus.bready, bus.awready)
         m.d.comb += self.wr_req.ready.eq(w_free & ~self.flush)
         with m.If(self.wr_req.valid & self.wr_req.ready):
-            m.d.sync += [w_busy.eq(1), w_next.eq(self.wr_req.payload.addr & ~Const(bb - 1, 32)),
-                         w_rem.eq(self.wr_req.payload.beats)]
+            m.d.sync += w_start(self.wr_req.payload.addr, self.wr_req.payload.beats)
         m.d.comb += [
             bus.awid.eq(0), bus.awaddr.eq(w_addr & ~Const(bb - 1, 32)), bus.awlen.eq(w_len - 1),
             bus.awsize.eq(size), bus.awburst.eq(Burst.INCR), bus.awcache.eq(0b0011),

@@ -553,3 +553,72 @@ def test_perf_high_word_latch():
 
     run_sim(dut, tb)
     assert got == [0x1234_5678, 7, 0x9ABC_DEF0, 9, 1, 8]
+
+
+# -- AXI master: burst splitting ------------------------------------------------------------------
+
+
+def _expected_bursts(addr, beats, bb, max_burst):
+    """The bursts a request splits into: as long as allowed (max_burst, the 4 KiB boundary)."""
+    out = []
+    a = addr & ~(bb - 1)
+    while beats:
+        n = min(beats, max_burst, (4096 - a % 4096) // bb)
+        out.append((a, n))
+        a, beats = a + n * bb, beats - n
+    return out
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_axi_read_bursts_split_at_limits(config):
+    """Random read requests (many near a 4 KiB boundary, some empty) under random ARREADY:
+    the bursts on AR are exactly the requests split at max_burst and at every 4 KiB boundary,
+    in order."""
+    from hdl.axi import AxiMaster
+    cfg = NpuConfig.load(config)
+    bb, mb = cfg.bus_bytes, cfg.max_burst
+    rng = np.random.default_rng(7)
+    reqs = []
+    for _ in range(60):
+        page = int(rng.integers(0, 16)) * 4096
+        addr = page + (4096 - int(rng.integers(0, 6 * mb * bb)) if rng.random() < 0.6
+                       else int(rng.integers(0, 4096)))
+        reqs.append((addr, int(rng.choice([0, 1, 2, mb - 1, mb, mb + 1, 3 * mb + 2,
+                                            int(rng.integers(1, 8 * mb))]))))
+    expect = [b for a, n in reqs for b in _expected_bursts(a, n, bb, mb)]
+    dut = AxiMaster(cfg, read_clients=1)
+    got = []
+
+    async def tb(ctx):
+        bus, req, rdat = dut.bus, dut.rd_req[0], dut.rd_data[0]
+        pending, beat, i = [], 0, 0
+        ctx.set(rdat.ready, 1)
+        for _ in range(20000):
+            if i < len(reqs):
+                ctx.set(req.valid, 1)
+                ctx.set(req.payload.addr, reqs[i][0] % 2**32)
+                ctx.set(req.payload.beats, reqs[i][1])
+            else:
+                ctx.set(req.valid, 0)
+            arready = int(rng.random() < 0.7)
+            ctx.set(bus.arready, arready)
+            ctx.set(bus.rvalid, int(bool(pending)))
+            ctx.set(bus.rlast, int(bool(pending) and beat + 1 == pending[0]))
+            _, _, rq_ok, arvalid, araddr, arlen, rready = await ctx.tick().sample(
+                req.valid & req.ready, bus.arvalid, bus.araddr, bus.arlen, bus.rready)
+            if pending and rready:
+                beat += 1
+                if beat == pending[0]:
+                    pending.pop(0)
+                    beat = 0
+            if rq_ok:
+                i += 1
+            if arvalid and arready:
+                got.append((araddr, arlen + 1))
+                pending.append(arlen + 1)
+            if i == len(reqs) and len(got) == len(expect) and not pending:
+                break
+
+    run_sim(dut, tb)
+    assert got == expect
+    assert len(expect) > len(reqs)        # the boundaries split many of them
