@@ -61,23 +61,6 @@ def store_reader_depth(config):
     return max(2, -(-config.max_reads * run // config.pp_row_cycles))
 
 
-def _desc_slice(m, config, desc_in):
-    """The stream the walker offers its descriptors on: ``desc_in`` itself, or (with
-    :attr:`~hdl.config.NpuConfig.slices`) a two-entry register slice in front of it, so that
-    neither the walker's step nor the reader's coalescing compares wait on the other's logic."""
-    if not config.slices:
-        return desc_in
-    layout = desc_in.payload.shape()
-    out = stream.Signature(layout).create()
-    q = fifo.SyncFIFOBuffered(width=layout.size, depth=2)
-    m.submodules.desc_slice = q
-    m.d.comb += [
-        q.w_en.eq(out.valid), q.w_data.eq(out.payload), out.ready.eq(q.w_rdy),
-        desc_in.valid.eq(q.r_rdy), desc_in.payload.eq(q.r_data), q.r_en.eq(desc_in.ready),
-    ]
-    return out
-
-
 def _abits(depth):
     """Bits of a row address of a ``depth``-row buffer."""
     return max(1, (depth - 1).bit_length())
@@ -100,7 +83,8 @@ class RowReader(wiring.Component):
     for padding rows, STORE for rows without a residual).
 
     Latency: a row comes out in the cycle after its last beat arrives (a skipped row one cycle
-    after it reaches the head).
+    after it reaches the head). With ``slice``, descriptors pass a two-entry register slice
+    first (one cycle more; for fast clocks, :attr:`~hdl.config.NpuConfig.slices`).
 
     Members
     -------
@@ -119,8 +103,10 @@ class RowReader(wiring.Component):
         The head row waits for read data.
     """
 
-    def __init__(self, config, max_bytes, user_layout, depth=None, run_beats=None):
+    def __init__(self, config, max_bytes, user_layout, depth=None, run_beats=None,
+                 slice=False):
         self._config = config
+        self._slice = slice
         self._bytes = max_bytes
         self._user = user_layout
         self._max_beats = self.max_beats(config, max_bytes)
@@ -156,11 +142,30 @@ class RowReader(wiring.Component):
         pend = fifo.SyncFIFO(width=pend_layout.size, depth=self._depth)
         m.submodules.pend = pend
 
-        d = self.desc.payload
+        # A descriptor as the coalescer sees it: its beats formed on the way in.
+        in_layout = data.StructLayout({"addr": 32, "nbeats": range(maxb + 1), "skip": 1,
+                                       "user": self._user})
+        din = Signal(in_layout)
+        m.d.comb += [din.addr.eq(self.desc.payload.addr), din.skip.eq(self.desc.payload.skip),
+                     din.user.eq(self.desc.payload.user),
+                     din.nbeats.eq(((self.desc.payload.addr[:sh] if sh else 0) +
+                                    self.desc.payload.nbytes + bb - 1) >> sh)]
+        d = Signal(in_layout)
+        d_valid, d_ready = Signal(), Signal()
+        if self._slice:
+            # A two-entry register slice: neither the walker's step nor the coalescing
+            # compares below wait on the other's logic.
+            q = fifo.SyncFIFOBuffered(width=in_layout.size, depth=2)
+            m.submodules.desc_slice = q
+            m.d.comb += [q.w_en.eq(self.desc.valid), q.w_data.eq(din),
+                         self.desc.ready.eq(q.w_rdy),
+                         d_valid.eq(q.r_rdy), d.eq(q.r_data), q.r_en.eq(d_ready)]
+        else:
+            m.d.comb += [d_valid.eq(self.desc.valid), d.eq(din),
+                         self.desc.ready.eq(d_ready)]
         off = Signal(range(bb))
         nbeats = Signal(range(maxb + 1))
-        m.d.comb += [off.eq(d.addr[:sh] if sh else 0),
-                     nbeats.eq((off + d.nbytes + bb - 1) >> sh)]
+        m.d.comb += [off.eq(d.addr[:sh] if sh else 0), nbeats.eq(d.nbeats)]
         entry = Signal(pend_layout)
         m.d.comb += [entry.off.eq(off), entry.nbeats.eq(nbeats), entry.skip.eq(d.skip),
                      entry.user.eq(d.user)]
@@ -172,18 +177,18 @@ class RowReader(wiring.Component):
         run_addr = Signal(32)
         run_next = Signal(32 - sh)         # the beat after the run's last one
         run_beats = Signal(range(self._run + 1))
+        run_room = Signal(range(self._run + 1))     # run - run_beats, kept beside it
         grow = Signal()                    # the descriptor joins the open run
         m.d.comb += grow.eq(run_open & ~d.skip & (first_beat == run_next) &
-                            (run_beats + nbeats <= self._run))
+                            (nbeats <= run_room))
         take = Signal()
         m.d.comb += [
             # Issue the run whenever it cannot grow this cycle.
-            self.rd_req.valid.eq(run_open & ~(self.desc.valid & pend.w_rdy & (d.skip | grow))),
+            self.rd_req.valid.eq(run_open & ~(d_valid & pend.w_rdy & (d.skip | grow))),
             self.rd_req.payload.addr.eq(run_addr),
             self.rd_req.payload.beats.eq(run_beats),
-            take.eq(self.desc.valid & pend.w_rdy &
-                    (d.skip | grow | ~run_open | self.rd_req.ready)),
-            self.desc.ready.eq(take),
+            take.eq(d_valid & pend.w_rdy & (d.skip | grow | ~run_open | self.rd_req.ready)),
+            d_ready.eq(take),
             pend.w_en.eq(take),
             pend.w_data.eq(entry),
         ]
@@ -191,10 +196,11 @@ class RowReader(wiring.Component):
             m.d.sync += run_open.eq(0)
         with m.If(take & ~d.skip):
             with m.If(grow):
-                m.d.sync += [run_beats.eq(run_beats + nbeats), run_next.eq(first_beat + nbeats)]
+                m.d.sync += [run_beats.eq(run_beats + nbeats), run_room.eq(run_room - nbeats),
+                             run_next.eq(first_beat + nbeats)]
             with m.Else():
                 m.d.sync += [run_open.eq(1), run_addr.eq(d.addr), run_beats.eq(nbeats),
-                             run_next.eq(first_beat + nbeats)]
+                             run_room.eq(self._run - nbeats), run_next.eq(first_beat + nbeats)]
 
         head = Signal(pend_layout)
         m.d.comb += head.eq(pend.r_data)
@@ -336,8 +342,7 @@ class DmaLoad(wiring.Component):
         # (row numbers as wide as the deepest buffer: the static checks keep them in range)
         deepest = max(c.input_depth, c.weight_depth, c.acc_depth, c.param_depth)
         user = data.StructLayout({"row": range(deepest), "last": 1})
-        m.submodules.reader = rd = RowReader(c, nb, user)
-        desc = _desc_slice(m, c, rd.desc)
+        m.submodules.reader = rd = RowReader(c, nb, user, slice=c.slices)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
         m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
@@ -371,14 +376,14 @@ class DmaLoad(wiring.Component):
         m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
         last = Signal()
         m.d.comb += [
-            desc.valid.eq(gen),
-            desc.payload.addr.eq(d[2]),
-            desc.payload.nbytes.eq(nbytes),
-            desc.payload.skip.eq(pad),
-            desc.payload.user.row.eq(s[2]),
-            desc.payload.user.last.eq(last),
+            rd.desc.valid.eq(gen),
+            rd.desc.payload.addr.eq(d[2]),
+            rd.desc.payload.nbytes.eq(nbytes),
+            rd.desc.payload.skip.eq(pad),
+            rd.desc.payload.user.row.eq(s[2]),
+            rd.desc.payload.user.last.eq(last),
         ]
-        with m.If(desc.valid & desc.ready):
+        with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
                            [(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
@@ -474,8 +479,8 @@ class DmaStore(wiring.Component):
         cols = c.cols
         user = data.StructLayout({"acc": range(c.acc_depth), "param": range(c.param_depth),
                                   "dram": 32, "last": 1})
-        m.submodules.reader = rd = RowReader(c, cols, user, depth=store_reader_depth(c))
-        desc = _desc_slice(m, c, rd.desc)
+        m.submodules.reader = rd = RowReader(c, cols, user, depth=store_reader_depth(c),
+                                             slice=c.slices)
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
@@ -500,17 +505,17 @@ class DmaStore(wiring.Component):
 
         last = Signal()
         m.d.comb += [
-            desc.valid.eq(gen),
-            desc.payload.addr.eq(rs[2]),
-            desc.payload.nbytes.eq(cmd.elems),
-            desc.payload.skip.eq(~cmd.residual),
-            desc.payload.user.acc.eq(a[2]),
-            desc.payload.user.param.eq(par),
-            desc.payload.user.dram.eq(dr[2]),
-            desc.payload.user.last.eq(last),
+            rd.desc.valid.eq(gen),
+            rd.desc.payload.addr.eq(rs[2]),
+            rd.desc.payload.nbytes.eq(cmd.elems),
+            rd.desc.payload.skip.eq(~cmd.residual),
+            rd.desc.payload.user.acc.eq(a[2]),
+            rd.desc.payload.user.param.eq(par),
+            rd.desc.payload.user.dram.eq(dr[2]),
+            rd.desc.payload.user.last.eq(last),
         ]
         dstr = (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)
-        with m.If(desc.valid & desc.ready):
+        with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
                            [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr, dstr])
             m.d.comb += last.eq(last_)
