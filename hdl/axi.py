@@ -162,12 +162,13 @@ class AxiMaster(wiring.Component):
         its request's last burst now); ``start(addr, beats)`` gives the statements that latch
         one. Returns (free, start, valid, b_addr, b_len, b_last, busy).
 
-        The next burst's length (the least of the beats left, ``max_burst`` and the beats to
-        the 4 KiB boundary) and whether it is the request's last are registered a burst
-        ahead: they are formed from the request as it is latched, and from the current
-        burst's registered length as it is loaded (the beats to the boundary are kept as a
-        count that each burst decreases), so no compare chain lies in front of the address
-        adder."""
+        A burst's length is the least of the beats left, ``max_burst`` and the beats to the
+        4 KiB boundary. For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) it and
+        whether it is the request's last are registered a burst ahead: formed from the
+        request as it is latched, then from the current burst's registered length as it is
+        loaded (the beats to the boundary kept as a count that each burst decreases), so no
+        compare chain lies in front of the address adder. Otherwise they are formed from the
+        registers as the burst is loaded (fewer LUTs)."""
         c = self._config
         bb = self._beat
         shift = bb.bit_length() - 1
@@ -189,11 +190,17 @@ class AxiMaster(wiring.Component):
             n1 = Mux(rem > c.max_burst, c.max_burst, rem)
             return [n.eq(Mux(n1 > tp, tp, n1)), last.eq((rem <= c.max_burst) & (rem <= tp))]
 
+        ahead = c.slices
+        if not ahead:
+            m.d.comb += [to_page.eq(page - addr[shift:12]), *plan(remaining, to_page)]
+
         def start(req_addr, beats):
-            tp = Signal(range(page + 1), name=f"{name}_start_tp")
-            m.d.comb += tp.eq(page - req_addr[shift:12])
-            return [busy.eq(1), addr.eq(req_addr & ~Const(bb - 1, 32)), remaining.eq(beats),
-                    to_page.eq(tp), *plan(beats, tp)]
+            stmts = [busy.eq(1), addr.eq(req_addr & ~Const(bb - 1, 32)), remaining.eq(beats)]
+            if ahead:
+                tp = Signal(range(page + 1), name=f"{name}_start_tp")
+                m.d.comb += tp.eq(page - req_addr[shift:12])
+                stmts += [to_page.eq(tp), *plan(beats, tp)]
+            return stmts
 
         load = Signal(name=f"{name}_load")
         free = Signal(name=f"{name}_free")
@@ -209,11 +216,13 @@ class AxiMaster(wiring.Component):
             m.d.sync += busy.eq(0)
         with m.If(load):
             rem = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_rem_next")
-            tp = Signal(range(page + 1), name=f"{name}_tp_next")
-            m.d.comb += [rem.eq(remaining - n), tp.eq(Mux(n == to_page, page, to_page - n))]
+            m.d.comb += rem.eq(remaining - n)
             m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last),
-                         addr.eq(addr + (n << shift)), remaining.eq(rem), to_page.eq(tp),
-                         *plan(rem, tp)]
+                         addr.eq(addr + (n << shift)), remaining.eq(rem)]
+            if ahead:
+                tp = Signal(range(page + 1), name=f"{name}_tp_next")
+                m.d.comb += tp.eq(Mux(n == to_page, page, to_page - n))
+                m.d.sync += [to_page.eq(tp), *plan(rem, tp)]
             if tag is not None:
                 m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
             with m.If(last):
@@ -246,13 +255,16 @@ class AxiMaster(wiring.Component):
                 for k in reversed(order):
                     with m.If(self.rd_req[k].valid):
                         m.d.comb += [grant.eq(k), any_req.eq(1)]
+        g_req = Signal(read_request_layout())       # the granted client's request
+        for k in range(nclients):
+            with m.If(grant == k):
+                m.d.comb += g_req.eq(self.rd_req[k].payload)
         with m.If(r_free & ~self.flush & any_req):
             for k in range(nclients):
                 with m.If(grant == k):
                     m.d.comb += self.rd_req[k].ready.eq(1)
-                    req = self.rd_req[k].payload
-                    m.d.sync += [*r_start(req.addr, req.beats), r_client.eq(k)]
-            m.d.sync += last_grant.eq(grant)
+            m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant),
+                         last_grant.eq(grant)]
         # (an empty request, beats = 0, is accepted and produces nothing)
         m.d.comb += [
             bus.arid.eq(0), bus.araddr.eq(r_addr & ~Const(bb - 1, 32)), bus.arlen.eq(r_len - 1),

@@ -2,7 +2,7 @@
 block RAM (``amaranth.lib.memory``) or the iCE40 UP5K's SPRAM (``SB_SPRAM256KA``)."""
 
 from amaranth.hdl import ClockSignal, Instance, Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Resp, axi4_signature
@@ -105,7 +105,11 @@ class OnChipRam(wiring.Component):
     answered DECERR.
 
     Latency: the first R beat is valid two cycles after AR is accepted; B one cycle after the
-    last W beat. A host read's byte comes one cycle after the access is taken.
+    last W beat. A host read's byte comes one cycle after the access is taken. For a fast
+    clock (:attr:`~hdl.config.NpuConfig.slices`) the port is registered on both sides: R
+    beats leave from a four-entry FIFO (RREADY only pops it: three cycles to the first beat)
+    and each W beat is written to the memory a cycle after it is taken, so no path runs from
+    the NPU's ready and valid logic into the memory's address and enables.
 
     Parameters
     ----------
@@ -135,6 +139,7 @@ class OnChipRam(wiring.Component):
                              f"not {base!r}")
         self._config = config
         self._base, self._size, self._kind = base, size, kind
+        self._sliced = config.slices
         super().__init__({
             "axi": In(axi4_signature(32, config.bus_data_width, config.bus_id_width)),
             "host": In(host_signature(size)),
@@ -175,20 +180,46 @@ class OnChipRam(wiring.Component):
         pend, p_last, p_err = Signal(), Signal(), Signal()
         hold, h_data, h_last, h_err = Signal(), Signal(dw), Signal(), Signal()
         rid = Signal(len(bus.arid))
-        m.d.comb += [bus.rvalid.eq(pend | hold), bus.rid.eq(rid)]
-        with m.If(hold):
-            m.d.comb += [bus.rdata.eq(h_data), bus.rlast.eq(h_last),
-                         bus.rresp.eq(h_err.replicate(2) & Resp.DECERR)]
-        with m.Else():
-            m.d.comb += [bus.rdata.eq(core.rdata & ~p_err.replicate(dw)),
-                         bus.rlast.eq(p_last),
-                         bus.rresp.eq(p_err.replicate(2) & Resp.DECERR)]
-        with m.If(pend & ~bus.rready):
-            m.d.sync += [hold.eq(1), h_data.eq(core.rdata & ~p_err.replicate(dw)),
-                         h_last.eq(p_last), h_err.eq(p_err)]
-        with m.If(hold & bus.rready):
-            m.d.sync += hold.eq(0)
+        m.d.comb += bus.rid.eq(rid)
         m.d.sync += pend.eq(0)
+        beat = Signal(data.StructLayout({"data": dw, "last": 1, "err": 1}))
+        m.d.comb += [beat.data.eq(core.rdata & ~p_err.replicate(dw)), beat.last.eq(p_last),
+                     beat.err.eq(p_err)]
+        if self._sliced:
+            # R beats leave from a FIFO's registers: RREADY only pops it, and a beat is read
+            # from the core only while the FIFO has room for it and the one returning.
+            rq = fifo.SyncFIFOBuffered(width=beat.shape().size, depth=4)
+            m.submodules.r_fifo = rq
+            head = Signal(beat.shape())
+            m.d.comb += [rq.w_en.eq(pend), rq.w_data.eq(beat), head.eq(rq.r_data),
+                         bus.rvalid.eq(rq.r_rdy), bus.rdata.eq(head.data),
+                         bus.rlast.eq(head.last), bus.rresp.eq(head.err.replicate(2) & Resp.DECERR),
+                         rq.r_en.eq(bus.rready)]
+            r_room = rq.level + pend < rq.depth
+        else:
+            m.d.comb += bus.rvalid.eq(pend | hold)
+            with m.If(hold):
+                m.d.comb += [bus.rdata.eq(h_data), bus.rlast.eq(h_last),
+                             bus.rresp.eq(h_err.replicate(2) & Resp.DECERR)]
+            with m.Else():
+                m.d.comb += [bus.rdata.eq(beat.data), bus.rlast.eq(p_last),
+                             bus.rresp.eq(p_err.replicate(2) & Resp.DECERR)]
+            with m.If(pend & ~bus.rready):
+                m.d.sync += [hold.eq(1), h_data.eq(beat.data), h_last.eq(p_last),
+                             h_err.eq(p_err)]
+            with m.If(hold & bus.rready):
+                m.d.sync += hold.eq(0)
+            r_room = ~hold & (~pend | bus.rready)
+
+        # ---- AXI write beats: sliced, each is registered and written to the core a cycle
+        # later (the core is free then: nothing else uses it in WRITE or RESP)
+        if self._sliced:
+            wr = Signal(data.StructLayout({"en": 1, "addr": range(words), "we": 1, "data": dw,
+                                           "mask": bb}))
+            m.d.sync += wr.en.eq(0)
+            with m.If(wr.en):
+                m.d.comb += [core.addr.eq(wr.addr), core.we.eq(wr.we), core.wdata.eq(wr.data),
+                             core.wmask.eq(wr.mask)]
 
         addr = Signal(32)
         left = Signal(9)                 # beats still to issue (reads) or accept (writes)
@@ -216,7 +247,7 @@ class OnChipRam(wiring.Component):
                     m.next = "WRITE"
             with m.State("READ"):
                 issue = Signal()
-                m.d.comb += issue.eq((left != 0) & ~hold & (~pend | bus.rready))
+                m.d.comb += issue.eq((left != 0) & r_room)
                 with m.If(issue):
                     m.d.comb += [core.addr.eq(word_of(addr)), core.re.eq(in_range(addr))]
                     m.d.sync += [pend.eq(1), p_last.eq(left == 1), p_err.eq(~in_range(addr)),
@@ -226,8 +257,13 @@ class OnChipRam(wiring.Component):
             with m.State("WRITE"):
                 m.d.comb += bus.wready.eq(1)
                 with m.If(bus.wvalid):
-                    m.d.comb += [core.addr.eq(word_of(addr)), core.we.eq(in_range(addr)),
-                                 core.wdata.eq(bus.wdata), core.wmask.eq(bus.wstrb)]
+                    if self._sliced:
+                        m.d.sync += [wr.en.eq(1), wr.addr.eq(word_of(addr)),
+                                     wr.we.eq(in_range(addr)), wr.data.eq(bus.wdata),
+                                     wr.mask.eq(bus.wstrb)]
+                    else:
+                        m.d.comb += [core.addr.eq(word_of(addr)), core.we.eq(in_range(addr)),
+                                     core.wdata.eq(bus.wdata), core.wmask.eq(bus.wstrb)]
                     m.d.sync += [addr.eq(addr + bb), w_err.eq(w_err | ~in_range(addr))]
                     with m.If(bus.wlast):
                         m.next = "RESP"

@@ -300,9 +300,22 @@ def test_client_retries_a_failed_frame():
 # ---- on-chip RAM: AXI4 bursts with backpressure and errors --------------------------------------
 
 
-def test_onchip_ram_axi_bursts():
+def _sliced(config):
+    """``config`` at 100 MHz: with the register slices of a fast clock."""
+    d = config.to_dict()
+    d["target"]["clock_mhz"] = 100
+    return NpuConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_onchip_ram_axi_bursts(sliced):
+    """Write bursts with random strobes (one past the end: DECERR), read back under random
+    R backpressure, against a byte model; then, with RREADY high, a burst's beats come back to
+    back (one a cycle)."""
     size = 2048
-    dut = OnChipRam(TINY, 0, size)
+    cfg = _sliced(TINY) if sliced else TINY
+    assert cfg.slices == sliced
+    dut = OnChipRam(cfg, 0, size)
     bus = dut.axi
     rng = random.Random(5)
     model = bytearray(size)
@@ -363,8 +376,21 @@ def test_onchip_ram_axi_bursts():
                 else:
                     assert (resp, d) == (3, 0)
             log.append(beats)
+        # Throughput: 16 beats with RREADY always high arrive on 16 consecutive cycles.
+        await address(ctx, "ar", 0, 16, 7)
+        ctx.set(bus.rready, 1)
+        cycles = []
+        for cycle in range(40):
+            _, _, valid, last = await ctx.tick().sample(bus.rvalid, bus.rlast)
+            if valid:
+                cycles.append(cycle)
+            if valid and last:
+                break
+        ctx.set(bus.rready, 0)
+        log.append(cycles)
     _sim(dut, bench)
-    assert len(log) == 6
+    assert len(log) == 7
+    assert len(log[-1]) == 16 and log[-1][-1] - log[-1][0] == 15
 
 
 def test_onchip_ram_validates():
