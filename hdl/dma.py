@@ -154,8 +154,10 @@ class RowReader(wiring.Component):
         d_valid, d_ready = Signal(), Signal()
         if self._slice:
             # A two-entry register slice: neither the walker's step nor the coalescing
-            # compares below wait on the other's logic.
-            q = fifo.SyncFIFOBuffered(width=in_layout.size, depth=2)
+            # compares below wait on the other's logic (both readies come from its level), at
+            # one descriptor a cycle. (SyncFIFO: a SyncFIFOBuffered of depth 2 would take
+            # one every other cycle: its inner FIFO's room does not count the read.)
+            q = fifo.SyncFIFO(width=in_layout.size, depth=2)
             m.submodules.desc_slice = q
             m.d.comb += [q.w_en.eq(self.desc.valid), q.w_data.eq(din),
                          self.desc.ready.eq(q.w_rdy),

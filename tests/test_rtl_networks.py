@@ -195,3 +195,18 @@ def test_layer_cases_cover_resnet50():
     assert sorted(kinds) == ["bottleneck", "bottleneck", "fc", "gap", "maxpool"]
     assert len({c.key for c in CASES}) == len(CASES)
     onnx.checker.check_model(str(quantized_layer(CASES[0])))
+
+
+def test_layer_cycles_near_the_compilers_prediction():
+    """Throughput: with an unstalled memory, a 3x3 convolution, a 1x1 convolution with its
+    residual add and the FC layer each take no more than 1.5 times the cycles the compiler's
+    schedule model predicts (a slower unit, e.g. a FIFO that passes one entry every other
+    cycle, shows here long before it would in the bit-exactness tests)."""
+    by_name = {c.name: c for c in CASES}
+    cases = [by_name["layer3.1.conv2"], by_name["layer1.1"], by_name["fc"]]
+    jobs, _ = _layer_jobs(cases, "default")
+    be = RtlBackend(stall=0, latency=8, progress=False)
+    be.run(jobs)
+    ratios = {case.name: run.perf["CYCLES"] / job.program.manifest["totals"]["predicted_cycles"]
+              for case, job, run in zip(cases, jobs, be.last)}
+    assert all(r <= 1.5 for r in ratios.values()), ratios
