@@ -27,21 +27,17 @@ class JobKind(enum.Enum, shape=2):
     POOL = 2
 
 
-def _abits(depth):
-    """Bits of a row address of a ``depth``-row buffer."""
-    return max(1, (depth - 1).bit_length())
+#: Bits of the row addresses and strides the walkers keep: the ISA's 16. (Narrowing them to
+#: the buffers' address widths would be exact, since the static checks keep every row a
+#: command touches inside its buffer, but it made Yosys 0.70's ``synth_ecp5`` produce a netlist
+#: with conflicting drivers on the accumulator update's data register, which nextpnr rejects.)
+ROW_BITS = 16
 
 
 def job_layout(config):
     """A job as the weight loader and the issuer see it: the fields of its COMPUTE or POOL
-    that they use, row addresses and strides at their buffer's address width.
-
-    Narrowing is exact: the command processor's static checks guarantee that every row a
-    command touches is inside its buffer, and strides are non-negative, so each address the
-    walkers form is below the buffer's depth and equals its value modulo ``2**bits``; an
-    address formed past the last step is never used."""
-    ib, ab, wb = (_abits(d) for d in (config.input_depth, config.acc_depth,
-                                      config.weight_depth))
+    that they use (not the whole command)."""
+    ib = ab = wb = ROW_BITS
     return data.StructLayout({
         "kind": JobKind,
         "overwrite": unsigned(1),   # TILE: the first reduction step of a non-accumulating COMPUTE
@@ -155,7 +151,7 @@ class ExecuteUnit(wiring.Component):
         # -- job generator -------------------------------------------------------------------
         g_valid = Signal()
         JOB = job_layout(cfg)
-        ib = _abits(cfg.input_depth)
+        ib = ROW_BITS
         g_job = Signal(JOB)
         g_take = Signal()
         t_busy = Signal()
