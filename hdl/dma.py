@@ -57,7 +57,7 @@ def store_reader_depth(config):
     """Residual rows STORE's :class:`RowReader` keeps in flight: as many as the bus returns in
     the time the post-processor takes them (``max_reads`` runs at its rate of a row every
     :attr:`~hdl.config.NpuConfig.pp_row_cycles`), at least two."""
-    run = max(RowReader.max_beats(config, config.cols), min(config.max_burst, 16))
+    run = RowReader.run_beats(config, config.cols)
     return max(2, -(-config.max_reads * run // config.pp_row_cycles))
 
 
@@ -111,7 +111,7 @@ class RowReader(wiring.Component):
         self._user = user_layout
         self._max_beats = self.max_beats(config, max_bytes)
         #: Beats of one coalesced request, and rows the reader keeps in flight.
-        self._run = run_beats or max(self._max_beats, min(config.max_burst, 16))
+        self._run = run_beats or self.run_beats(config, max_bytes)
         self._depth = depth or max(4, config.max_reads * self._run)
         super().__init__({
             "desc": In(stream.Signature(data.StructLayout({
@@ -130,6 +130,12 @@ class RowReader(wiring.Component):
         """Beats that hold a row of ``max_bytes`` bytes at any byte offset."""
         bb = config.bus_data_width // 8
         return (max_bytes + bb - 1 + bb - 1) // bb
+
+    @classmethod
+    def run_beats(cls, config, max_bytes):
+        """Beats of one coalesced request (the default): a whole row, or up to
+        ``min(max_burst, 16)`` beats of consecutive rows."""
+        return max(cls.max_beats(config, max_bytes), min(config.max_burst, 16))
 
     def elaborate(self, platform):
         m = Module()
