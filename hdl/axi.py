@@ -100,8 +100,9 @@ class AxiMaster(wiring.Component):
 
     Throughput: one burst per cycle on AR and on AW (a new request is taken in the cycle its
     predecessor's last burst is loaded). Latency: a request's first burst is on AR/AW one cycle
-    after the request is accepted; read data reaches the client in the cycle its R beat is
-    accepted.
+    after the request is accepted (two for a fast clock,
+    :attr:`~hdl.config.NpuConfig.slices`); read data reaches the client in the cycle its R beat
+    is accepted.
 
     Parameters
     ----------
@@ -156,7 +157,10 @@ class AxiMaster(wiring.Component):
         """Burst splitter: holds one request and proposes its bursts, one per cycle.
 
         The burst on offer (``valid``, ``b_addr``, ``b_len``, ``b_last``) is registered and held
-        until ``handshake``; the next one is loaded in the same cycle. At most ``limit`` bursts
+        until ``handshake``; the next one is loaded in the same cycle. For a fast clock the
+        bursts wait in a FIFO of two instead, so that ``handshake`` (the slave's READY) reaches
+        no further than the FIFO's read side: ``free``, the request ports' READY, depends on
+        registers only. At most ``limit`` bursts
         are offered or outstanding: a credit is taken per burst and given back by ``release``.
         ``free`` says a new request may be latched this cycle (the splitter is empty or offers
         its request's last burst now); ``start(addr, beats)`` gives the statements that latch
@@ -204,27 +208,40 @@ class AxiMaster(wiring.Component):
 
         load = Signal(name=f"{name}_load")
         free = Signal(name=f"{name}_free")
+        if ahead:
+            # the bursts wait in a FIFO of two: READY only pops it, and what is loaded next
+            # depends on the FIFO's level, not on READY
+            tag_w = len(b_tag) if tag is not None else 0
+            q = fifo.SyncFIFO(width=32 + len(b_len) + 1 + tag_w, depth=2)
+            m.submodules[f"{name}_bursts"] = q
+            room = q.w_rdy
+            head = [b_addr, b_len, b_last] + ([b_tag] if tag is not None else [])
+            m.d.comb += [q.w_en.eq(load), q.r_en.eq(handshake), valid.eq(q.r_rdy),
+                         Cat(*head).eq(q.r_data),
+                         q.w_data.eq(Cat(addr, n, last, *([tag] if tag is not None else [])))]
+        else:
+            room = ~valid | handshake
+            with m.If(valid & handshake):
+                m.d.sync += valid.eq(0)
         m.d.comb += [
-            load.eq(busy & (remaining != 0) & (~valid | handshake) & (credits != 0) &
-                    ~self.flush),
+            load.eq(busy & (remaining != 0) & room & (credits != 0) & ~self.flush),
             free.eq(~busy | (load & last)),
         ]
         m.d.sync += credits.eq(credits - load + release)
-        with m.If(valid & handshake):
-            m.d.sync += valid.eq(0)
         with m.If(busy & ((remaining == 0) | self.flush)):
             m.d.sync += busy.eq(0)
         with m.If(load):
             rem = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_rem_next")
             m.d.comb += rem.eq(remaining - n)
-            m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last),
-                         addr.eq(addr + (n << shift)), remaining.eq(rem)]
+            m.d.sync += [addr.eq(addr + (n << shift)), remaining.eq(rem)]
             if ahead:
                 tp = Signal(range(page + 1), name=f"{name}_tp_next")
                 m.d.comb += tp.eq(Mux(n == to_page, page, to_page - n))
                 m.d.sync += [to_page.eq(tp), *plan(rem, tp)]
-            if tag is not None:
-                m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
+            else:
+                m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last)]
+                if tag is not None:
+                    m.d.sync += b_tag.eq(tag)      # the request's tag travels with its bursts
             with m.If(last):
                 m.d.sync += busy.eq(0)
         return free, start, valid, b_addr, b_len, b_last, busy
@@ -245,6 +262,24 @@ class AxiMaster(wiring.Component):
         b_client = Signal(cbits)        # client of the burst on offer
         r_free, r_start, r_valid, r_addr, r_len, r_last, r_busy = self._splitter(
             m, "ar", c.max_reads, inflight.r_en, bus.arready, r_client, b_client)
+        # For a fast clock each client's requests wait in a FIFO of two: the arbiter and the
+        # splitter's planning start from registers, and a client's READY is the FIFO's room.
+        queued = []
+
+        def request_slice(name, req):
+            if not c.slices:
+                return req
+            rq = fifo.SyncFIFO(width=len(req.payload.as_value()), depth=2)
+            m.submodules[name] = rq
+            port = stream.Signature(read_request_layout()).flip().create(path=(name,))
+            m.d.comb += [rq.w_en.eq(req.valid), rq.w_data.eq(req.payload),
+                         req.ready.eq(rq.w_rdy),
+                         port.valid.eq(rq.r_rdy), port.payload.eq(rq.r_data),
+                         rq.r_en.eq(port.ready | self.flush)]    # (flush: dropped)
+            queued.append(rq.r_rdy)
+            return port
+
+        reqs = [request_slice(f"rd_req_{k}", self.rd_req[k]) for k in range(nclients)]
         # Round-robin arbiter: the client after the last one granted goes first.
         last_grant = Signal(range(nclients))
         grant = Signal(range(nclients))
@@ -253,16 +288,16 @@ class AxiMaster(wiring.Component):
             order = [(first + 1 + k) % nclients for k in range(nclients)]
             with m.If(last_grant == first):
                 for k in reversed(order):
-                    with m.If(self.rd_req[k].valid):
+                    with m.If(reqs[k].valid):
                         m.d.comb += [grant.eq(k), any_req.eq(1)]
         g_req = Signal(read_request_layout())       # the granted client's request
         for k in range(nclients):
             with m.If(grant == k):
-                m.d.comb += g_req.eq(self.rd_req[k].payload)
+                m.d.comb += g_req.eq(reqs[k].payload)
         with m.If(r_free & ~self.flush & any_req):
             for k in range(nclients):
                 with m.If(grant == k):
-                    m.d.comb += self.rd_req[k].ready.eq(1)
+                    m.d.comb += reqs[k].ready.eq(1)
             m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant),
                          last_grant.eq(grant)]
         # (an empty request, beats = 0, is accepted and produces nothing)
@@ -299,9 +334,12 @@ class AxiMaster(wiring.Component):
         m.submodules.wq, m.submodules.bq = wq, bq
         w_free, w_start, w_valid, w_addr, w_len, _, w_busy = self._splitter(
             m, "aw", writes, bus.bvalid & bus.bready, bus.awready)
-        m.d.comb += self.wr_req.ready.eq(w_free & ~self.flush)
-        with m.If(self.wr_req.valid & self.wr_req.ready):
-            m.d.sync += w_start(self.wr_req.payload.addr, self.wr_req.payload.beats)
+        wr_req = request_slice("wr_req", self.wr_req)
+        w_queued = Cat(*queued[nclients:]).any()     # (a write request in its slice)
+        queued = queued[:nclients]
+        m.d.comb += wr_req.ready.eq(w_free & ~self.flush)
+        with m.If(wr_req.valid & wr_req.ready):
+            m.d.sync += w_start(wr_req.payload.addr, wr_req.payload.beats)
         m.d.comb += [
             bus.awid.eq(0), bus.awaddr.eq(w_addr & ~Const(bb - 1, 32)), bus.awlen.eq(w_len - 1),
             bus.awsize.eq(size), bus.awburst.eq(Burst.INCR), bus.awcache.eq(0b0011),
@@ -328,7 +366,8 @@ class AxiMaster(wiring.Component):
             m.d.comb += [self.wr_err.eq(1), self.wr_err_addr.eq(bq.r_data)]
 
         m.d.comb += [
-            self.wr_idle.eq(~w_busy & ~w_valid & ~bq.r_rdy & ~wq.r_rdy),
-            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy),
+            self.wr_idle.eq(~w_busy & ~w_valid & ~bq.r_rdy & ~wq.r_rdy & ~w_queued),
+            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy &
+                         ~Cat(*queued).any()),
         ]
         return m

@@ -57,7 +57,8 @@ class CsrBank(wiring.Component):
     Unmapped addresses read as zero and ignore writes; every response is OKAY. Byte strobes are
     honoured for RW registers.
 
-    Latency: a read answers one cycle after AR is accepted; a write takes effect (and B is
+    Latency: a read answers one cycle after AR is accepted (two for a fast clock,
+    :attr:`~hdl.config.NpuConfig.slices`); a write takes effect (and B is
     valid) one cycle after both AW and W have been accepted.
 
     Parameters
@@ -162,13 +163,26 @@ class CsrBank(wiring.Component):
         # ---- reads
         r_valid = Signal()
         r_data = Signal(32)
-        m.d.comb += [bus.arready.eq(~r_valid), bus.rvalid.eq(r_valid), bus.rdata.eq(r_data),
-                     bus.rresp.eq(Resp.OKAY)]
         with m.If(r_valid & bus.rready):
             m.d.sync += r_valid.eq(0)
-        r_word = bus.araddr[2:]
         hi_latch = Signal(32, name="perf_hi")
-        with m.If(bus.arvalid & bus.arready):
+        if self._config.slices:
+            # for a fast clock the address is registered first: the read multiplexer starts
+            # from a register, not from the bus's ARVALID and ARADDR
+            r_pend = Signal()
+            r_word = Signal(len(bus.araddr) - 2)
+            m.d.comb += bus.arready.eq(~r_valid & ~r_pend)
+            with m.If(bus.arvalid & bus.arready):
+                m.d.sync += [r_pend.eq(1), r_word.eq(bus.araddr[2:])]
+            with m.If(r_pend):
+                m.d.sync += r_pend.eq(0)
+            read = r_pend
+        else:
+            m.d.comb += bus.arready.eq(~r_valid)
+            r_word = bus.araddr[2:]
+            read = bus.arvalid & bus.arready
+        m.d.comb += [bus.rvalid.eq(r_valid), bus.rdata.eq(r_data), bus.rresp.eq(Resp.OKAY)]
+        with m.If(read):
             m.d.sync += [r_valid.eq(1), r_data.eq(0)]
             with m.Switch(r_word):
                 for reg in regs:

@@ -1,7 +1,7 @@
 """Datapath test top: execute unit, INPUT/WEIGHT/ACC/PARAM scratchpads and post-processor."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -33,7 +33,9 @@ class ExecTop(wiring.Component):
 
     ``acc_wr`` may only be used while the execute unit is idle (the execute unit's writes win).
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
-    Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles.
+    Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles
+    (for a fast clock, :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split
+    pipeline and one more: the rows leave through a FIFO).
 
     Parameters
     ----------
@@ -100,7 +102,8 @@ class ExecTop(wiring.Component):
                                                 read_ports=2, transparent=True)
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
-        m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps)
+        m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,
+                                                   split=c.slices)
 
         wiring.connect(m, wiring.flipped(self.cmd), exe.cmd)
         m.d.comb += [self.done.eq(exe.done), self.mac_active.eq(exe.mac_active),
@@ -153,5 +156,15 @@ class ExecTop(wiring.Component):
         ]
         for lane in range(c.cols):
             m.d.comb += pp.i.payload.shift[lane].eq(par.read[2].data[lane][:6])
-        wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
+        if c.slices:
+            # rows leave through a FIFO of two: the post-processor's pipeline enable depends on
+            # the FIFO's level, not on the STORE unit's and the bus's READY
+            out = fifo.SyncFIFO(width=8 * c.cols, depth=2)
+            m.submodules.pp_out_fifo = out
+            m.d.comb += [out.w_en.eq(pp.o.valid), out.w_data.eq(pp.o.payload),
+                         pp.o.ready.eq(out.w_rdy),
+                         self.pp_out.valid.eq(out.r_rdy), self.pp_out.payload.eq(out.r_data),
+                         out.r_en.eq(self.pp_out.ready)]
+        else:
+            wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
         return m

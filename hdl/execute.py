@@ -1,7 +1,7 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -87,9 +87,13 @@ class ExecuteUnit(wiring.Component):
     - the *accumulator update* reads the ACC row (transparent read port) and writes back
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
+      For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read is registered and
+      written back a cycle later, the row being written forwarded to the one read before it;
+      commands wait in a FIFO of two, and jobs in another between the generator and the loader.
 
     Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` + accumulator update 1
-    cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles after its input read.
+    (2 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles
+    after its input read.
 
     Parameters
     ----------
@@ -124,7 +128,7 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols) + 1
+        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols) + 1 + c.slices
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -168,17 +172,29 @@ class ExecuteUnit(wiring.Component):
         t_in_ky = Signal(ib)
         t_in_kz = Signal(ib)
 
+        # For a fast clock commands wait in a FIFO of two: ``cmd.ready`` is its room, and the
+        # command processor's token logic does not reach the generator's registers.
+        if cfg.slices:
+            cq = fifo.SyncFIFO(width=isa.COMMAND.size, depth=2)
+            m.submodules.commands = cq
+            cmd = stream.Signature(isa.COMMAND).flip().create(path=("cmd_slice",))
+            m.d.comb += [cq.w_en.eq(self.cmd.valid), cq.w_data.eq(self.cmd.payload),
+                         self.cmd.ready.eq(cq.w_rdy), cmd.valid.eq(cq.r_rdy),
+                         cmd.payload.eq(cq.r_data), cq.r_en.eq(cmd.ready)]
+            queued = cq.r_rdy
+        else:
+            cmd, queued = self.cmd, 0
         can_emit = ~g_valid | g_take
-        m.d.comb += self.cmd.ready.eq(~t_busy & can_emit)
+        m.d.comb += cmd.ready.eq(~t_busy & can_emit)
         with m.If(g_take):
             m.d.sync += g_valid.eq(0)
 
-        p = self.cmd.payload
+        p = cmd.payload
         cp, pp = p.compute, p.pool
         compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
             (cp.ky_size != 0) & (cp.kz_size != 0)
         pool_work = (pp.x_size != 0) & (pp.y_size != 0)
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(cmd.valid & cmd.ready):
             with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
                 m.d.sync += [
                     t_busy.eq(1), t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
@@ -186,6 +202,9 @@ class ExecuteUnit(wiring.Component):
                     t_in_kz.eq(cp.in_addr),
                     *_walk(t_job, cp, pool=False),
                     *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
+                    # (the sizes are kept less one: the last index, compared as it is)
+                    *[getattr(t_k, n).eq(getattr(cp, n) - 1)
+                      for n in ("kx_size", "ky_size", "kz_size")],
                 ]
             with m.Else():
                 m.d.sync += [
@@ -196,9 +215,9 @@ class ExecuteUnit(wiring.Component):
                     *_walk(g_job, pp, pool=True),
                 ]
         with m.Elif(t_busy & can_emit):
-            last_x = kx == t_k.kx_size - 1
-            last_y = ky == t_k.ky_size - 1
-            last_z = kz == t_k.kz_size - 1
+            last_x = kx == t_k.kx_size
+            last_y = ky == t_k.ky_size
+            last_z = kz == t_k.kz_size
             m.d.sync += [
                 g_valid.eq(1),
                 g_job.eq(t_job),
@@ -238,16 +257,30 @@ class ExecuteUnit(wiring.Component):
         w_en = Signal()
         w_row = Signal(range(rows))
 
-        m.d.comb += g_take.eq(g_valid & (~l_valid | l_take))
+        # The loader's next job: the generator's register, or for a fast clock the head of a
+        # FIFO of two after it (the generator, and so ``cmd.ready``, then waits on the FIFO's
+        # level, not on the issuer's progress this cycle).
+        n_job = Signal(JOB)
+        n_valid = Signal()
+        n_take = Signal()
+        if cfg.slices:
+            gq = fifo.SyncFIFO(width=JOB.size, depth=2)
+            m.submodules.jobs = gq
+            m.d.comb += [g_take.eq(g_valid & gq.w_rdy), gq.w_en.eq(g_take),
+                         gq.w_data.eq(g_job), n_valid.eq(gq.r_rdy), n_job.eq(gq.r_data),
+                         gq.r_en.eq(n_take)]
+        else:
+            m.d.comb += [g_take.eq(n_take), n_valid.eq(g_valid), n_job.eq(g_job)]
+        m.d.comb += n_take.eq(n_valid & (~l_valid | l_take))
         with m.If(cool != 0):
             m.d.sync += cool.eq(cool - 1)
         with m.If(l_take):
             m.d.sync += l_valid.eq(0)
             with m.If(l_job.kind == JobKind.TILE):
                 m.d.sync += cool.eq(cols - 1)
-        with m.If(g_take):
-            m.d.sync += [l_valid.eq(1), l_job.eq(g_job),
-                         l_loaded.eq(g_job.kind != JobKind.TILE)]
+        with m.If(n_take):
+            m.d.sync += [l_valid.eq(1), l_job.eq(n_job),
+                         l_loaded.eq(n_job.kind != JobKind.TILE)]
 
         start = Signal()
         m.d.comb += start.eq(l_valid & ~l_loaded & (seq_left == 0) & (cool == 0))
@@ -291,6 +324,10 @@ class ExecuteUnit(wiring.Component):
         p_last = Signal()
         p_done = Signal()
         job_end = Signal()      # the current job issues its last slot this cycle
+        # the counters' last values, registered as the job is taken (no subtraction in front of
+        # the compares that end a job)
+        x_end, y_end = Signal(12), Signal(12)
+        wx_end, wy_end = Signal(8), Signal(8)
 
         # A tile may be taken in the cycle its first weight row is read: that row reaches the
         # shadow registers just as the tile's switch token reaches PE row 0.
@@ -307,8 +344,8 @@ class ExecuteUnit(wiring.Component):
             with m.Case(JobKind.MARKER):
                 m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
             with m.Case(JobKind.TILE):
-                last_x = x == c_job.x_size - 1
-                last_y = y == c_job.y_size - 1
+                last_x = x == x_end
+                last_y = y == y_end
                 m.d.comb += [
                     a_issue.eq(1),
                     self.input_rd.addr.eq(in_cur),
@@ -325,10 +362,10 @@ class ExecuteUnit(wiring.Component):
                     m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
                                  acc_row.eq(nacc), acc_cur.eq(nacc)]
             with m.Case(JobKind.POOL), m.If(inflight == 0):
-                last_wx = wx == c_job.win_w - 1
-                last_wy = wy == c_job.win_h - 1
-                last_x = x == c_job.x_size - 1
-                last_y = y == c_job.y_size - 1
+                last_wx = wx == wx_end
+                last_wy = wy == wy_end
+                last_x = x == x_end
+                last_y = y == y_end
                 m.d.comb += [
                     p_issue.eq(1),
                     self.input_rd.addr.eq(win_cur),
@@ -363,6 +400,8 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += [
                 c_valid.eq(1), c_job.eq(nj), c_first.eq(1),
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
+                x_end.eq(nj.x_size - 1), y_end.eq(nj.y_size - 1),
+                wx_end.eq(nj.win_w - 1), wy_end.eq(nj.win_h - 1),
                 in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
                 win_row.eq(nj.in_base), win_cur.eq(nj.in_base),
                 acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),
@@ -450,15 +489,37 @@ class ExecuteUnit(wiring.Component):
         s_data = Signal(data.ArrayLayout(signed(32), cols))
         m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr),
                      s_data.eq(r_data)]
+        if cfg.slices:
+            # For a fast clock the old row is registered before the update (the block RAM's
+            # output goes to a register, not through the adders into its own input): the
+            # write happens a stage later, at `t`, and a row read in the cycle before it was
+            # written (the row at `s`, same address) takes the row being written instead.
+            t_valid = Signal()
+            t_done = Signal()
+            t_op = Signal(AccOp)
+            t_addr = Signal(range(cfg.acc_depth))
+            t_data = Signal(data.ArrayLayout(signed(32), cols))
+            t_old = Signal(data.ArrayLayout(signed(32), cols))
+            fwd = Signal()
+            m.d.comb += fwd.eq(t_valid & (t_addr == s_addr))
+            m.d.sync += [t_valid.eq(s_valid), t_done.eq(s_done), t_op.eq(s_op),
+                         t_addr.eq(s_addr), t_data.eq(s_data),
+                         t_old.eq(Mux(fwd, self.acc_wr.data, self.acc_rd.data))]
+            w_valid, w_done, w_op, w_addr, w_new, w_old = (t_valid, t_done, t_op, t_addr,
+                                                           t_data, t_old)
+        else:
+            t_valid = 0
+            w_valid, w_done, w_op, w_addr, w_new, w_old = (s_valid, s_done, s_op, s_addr,
+                                                           s_data, self.acc_rd.data)
         m.d.comb += [
-            self.acc_wr.en.eq(s_valid),
-            self.acc_wr.addr.eq(s_addr),
+            self.acc_wr.en.eq(w_valid),
+            self.acc_wr.addr.eq(w_addr),
             self.acc_wr.mask.eq((1 << cols) - 1),
-            self.done.eq(s_done),
+            self.done.eq(w_done),
         ]
         for lane in range(cols):
-            old, new = self.acc_rd.data[lane], s_data[lane]
-            with m.Switch(s_op):
+            old, new = w_old[lane], w_new[lane]
+            with m.Switch(w_op):
                 with m.Case(AccOp.OVERWRITE):
                     m.d.comb += self.acc_wr.data[lane].eq(new)
                 with m.Case(AccOp.ADD):
@@ -467,7 +528,8 @@ class ExecuteUnit(wiring.Component):
                     m.d.comb += self.acc_wr.data[lane].eq(Mux(new > old, new, old))
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pr_valid | s_valid)
-        m.d.comb += self.busy.eq(t_busy | g_valid | l_valid | c_valid | pipe_busy)
+        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pr_valid | s_valid | t_valid)
+        m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
+                                 pipe_busy)
         return m
 

@@ -1,14 +1,14 @@
 """Post-processor: int32 accumulator rows to int8, STORE stages 1 and 2 of docs/isa.md."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
 
-__all__ = ["PostProcessor", "postproc_input_layout", "round_shift", "clamp", "shift_add_mul",
-           "STEPS"]
+__all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "clamp",
+           "shift_add_mul", "STEPS"]
 
 #: Stage-2 multipliers (``add_ma``, ``add_mb``, 31 bits) are split at this bit: the 17 bits above
 #: it multiply on one DSP (9 x 18 signed), the 14 below by shift-and-add in logic.
@@ -18,28 +18,37 @@ ADD_SPLIT = 14
 ADD_SUM_BITS = 41
 
 
-def round_shift(m, x, s, name):
-    """``round_half_even(x / 2**s)`` as a combinational signal (docs/numerics.md
-    ``rounding_shift``). ``x`` is signed of width ``w``; ``s`` must stay below ``w``.
+def round_parts(m, x, s, name):
+    """``(q, up)`` with ``round_half_even(x / 2**s) == q + up`` (docs/numerics.md
+    ``rounding_shift``), as combinational signals. ``x`` is signed of width ``w``; ``s`` must
+    stay below ``w``.
 
-    ``q = x >> s`` (arithmetic); the bits shifted out are moved to the top of a ``w``-bit word by
-    ``x << (w - s)``: its top bit is the half bit, the rest the sticky bits. Round up when the half
-    bit is set and either a sticky bit is set or ``q`` is odd. ``s = 0`` shifts everything out of
-    the word, so nothing is rounded.
+    ``q = x >> s`` (arithmetic); the half bit is ``x[s - 1]``, the sticky bits ``x[:s - 1]``
+    (selected by a mask decoded from ``s``, not by a second shifter). Round up when the half bit
+    is set and either a sticky bit is set or ``q`` is odd; ``s = 0`` rounds nothing.
     """
     w = len(x)
     q = Signal(signed(w), name=f"{name}_q")
-    amount = Signal(range(w + 1), name=f"{name}_amount")
-    rem = Signal(w, name=f"{name}_rem")
+    half = Signal(name=f"{name}_half")
+    sticky = Signal(name=f"{name}_sticky")
     up = Signal(name=f"{name}_up")
-    out = Signal(signed(w + 1), name=f"{name}_out")
+    mask = Signal(w - 1, name=f"{name}_mask")
     m.d.comb += [
         q.eq(x >> s),
-        amount.eq(w - s),
-        rem.eq((x.as_unsigned() << amount)[:w]),
-        up.eq(rem[w - 1] & (rem[:w - 1].any() | q[0])),
-        out.eq(q + up),
+        half.eq((s != 0) & (x.as_unsigned() >> (s - 1)[:len(s)])[0]),
+        mask.eq(Cat(*[s > i + 1 for i in range(w - 1)])),
+        sticky.eq((x[:w - 1] & mask).any()),
+        up.eq(half & (sticky | q[0])),
     ]
+    return q, up
+
+
+def round_shift(m, x, s, name):
+    """``round_half_even(x / 2**s)`` as a combinational signal one bit wider than ``x``
+    (:func:`round_parts` and their sum)."""
+    q, up = round_parts(m, x, s, name)
+    out = Signal(signed(len(x) + 1), name=f"{name}_out")
+    m.d.comb += out.eq(q + up)
     return out
 
 
@@ -118,9 +127,12 @@ class PostProcessor(wiring.Component):
     product ``d * m`` (``d`` 9 bits signed, ``m`` 31 bits) is split at bit :data:`ADD_SPLIT`:
     ``d * m[14:]`` on one DSP, ``d * m[:14]`` by :func:`shift_add_mul`. A stage-2 shift above
     ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does, so the rounder is
-    ``ADD_SUM_BITS + 1`` bits wide. The pipeline advances whenever its output is
-    empty or taken, so with ``lanes == cols`` it sustains one row per cycle; :attr:`LATENCY` is
-    the number of cycles from a transfer on ``i`` to the row at ``o`` without backpressure.
+    ``ADD_SUM_BITS + 1`` bits wide. With ``split`` (for a fast clock) each rounding takes two
+    stages, its parts (``q``, ``up`` of :func:`round_parts`) and their sum with what follows,
+    and the residual rescale two (its products, their sum): :attr:`LATENCY` is 10 instead of
+    7. The pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
+    it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
+    ``i`` to the row at ``o`` without backpressure.
 
     With ``steps > 1`` every multiplication takes ``steps`` cycles on multipliers ``steps``
     times narrower (for a target whose DSPs the array uses up): the 32 x 32 product is the Horner
@@ -143,6 +155,8 @@ class PostProcessor(wiring.Component):
         Lanes computed per cycle (default ``cols``).
     steps : int
         Cycles per multiplication, one of :data:`STEPS` (default 1).
+    split : bool
+        Two stages per rounding (default False).
 
     Members
     -------
@@ -154,9 +168,7 @@ class PostProcessor(wiring.Component):
         int8 rows out, in order.
     """
 
-    LATENCY = 7
-
-    def __init__(self, cols, lanes=None, steps=1):
+    def __init__(self, cols, lanes=None, steps=1, split=False):
         if not isinstance(cols, int) or cols < 1:
             raise TypeError(f"cols must be a positive integer, not {cols!r}")
         if lanes is None:
@@ -168,11 +180,19 @@ class PostProcessor(wiring.Component):
         self._cols = cols
         self._lanes = lanes
         self._steps = steps
+        self._split = bool(split)
+        self.LATENCY = self.latency(split)
         super().__init__({
             "config": In(isa.SETPP),
             "i": In(stream.Signature(postproc_input_layout(cols))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(8), cols))),
         })
+
+    @staticmethod
+    def latency(split=False):
+        """Pipeline stages: 7, or 10 with ``split`` (both roundings and the residual
+        rescale take two stages)."""
+        return 10 if split else 7
 
     @property
     def cols(self):
@@ -194,6 +214,7 @@ class PostProcessor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cols, lanes, beats, steps = self._cols, self._lanes, self.beats, self._steps
+        split = self._split
         cfg = self.config
         n = self.LATENCY
         ce = Signal()
@@ -267,7 +288,7 @@ class PostProcessor(wiring.Component):
             da = Signal(signed(9), name=f"da_{c}")
             dr = Signal(signed(9), name=f"dr_{c}")
             s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
-            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4)]
+            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4 + split)]
             a4 = Signal(signed(8), name=f"a4_{c}")
             m.d.comb += a4.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi))
             if steps == 1:
@@ -288,6 +309,13 @@ class PostProcessor(wiring.Component):
                              hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
                 lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
                 lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
+                if split:
+                    # stage 6a: the four products registered; 6: their sum
+                    terms = [Signal(signed(len(t)), name=f"{t.name}_r") for t in
+                             (hi_a, hi_b, lo_a, lo_b)]
+                    with m.If(adv):
+                        m.d.sync += [r.eq(t) for r, t in zip(terms, (hi_a, hi_b, lo_a, lo_b))]
+                    hi_a, hi_b, lo_a, lo_b = terms
                 s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
             else:
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
@@ -311,6 +339,22 @@ class PostProcessor(wiring.Component):
                     m.d.sync += prod2.eq((pacc << b) + vp)
                 prod_next = prod2
                 s2_next = (sacc << b2) + dp
+                if split:
+                    # stage 6a: the sum registered (the stage 6a of one-cycle products)
+                    s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a_{c}")
+                    with m.If(adv):
+                        m.d.sync += s2a.eq(s2_next)
+                    s2_next = s2a
+            if split:
+                # stage 4: the rounding's parts; 4b: their sum
+                q4 = Signal(signed(64), name=f"rq_q_{c}")
+                up4 = Signal(name=f"rq_up_{c}")
+                q4n, up4n = round_parts(m, prod, shift3, f"rq{c}")
+                with m.If(adv):
+                    m.d.sync += [q4.eq(q4n), up4.eq(up4n), rq.eq(q4 + up4), res[4].eq(res[3])]
+            else:
+                with m.If(adv):
+                    m.d.sync += rq.eq(round_shift(m, prod, shift3, f"rq{c}"))
             with m.If(adv):
                 m.d.sync += [
                     # stage 1: bias (wrapping int32)
@@ -325,29 +369,47 @@ class PostProcessor(wiring.Component):
                     shift3.eq(shift2),
                     res[2].eq(res[1]),
                     # stage 4: round half to even
-                    rq.eq(round_shift(m, prod, shift3, f"rq{c}")),
                     res[3].eq(res[2]),
                     # stage 5: zero point and clamp; both residual-stage inputs less their zero
                     # points
                     a.eq(a4),
                     da.eq(a4 - cfg.zp),
-                    dr.eq(res[3] - cfg.res_zp),
+                    dr.eq(res[-1] - cfg.res_zp),
                     # stage 6: residual rescale, exact
                     s2.eq(s2_next),
-                    a5.eq(a),
                 ]
+            if split:
+                a6a = Signal(signed(8), name=f"a6a_{c}")
+                with m.If(adv):
+                    m.d.sync += [a6a.eq(a), a5.eq(a6a)]
+            else:
+                with m.If(adv):
+                    m.d.sync += a5.eq(a)
             # stage 7: residual round (a shift above ADD_SUM_BITS gives 0, as ADD_SUM_BITS
             # does), zero point, clamp, or stage 1's result, into the output row at this beat's
             # lanes
             shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
             s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
-            m.d.comb += [shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
-                                       cfg.add_shift)),
-                         s2x.eq(s2)]
-            r2 = round_shift(m, s2x, shift6, f"add{c}")
+            shift6_next = Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS, cfg.add_shift)
+            if split:
+                m.d.sync += shift6.eq(shift6_next)   # (the SETPP fields hold still while rows
+            else:                                    # are in flight: a register is as good)
+                m.d.comb += shift6.eq(shift6_next)
+            m.d.comb += s2x.eq(s2)
+            if split:
+                # stage 7: the rounding's parts; 7b: their sum, zero point and clamp
+                q7 = Signal(signed(ADD_SUM_BITS + 1), name=f"add_q_{c}")
+                up7 = Signal(name=f"add_up_{c}")
+                a6 = Signal(signed(8), name=f"a6_{c}")
+                q7n, up7n = round_parts(m, s2x, shift6, f"add{c}")
+                with m.If(adv):
+                    m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5)]
+                r2, a_out = q7 + up7, a6
+            else:
+                r2, a_out = round_shift(m, s2x, shift6, f"add{c}"), a5
             y = Signal(signed(8), name=f"y_{c}")
             m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi),
-                                 a5))
+                                 a_out))
             with m.If(adv):
                 for bt in range(beats):
                     if bt * lanes + c < cols:

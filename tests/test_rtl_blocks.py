@@ -15,10 +15,14 @@ from hdl.scratchpad import Scratchpad
 from hdl.systolic import SystolicArray
 
 
-def small_config(rows, cols, name="t", **buffers):
+def small_config(rows, cols, name="t", fast=False, **buffers):
+    """A tiny-based configuration of ``rows`` x ``cols``; ``fast``: at 100 MHz, with the
+    register slices of a fast clock (:attr:`~hdl.config.NpuConfig.slices`)."""
     d = NpuConfig.load("tiny").to_dict()
     d["name"] = name
     d["array"].update(rows=rows, cols=cols)
+    if fast:
+        d["target"]["clock_mhz"] = 100
     d["buffers"].update(dict(input_depth=64, weight_depth=64, acc_depth=32, param_depth=16,
                              input_banks=2, weight_banks=1, acc_banks=2), **buffers)
     return NpuConfig.from_dict(d)
@@ -226,11 +230,15 @@ def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
     (10, "extreme:42", 2, 1, 1), (11, "extreme:63", 3, None, 1), (12, "extreme:39", 3, None, 1),
     # multi-cycle multiplications (array.postproc_steps), lane-serial or not
     (13, "random", 2, 1, 8), (14, "ties", 3, None, 2), (15, "extreme:41", 2, 1, 4),
-    (16, "normal", 5, 2, 16), (17, "extreme:31", 1, None, 8), (18, "random", 3, None, 4)])
+    (16, "normal", 5, 2, 16), (17, "extreme:31", 1, None, 8), (18, "random", 3, None, 4),
+    # two stages per rounding (a fast clock's split pipeline)
+    (19, "random", 3, None, -1), (20, "ties", 4, 2, -1), (21, "extreme:41", 2, 1, -1),
+    (22, "extreme:63", 3, None, -1), (23, "random", 3, None, -4)])
 def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes, steps):
+    """(a negative ``steps`` is ``-steps`` with the split pipeline)"""
     rng = np.random.default_rng(seed)
     n = 60
-    dut = PostProcessor(cols, lanes, steps)
+    dut = PostProcessor(cols, lanes, abs(steps), split=steps < 0)
     cfg = _pp_config(rng, kind)
     acc, bias, mult, shift, residual, use = _pp_rows(rng, n, cols)
     expect = _pp_golden(cfg, acc, bias, mult, shift, residual, use)
@@ -256,12 +264,13 @@ def test_postproc_matches_golden_with_stalls(seed, kind, cols, lanes, steps):
     assert np.array_equal(np.array([[int(v) for v in row] for row in got]), expect)
 
 
-@pytest.mark.parametrize("cols, lanes, steps", [(1, None, 1), (3, None, 1), (5, 2, 1),
-                                                (2, None, 4), (1, None, 16)])
-def test_postproc_latency(cols, lanes, steps):
+@pytest.mark.parametrize("cols, lanes, steps, split", [
+    (1, None, 1, False), (3, None, 1, False), (5, 2, 1, False), (2, None, 4, False),
+    (1, None, 16, False), (3, None, 1, True), (5, 2, 1, True), (2, None, 4, True)])
+def test_postproc_latency(cols, lanes, steps, split):
     """Cycles from the transfer on ``i`` to the row on ``o``: ``LATENCY`` (plus the beats of a
     lane-serial row), and ``1 + (LATENCY - 1) * steps`` with multi-cycle multiplications."""
-    dut = PostProcessor(cols, lanes, steps)
+    dut = PostProcessor(cols, lanes, steps, split)
     seen = []
 
     async def tb(ctx):
@@ -278,9 +287,10 @@ def test_postproc_latency(cols, lanes, steps):
 
     run_sim(dut, tb)
     if steps == 1:
-        assert seen == [PostProcessor.LATENCY + (dut.beats if dut.beats > 1 else 0)]
+        assert seen == [dut.LATENCY + (dut.beats if dut.beats > 1 else 0)]
     else:
-        assert seen == [1 + (PostProcessor.LATENCY - 1) * steps]
+        assert seen == [1 + (dut.LATENCY - 1) * steps]
+    assert dut.LATENCY == PostProcessor.latency(split) == (10 if split else 7)
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
@@ -402,12 +412,16 @@ def _rand_pool(rng, c):
         win_x_stride=st[3], acc_y_stride=ay, acc_x_stride=ax))
 
 
-@pytest.mark.parametrize("rows, cols, seed", [(4, 3, 1), (3, 4, 2), (2, 2, 3), (1, 3, 4)] + [
-    pytest.param(r, c, s, marks=pytest.mark.slow)
-    for r, c, s in [(4, 4, 5), (5, 3, 6), (3, 5, 7), (2, 6, 8), (6, 2, 9), (4, 3, 10)]])
-def test_execute_random_commands_match_golden(rows, cols, seed):
+@pytest.mark.parametrize("rows, cols, seed, fast", [
+    (4, 3, 1, False), (3, 4, 2, False), (2, 2, 3, False), (1, 3, 4, False),
+    (4, 3, 11, True), (3, 4, 12, True), (2, 2, 13, True)] + [
+    pytest.param(r, c, s, f, marks=pytest.mark.slow)
+    for r, c, s, f in [(4, 4, 5, False), (5, 3, 6, False), (3, 5, 7, False), (2, 6, 8, False),
+                       (6, 2, 9, False), (4, 3, 10, False), (5, 3, 14, True),
+                       (2, 6, 15, True)]])
+def test_execute_random_commands_match_golden(rows, cols, seed, fast):
     rng = np.random.default_rng(seed)
-    cfg = small_config(rows, cols)
+    cfg = small_config(rows, cols, fast=fast)
     h = ExecHarness(cfg, rng)
     cmds = []
     for _ in range(10):
@@ -425,11 +439,13 @@ def test_execute_random_commands_match_golden(rows, cols, seed):
     assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
 
 
-def test_execute_long_matmul_keeps_array_busy():
+@pytest.mark.parametrize("fast", [False, True])
+def test_execute_long_matmul_keeps_array_busy(fast):
     """K = 1024 over many tiles, back to back in one command: MAC-active cycles >= 95% of the
     cycles from the first vector to the last ACC write (deterministic)."""
     rows, cols = 4, 4
-    cfg = small_config(rows, cols, input_depth=4096, weight_depth=1024, acc_depth=32)
+    cfg = small_config(rows, cols, input_depth=4096, weight_depth=1024, acc_depth=32,
+                       fast=fast)
     rng = np.random.default_rng(7)
     h = ExecHarness(cfg, rng)
     n = 16                       # vectors per tile
@@ -445,11 +461,12 @@ def test_execute_long_matmul_keeps_array_busy():
     assert out["mac"] / total >= 0.95, (out["mac"], total)
 
 
-def test_execute_consecutive_commands_overlap():
+@pytest.mark.parametrize("fast", [False, True])
+def test_execute_consecutive_commands_overlap(fast):
     """Three COMPUTE commands back to back (different tiles, accumulate on, a conv-like 2-D
     block): the vectors of all of them enter the array in consecutive cycles."""
     rows, cols = 4, 3
-    cfg = small_config(rows, cols, input_depth=256, weight_depth=128, acc_depth=32)
+    cfg = small_config(rows, cols, input_depth=256, weight_depth=128, acc_depth=32, fast=fast)
     rng = np.random.default_rng(9)
     h = ExecHarness(cfg, rng)
     cmds = []
@@ -464,15 +481,17 @@ def test_execute_consecutive_commands_overlap():
     vectors = res.counters["mac_vectors"]
     assert out["mac"] == vectors == 36
     # first vector in to last ACC write: the vectors, then the array's latency (rows + cols
-    # with its registered products) and the accumulator update
-    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1
+    # with its registered products) and the accumulator update (two stages for a fast clock)
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + fast
 
 
-@pytest.mark.parametrize("pp_lanes", [None, 2])
-def test_exec_top_postprocess_path(pp_lanes):
+@pytest.mark.parametrize("pp_lanes, fast", [(None, False), (2, False), (None, True),
+                                            (2, True)])
+def test_exec_top_postprocess_path(pp_lanes, fast):
     """ExecTop's post-processing path: ACC row + three PARAM rows + residual -> int8 row, with
-    random request gaps and output stalls, full-rate and lane-serial post-processors."""
-    cfg = small_config(4, 5)
+    random request gaps and output stalls, full-rate and lane-serial post-processors (and a
+    fast clock's split pipeline and output FIFO)."""
+    cfg = small_config(4, 5, fast=fast)
     rng = np.random.default_rng(21)
     dut = ExecTop(cfg, pp_lanes)
     acc, bias, mult, shift, residual, use = _pp_rows(rng, 12, cfg.cols)

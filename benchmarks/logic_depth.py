@@ -1,0 +1,176 @@
+"""The longest register-to-register paths of the synthesised ECP5 board build, in seconds.
+
+Usage: ``.venv/bin/python benchmarks/logic_depth.py [--json top.json | --config small]
+[--paths 20] [--to NAME]``.
+
+nextpnr reports a critical path only after routing (the 85F build places in about 25 minutes
+and routes for longer); this ranks the paths of the synthesised netlist with a fixed delay per
+cell instead, so that a change to the RTL can be judged after synthesis alone. ``--json``
+reads a netlist (``top.json`` of a build directory, e.g. the ``.partial`` one a failed or
+interrupted ``npugen bitstream`` leaves); otherwise the board top of ``--board`` and
+``--config`` is synthesised as the bitstream flow does it (about 6 minutes for small).
+
+The delay model, in ns, roughly the ECP5 -6 speed grade's with an average route per net:
+LUT4 0.4 + 0.7 (net), PFUMX/L6MUX 0.3, carry 0.05 per CCU2C along the chain (0.5 into it, 1.0
+out of its sum), MULT18X18D 4.0 + 0.7 through, DP16KD 4.3 + 0.7 clock to output, a flip-flop
+0.5 + 0.7; distributed RAM reads 0.6 + 0.7. It ranks paths (and the blocks they cross); it is
+not an Fmax: placement adds or saves nanoseconds per net. Results are printed and written to
+``benchmarks/results/logic_depth.json``.
+"""
+
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results" / "logic_depth.json"
+NET = 0.7
+_CELL_SUFFIX = re.compile(r"_(TRELLIS|LUT4|CCU2C|PFUMX|MULT18X18D|DP16KD|L6MUX21)_.*")
+
+
+def _graph(top):
+    """(arcs, starts, ends, names): timing arcs out bit -> [(in bit, delay)], sequential
+    outputs with their clock-to-output delay, sequential inputs (bit, setup, cell), and a
+    readable name per bit."""
+    names = {}
+    for n, nn in top["netnames"].items():
+        rank = (n.startswith("$"), len(_CELL_SUFFIX.sub("", n)) != len(n), len(n))
+        for b in nn["bits"]:
+            if isinstance(b, int) and (b not in names or rank < names[b][0]):
+                names[b] = (rank, _CELL_SUFFIX.sub("", n))
+    arcs = collections.defaultdict(list)
+    starts, ends = {}, []
+    for cn, c in top["cells"].items():
+        t, con, pd = c["type"], c["connections"], c.get("port_directions", {})
+
+        def bits(*ports):
+            return [b for p in ports for b in con.get(p, []) if isinstance(b, int)]
+        ins = bits(*[p for p in con if pd.get(p) == "input"])
+        outs = bits(*[p for p in con if pd.get(p) == "output"])
+        if t == "TRELLIS_FF":
+            starts.update((b, 0.5 + NET) for b in bits("Q"))
+            ends += [(b, 0.1, cn) for b in bits("DI", "CE", "LSR", "M")]
+        elif t == "DP16KD":
+            starts.update((b, 4.3 + NET) for b in outs)
+            ends += [(b, 0.3, cn) for b in ins]
+        elif t == "LUT4":
+            for o in outs:
+                arcs[o] += [(i, 0.4 + NET) for i in ins]
+        elif t in ("PFUMX", "L6MUX21"):
+            for o in outs:
+                arcs[o] += [(i, 0.3) for i in ins]
+        elif t == "CCU2C":
+            cin, other = bits("CIN"), [b for b in ins if b not in bits("CIN")]
+            for o in bits("COUT"):
+                arcs[o] += [(i, 0.05) for i in cin] + [(i, 0.5) for i in other]
+            for o in bits("S0", "S1"):
+                arcs[o] += [(i, 0.4 + NET) for i in cin] + [(i, 0.6 + NET) for i in other]
+        elif t == "MULT18X18D":
+            for o in outs:
+                arcs[o] += [(i, 4.0 + NET) for i in ins]
+        elif t == "TRELLIS_DPR16X4":
+            for o in outs:
+                arcs[o] += [(i, 0.6 + NET) for i in bits("RAD0", "RAD1", "RAD2", "RAD3")]
+            ends += [(b, 0.2, cn) for b in bits("DI0", "DI1", "DI2", "DI3", "WAD0", "WAD1",
+                                                 "WAD2", "WAD3", "WRE")]
+        else:                       # IO, PLL: paths start there
+            starts.update((b, 0.0) for b in outs)
+    return arcs, starts, ends, {b: n for b, (_, n) in names.items()}
+
+
+def longest_paths(netlist, count=20, to=None):
+    """The ``count`` longest paths to distinct endpoints (of distinct start and end names),
+    longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``."""
+    arcs, starts, ends, names = _graph(netlist["modules"]["top"])
+    arrival, pred = {}, {}
+    for b, _, _ in ends:
+        stack = [b]
+        while stack:                         # depth first, without recursion
+            x = stack[-1]
+            if x in arrival:
+                stack.pop()
+            elif x in starts or not arcs.get(x):
+                arrival[x] = starts.get(x, 0.0)
+                stack.pop()
+            else:
+                pending = [i for i, _ in arcs[x] if i not in arrival]
+                if pending:
+                    stack += pending
+                    continue
+                arrival[x], pred[x] = max(((arrival[i] + d, i) for i, d in arcs[x]),
+                                          key=lambda t: t[0])
+                stack.pop()
+    ranked = sorted(((arrival[b] + su, b, cn) for b, su, cn in ends), reverse=True)
+    out, seen = [], set()
+    for ns, b, cn in ranked:
+        if to and to not in cn:
+            continue
+        path = [b]
+        while path[-1] in pred:
+            path.append(pred[path[-1]])
+        through = []
+        for x in reversed(path):
+            n = names.get(x, f"bit{x}")
+            if not through or through[-1][1] != n:
+                through.append((round(arrival[x], 1), n))
+        key = (re.sub(r"\d+", "#", through[0][1]), re.sub(r"\d+", "#", _CELL_SUFFIX.sub("", cn)))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"ns": round(ns, 1), "cells": len(path) - 1, "to": _CELL_SUFFIX.sub("", cn),
+                    "through": through})
+        if len(out) == count:
+            break
+    histogram = collections.Counter(int(ns // 2) * 2 for ns, _, _ in ranked)
+    return out, dict(sorted(histogram.items()))
+
+
+def synthesise(board, config, workdir):
+    from gen.bitstream import build_plan
+    from gen.toolchain import tool_env
+    plan, *_ = build_plan(board, config)
+    plan.extract(workdir)
+    env = tool_env()
+    subprocess.run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], cwd=workdir, env=env,
+                   check=True)
+    return Path(workdir) / "top.json"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, help="a synthesised netlist (top.json)")
+    ap.add_argument("--board", default="ulx3s-85f")
+    ap.add_argument("--config", default="small")
+    ap.add_argument("--paths", type=int, default=20)
+    ap.add_argument("--to", help="only paths ending at cells whose name contains this")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.json
+        if path is None:
+            print(f"synthesising the {args.board} top with config {args.config} ...",
+                  flush=True)
+            start = time.time()
+            path = synthesise(args.board, args.config, tmp)
+            print(f"  done in {time.time() - start:.0f} s")
+        paths, histogram = longest_paths(json.loads(Path(path).read_text()), args.paths,
+                                         args.to)
+    for p in paths:
+        print(f"{p['ns']:6.1f} ns  {p['cells']:3d} cells  to {p['to']}")
+        for ns, name in p["through"]:
+            print(f"          {ns:6.1f}  {name}")
+    print("endpoints per 2 ns of estimated arrival:",
+          ", ".join(f"{k}-{k + 2}: {v}" for k, v in histogram.items()))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"source": str(args.json or f"{args.board}/{args.config}"),
+                                   "paths": paths, "histogram_2ns": histogram}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
