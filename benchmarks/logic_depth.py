@@ -50,7 +50,7 @@ def _graph(top):
     for cn, c in top["cells"].items():
         t, con, pd = c["type"], c["connections"], c.get("port_directions", {})
 
-        def bits(*ports):
+        def bits(*ports, con=con):
             return [b for p in ports for b in con.get(p, []) if isinstance(b, int)]
         ins = bits(*[p for p in con if pd.get(p) == "input"])
         outs = bits(*[p for p in con if pd.get(p) == "output"])
