@@ -390,12 +390,11 @@ class PostProcessor(wiring.Component):
             # lanes
             shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
             s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
-            shift6_next = Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS, cfg.add_shift)
-            if split:
-                m.d.sync += shift6.eq(shift6_next)   # (the SETPP fields hold still while rows
-            else:                                    # are in flight: a register is as good)
-                m.d.comb += shift6.eq(shift6_next)
-            m.d.comb += s2x.eq(s2)
+            # (combinational: registered, it made Yosys 0.70's ABC9 step fail an assertion,
+            # GetSize(conn.first) == GetSize(conn.second) in ABC_OPS_REINTEGRATE)
+            m.d.comb += [shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
+                                       cfg.add_shift)),
+                         s2x.eq(s2)]
             if split:
                 # stage 7: the rounding's parts; 7b: their sum, zero point and clamp
                 q7 = Signal(signed(ADD_SUM_BITS + 1), name=f"add_q_{c}")
