@@ -68,7 +68,9 @@ class CommandProcessor(wiring.Component):
       seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
 
     Latency: a command reaches its queue 7 cycles after its fetch-buffer entry is at the head,
-    plus one per span term (0 to 9), plus 2 for COMPUTE (its second term waits for its first).
+    plus one per span term (0 to 9), plus 2 for COMPUTE (its second term waits for its first),
+    plus 2 for a fast clock (:attr:`~hdl.config.NpuConfig.slices`: the window compares and
+    the verdict are registered).
 
     Members
     -------
@@ -411,9 +413,11 @@ class CommandProcessor(wiring.Component):
         v_addr = Signal(32)
 
         def window(lo, hi):
+            # (registered for a fast clock: the WINDOW state waits for them)
             bad = Signal(name=f"win_bad_{len(raised_w)}")
             addr = Signal(32, name=f"win_addr_{len(raised_w)}")
-            m.d.comb += [bad.eq((lo < wb) | (hi > wl)), addr.eq(Mux(lo < wb, lo, hi))]
+            dom = m.d.sync if c.slices else m.d.comb
+            dom += [bad.eq((lo < wb) | (hi > wl)), addr.eq(Mux(lo < wb, lo, hi))]
             raised_w.append(1)
             return bad, addr
         raised_w = []
@@ -480,7 +484,12 @@ class CommandProcessor(wiring.Component):
                     pass
                 with m.Elif(chk["p_in"] | chk["p_acc"]):
                     fail(E.BUFFER_OVERFLOW)
-        m.d.comb += verdict_ok.eq(v_code == E.NONE)
+        if c.slices:
+            vr_code = Signal(E)
+            vr_addr = Signal(32)
+        else:
+            vr_code, vr_addr = v_code, v_addr
+        m.d.comb += verdict_ok.eq(vr_code == E.NONE)
 
         target_q = Signal(2)
         with m.Switch(op):
@@ -505,7 +514,15 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(~(reads_tiles & tiles_busy)):
                     m.d.comb += span_step.eq(1)
             with m.State("SPAN_DONE"):
-                m.next = "CHECK2"
+                m.next = "WINDOW" if c.slices else "CHECK2"
+            if c.slices:
+                # a fast clock's two more cycles: the window compares, then the verdict, each
+                # registered
+                with m.State("WINDOW"):
+                    m.next = "VERDICT"
+                with m.State("VERDICT"):
+                    m.d.sync += [vr_code.eq(v_code), vr_addr.eq(v_addr)]
+                    m.next = "CHECK2"
             with m.State("CHECK2"):
                 with m.If(~verdict_ok):
                     m.d.comb += static_err.eq(1)
@@ -527,7 +544,7 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += [dec_stuck.eq(1), self.fetch_stall.eq(1)]
             with m.State("STOP"):
                 m.d.comb += dec_stuck.eq(ended)
-        raised.append((static_err, v_code, cur.index, v_addr))
+        raised.append((static_err, vr_code, cur.index, vr_addr))
 
         # ---- tokens ------------------------------------------------------------------------
         D = c.token_depth
