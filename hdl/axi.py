@@ -99,8 +99,8 @@ class AxiMaster(wiring.Component):
     and waits for every response; :attr:`idle` then rises.
 
     Throughput: one burst per cycle on AR and on AW (a new request is taken in the cycle its
-    predecessor's last burst is loaded). Latency: a request's first burst is on AR/AW one cycle
-    after the request is accepted (two for a fast clock,
+    predecessor's last burst is loaded; a cycle later for a fast clock). Latency: a request's
+    first burst is on AR/AW one cycle after the request is accepted (two for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`); read data reaches the client in the cycle its R beat
     is accepted.
 
@@ -162,9 +162,9 @@ class AxiMaster(wiring.Component):
         no further than the FIFO's read side: ``free``, the request ports' READY, depends on
         registers only. At most ``limit`` bursts
         are offered or outstanding: a credit is taken per burst and given back by ``release``.
-        ``free`` says a new request may be latched this cycle (the splitter is empty or offers
-        its request's last burst now); ``start(addr, beats)`` gives the statements that latch
-        one. Returns (free, start, valid, b_addr, b_len, b_last, busy).
+        ``free`` says a new request may be latched this cycle (the splitter is empty or, but
+        for a fast clock, loads its request's last burst now); ``start(addr, beats)`` gives
+        the statements that latch one. Returns (free, start, valid, b_addr, b_len, b_last, busy).
 
         A burst's length is the least of the beats left, ``max_burst`` and the beats to the
         4 KiB boundary. For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) it and
@@ -225,7 +225,9 @@ class AxiMaster(wiring.Component):
                 m.d.sync += valid.eq(0)
         m.d.comb += [
             load.eq(busy & (remaining != 0) & room & (credits != 0) & ~self.flush),
-            free.eq(~busy | (load & last)),
+            # (a fast clock takes a request only into an empty splitter: a cycle between
+            # requests, and no path from the burst planning into the next request's)
+            free.eq(~busy if ahead else ~busy | (load & last)),
         ]
         m.d.sync += credits.eq(credits - load + release)
         with m.If(busy & ((remaining == 0) | self.flush)):

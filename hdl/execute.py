@@ -89,7 +89,8 @@ class ExecuteUnit(wiring.Component):
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
       For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read is registered and
       written back a cycle later, the row being written forwarded to the one read before it;
-      commands wait in a FIFO of two, and jobs in another between the generator and the loader.
+      commands wait in a FIFO of two, and jobs in another between the generator and the loader;
+      a POOL's input rows are registered before its reducer.
 
     Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` + accumulator update 1
     (2 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles
@@ -439,6 +440,7 @@ class ExecuteUnit(wiring.Component):
         p1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "done": 1,
                                        "op": AccOp, "mode": isa.PoolMode,
                                        "addr": range(cfg.acc_depth)}))
+        p0 = p1         # (the stage after the input read, for pipe_busy)
         m.d.sync += [
             p1.valid.eq(p_issue), p1.first.eq(p_first), p1.last.eq(p_last), p1.done.eq(p_done),
             p1.op.eq(Mux(~c_job.accumulate, AccOp.OVERWRITE,
@@ -446,6 +448,15 @@ class ExecuteUnit(wiring.Component):
             p1.mode.eq(c_job.mode),
             p1.addr.eq(acc_cur),
         ]
+        if cfg.slices:
+            # for a fast clock the input row is registered before the reducer (a block RAM's
+            # output goes to a register, not through a compare into the reducer's)
+            p2 = Signal.like(p1)
+            vals = Signal.like(self.input_rd.data)
+            m.d.sync += [p2.eq(p1), vals.eq(self.input_rd.data)]
+            p1 = p2
+        else:
+            vals = self.input_rd.data
         pr_valid = Signal()
         pr_done = Signal()
         pr_op = Signal(AccOp)
@@ -455,7 +466,7 @@ class ExecuteUnit(wiring.Component):
                      pr_op.eq(p1.op), pr_addr.eq(p1.addr)]
         for lane in range(lanes):
             cur = Signal(signed(32), name=f"pool_{lane}")
-            val = self.input_rd.data[lane]
+            val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
             m.d.comb += new.eq(Mux(p1.first, val,
                                    Mux(p1.mode == isa.PoolMode.MAX,
@@ -528,7 +539,8 @@ class ExecuteUnit(wiring.Component):
                     m.d.comb += self.acc_wr.data[lane].eq(Mux(new > old, new, old))
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pr_valid | s_valid | t_valid)
+        m.d.comb += pipe_busy.eq((inflight != 0) | p0.valid | p1.valid | pr_valid | s_valid |
+                                 t_valid)
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)
         return m
