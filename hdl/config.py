@@ -720,8 +720,11 @@ class NpuConfig:
     @property
     def slices(self) -> bool:
         """Register slices on the paths that limit a fast clock (``target.clock_mhz >= 75``):
-        between each DMA unit's row walker and its row reader. They cost flip-flops and a
-        cycle or two of latency a command; slower targets go without."""
+        between each DMA unit's row walker and its row reader, on the AXI master's requests
+        and bursts, the board RAM's port, the post-processor's output and its roundings, the
+        execute unit's commands, jobs and accumulator update, the command processor's verdict
+        and the CSR read address. They cost flip-flops and a few cycles of latency a command;
+        slower targets go without."""
         return self.clock_mhz >= 75
 
     @property
