@@ -184,6 +184,8 @@ def test_long_matmul_utilization(tmp_path):
     total = res["last_done"] - res["first_mac"] + 1
     assert res["mac"] == n * tiles
     # fill and drain: one array latency (rows + cols, products registered) plus the input read
-    # and the accumulator update, less the cycle counted at both ends
-    assert total == n * tiles + cfg.rows + cfg.cols + 1, total
+    # and the accumulator update (two stages for small's fast clock), less the cycle counted at
+    # both ends
+    assert cfg.slices
+    assert total == n * tiles + cfg.rows + cfg.cols + 2, total
     assert res["mac"] / total >= 0.95
