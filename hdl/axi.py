@@ -4,6 +4,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .slices import register_slice, stream_slice
+
 __all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
            "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
 
@@ -211,14 +213,12 @@ class AxiMaster(wiring.Component):
         if ahead:
             # the bursts wait in a FIFO of two: READY only pops it, and what is loaded next
             # depends on the FIFO's level, not on READY
-            tag_w = len(b_tag) if tag is not None else 0
-            q = fifo.SyncFIFO(width=32 + len(b_len) + 1 + tag_w, depth=2)
-            m.submodules[f"{name}_bursts"] = q
-            room = q.w_rdy
-            head = [b_addr, b_len, b_last] + ([b_tag] if tag is not None else [])
-            m.d.comb += [q.w_en.eq(load), q.r_en.eq(handshake), valid.eq(q.r_rdy),
-                         Cat(*head).eq(q.r_data),
-                         q.w_data.eq(Cat(addr, n, last, *([tag] if tag is not None else [])))]
+            tags = [(b_tag, tag)] if tag is not None else []
+            head = Cat(b_addr, b_len, b_last, *[h for h, _ in tags])
+            room, q_valid, q_head, take = register_slice(
+                m, f"{name}_bursts", load, Cat(addr, n, last, *[t for _, t in tags]),
+                len(head))
+            m.d.comb += [valid.eq(q_valid), head.eq(q_head), take.eq(handshake)]
         else:
             room = ~valid | handshake
             with m.If(valid & handshake):
@@ -266,20 +266,9 @@ class AxiMaster(wiring.Component):
             m, "ar", c.max_reads, inflight.r_en, bus.arready, r_client, b_client)
         # For a fast clock each client's requests wait in a FIFO of two: the arbiter and the
         # splitter's planning start from registers, and a client's READY is the FIFO's room.
-        queued = []
-
+        # (A flush drops what they hold.)
         def request_slice(name, req):
-            if not c.slices:
-                return req
-            rq = fifo.SyncFIFO(width=len(req.payload.as_value()), depth=2)
-            m.submodules[name] = rq
-            port = stream.Signature(read_request_layout()).flip().create(path=(name,))
-            m.d.comb += [rq.w_en.eq(req.valid), rq.w_data.eq(req.payload),
-                         req.ready.eq(rq.w_rdy),
-                         port.valid.eq(rq.r_rdy), port.payload.eq(rq.r_data),
-                         rq.r_en.eq(port.ready | self.flush)]    # (flush: dropped)
-            queued.append(rq.r_rdy)
-            return port
+            return stream_slice(m, name, req, drop=self.flush) if c.slices else req
 
         reqs = [request_slice(f"rd_req_{k}", self.rd_req[k]) for k in range(nclients)]
         # Round-robin arbiter: the client after the last one granted goes first.
@@ -337,8 +326,9 @@ class AxiMaster(wiring.Component):
         w_free, w_start, w_valid, w_addr, w_len, _, w_busy = self._splitter(
             m, "aw", writes, bus.bvalid & bus.bready, bus.awready)
         wr_req = request_slice("wr_req", self.wr_req)
-        w_queued = Cat(*queued[nclients:]).any()     # (a write request in its slice)
-        queued = queued[:nclients]
+        # requests the slices hold (none without them: the ports' valid is the clients')
+        r_queued = Cat(*[r.valid for r in reqs]).any() if c.slices else 0
+        w_queued = wr_req.valid if c.slices else 0
         m.d.comb += wr_req.ready.eq(w_free & ~self.flush)
         with m.If(wr_req.valid & wr_req.ready):
             m.d.sync += w_start(wr_req.payload.addr, wr_req.payload.beats)
@@ -369,7 +359,6 @@ class AxiMaster(wiring.Component):
 
         m.d.comb += [
             self.wr_idle.eq(~w_busy & ~w_valid & ~bq.r_rdy & ~wq.r_rdy & ~w_queued),
-            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy &
-                         ~Cat(*queued).any()),
+            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy & ~r_queued),
         ]
         return m

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
+from .slices import register_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -161,15 +162,12 @@ class RowReader(wiring.Component):
         d = Signal(in_layout)
         d_valid, d_ready = Signal(), Signal()
         if self._slice:
-            # A two-entry register slice: neither the walker's step nor the coalescing
-            # compares below wait on the other's logic (both readies come from its level), at
-            # one descriptor a cycle. (SyncFIFO: a SyncFIFOBuffered of depth 2 would take
-            # one every other cycle: its inner FIFO's room does not count the read.)
-            q = fifo.SyncFIFO(width=in_layout.size, depth=2)
-            m.submodules.desc_slice = q
-            m.d.comb += [q.w_en.eq(self.desc.valid), q.w_data.eq(din),
-                         self.desc.ready.eq(q.w_rdy),
-                         d_valid.eq(q.r_rdy), d.eq(q.r_data), q.r_en.eq(d_ready)]
+            # a register slice: neither the walker's step nor the coalescing compares below
+            # wait on the other's logic
+            room, q_valid, q_head, take = register_slice(m, "desc_slice", self.desc.valid, din,
+                                                         in_layout)
+            m.d.comb += [self.desc.ready.eq(room), d_valid.eq(q_valid), d.eq(q_head),
+                         take.eq(d_ready)]
         else:
             m.d.comb += [d_valid.eq(self.desc.valid), d.eq(din),
                          self.desc.ready.eq(d_ready)]

@@ -1,7 +1,7 @@
 """Datapath test top: execute unit, INPUT/WEIGHT/ACC/PARAM scratchpads and post-processor."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -9,6 +9,7 @@ from .config import NpuConfig
 from .execute import ExecuteUnit
 from .postproc import PostProcessor
 from .scratchpad import Scratchpad, read_signature, write_signature
+from .slices import stream_slice
 
 __all__ = ["ExecTop", "pp_request_layout"]
 
@@ -156,15 +157,8 @@ class ExecTop(wiring.Component):
         ]
         for lane in range(c.cols):
             m.d.comb += pp.i.payload.shift[lane].eq(par.read[2].data[lane][:6])
-        if c.slices:
-            # rows leave through a FIFO of two: the post-processor's pipeline enable depends on
-            # the FIFO's level, not on the STORE unit's and the bus's READY
-            out = fifo.SyncFIFO(width=8 * c.cols, depth=2)
-            m.submodules.pp_out_fifo = out
-            m.d.comb += [out.w_en.eq(pp.o.valid), out.w_data.eq(pp.o.payload),
-                         pp.o.ready.eq(out.w_rdy),
-                         self.pp_out.valid.eq(out.r_rdy), self.pp_out.payload.eq(out.r_data),
-                         out.r_en.eq(self.pp_out.ready)]
-        else:
-            wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
+        # (for a fast clock rows leave through a FIFO of two: the post-processor's pipeline
+        # enable depends on the FIFO's level, not on the STORE unit's and the bus's READY)
+        rows = stream_slice(m, "pp_out_fifo", pp.o) if c.slices else pp.o
+        wiring.connect(m, rows, wiring.flipped(self.pp_out))
         return m

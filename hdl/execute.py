@@ -1,12 +1,13 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import NpuConfig
 from .scratchpad import read_signature, write_signature
+from .slices import register_slice, stream_slice
 from .systolic import SystolicArray
 
 __all__ = ["ExecuteUnit", "AccOp", "JobKind"]
@@ -176,13 +177,8 @@ class ExecuteUnit(wiring.Component):
         # For a fast clock commands wait in a FIFO of two: ``cmd.ready`` is its room, and the
         # command processor's token logic does not reach the generator's registers.
         if cfg.slices:
-            cq = fifo.SyncFIFO(width=isa.COMMAND.size, depth=2)
-            m.submodules.commands = cq
-            cmd = stream.Signature(isa.COMMAND).flip().create(path=("cmd_slice",))
-            m.d.comb += [cq.w_en.eq(self.cmd.valid), cq.w_data.eq(self.cmd.payload),
-                         self.cmd.ready.eq(cq.w_rdy), cmd.valid.eq(cq.r_rdy),
-                         cmd.payload.eq(cq.r_data), cq.r_en.eq(cmd.ready)]
-            queued = cq.r_rdy
+            cmd = stream_slice(m, "commands", self.cmd)
+            queued = cmd.valid
         else:
             cmd, queued = self.cmd, 0
         can_emit = ~g_valid | g_take
@@ -261,17 +257,11 @@ class ExecuteUnit(wiring.Component):
         # The loader's next job: the generator's register, or for a fast clock the head of a
         # FIFO of two after it (the generator, and so ``cmd.ready``, then waits on the FIFO's
         # level, not on the issuer's progress this cycle).
-        n_job = Signal(JOB)
-        n_valid = Signal()
-        n_take = Signal()
         if cfg.slices:
-            gq = fifo.SyncFIFO(width=JOB.size, depth=2)
-            m.submodules.jobs = gq
-            m.d.comb += [g_take.eq(g_valid & gq.w_rdy), gq.w_en.eq(g_take),
-                         gq.w_data.eq(g_job), n_valid.eq(gq.r_rdy), n_job.eq(gq.r_data),
-                         gq.r_en.eq(n_take)]
+            room, n_valid, n_job, n_take = register_slice(m, "jobs", g_valid, g_job, JOB)
+            m.d.comb += g_take.eq(g_valid & room)
         else:
-            m.d.comb += [g_take.eq(n_take), n_valid.eq(g_valid), n_job.eq(g_job)]
+            n_valid, n_job, n_take = g_valid, g_job, g_take
         m.d.comb += n_take.eq(n_valid & (~l_valid | l_take))
         with m.If(cool != 0):
             m.d.sync += cool.eq(cool - 1)
@@ -440,7 +430,6 @@ class ExecuteUnit(wiring.Component):
         p1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "done": 1,
                                        "op": AccOp, "mode": isa.PoolMode,
                                        "addr": range(cfg.acc_depth)}))
-        p0 = p1         # (the stage after the input read, for pipe_busy)
         m.d.sync += [
             p1.valid.eq(p_issue), p1.first.eq(p_first), p1.last.eq(p_last), p1.done.eq(p_done),
             p1.op.eq(Mux(~c_job.accumulate, AccOp.OVERWRITE,
@@ -448,35 +437,35 @@ class ExecuteUnit(wiring.Component):
             p1.mode.eq(c_job.mode),
             p1.addr.eq(acc_cur),
         ]
+        # the reducer's input: the read row with p1, or for a fast clock both registered once
+        # more (a block RAM's output goes to a register, not through a compare into the
+        # reducer's)
         if cfg.slices:
-            # for a fast clock the input row is registered before the reducer (a block RAM's
-            # output goes to a register, not through a compare into the reducer's)
-            p2 = Signal.like(p1)
+            pin = Signal.like(p1)
             vals = Signal.like(self.input_rd.data)
-            m.d.sync += [p2.eq(p1), vals.eq(self.input_rd.data)]
-            p1 = p2
+            m.d.sync += [pin.eq(p1), vals.eq(self.input_rd.data)]
         else:
-            vals = self.input_rd.data
+            pin, vals = p1, self.input_rd.data
         pr_valid = Signal()
         pr_done = Signal()
         pr_op = Signal(AccOp)
         pr_addr = Signal(range(cfg.acc_depth))
         pr_data = Signal(data.ArrayLayout(signed(32), cols))
-        m.d.sync += [pr_valid.eq(p1.valid & p1.last), pr_done.eq(p1.valid & p1.done),
-                     pr_op.eq(p1.op), pr_addr.eq(p1.addr)]
+        m.d.sync += [pr_valid.eq(pin.valid & pin.last), pr_done.eq(pin.valid & pin.done),
+                     pr_op.eq(pin.op), pr_addr.eq(pin.addr)]
         for lane in range(lanes):
             cur = Signal(signed(32), name=f"pool_{lane}")
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
-            m.d.comb += new.eq(Mux(p1.first, val,
-                                   Mux(p1.mode == isa.PoolMode.MAX,
+            m.d.comb += new.eq(Mux(pin.first, val,
+                                   Mux(pin.mode == isa.PoolMode.MAX,
                                        Mux(val > cur, val, cur), cur + val)))
-            with m.If(p1.valid):
+            with m.If(pin.valid):
                 m.d.sync += cur.eq(new)
             m.d.sync += pr_data[lane].eq(new)
         for lane in range(lanes, cols):
             # lanes past min(rows, cols): 0 (overwrite, or +0) or INT32_MIN (max keeps the old)
-            m.d.sync += pr_data[lane].eq(Mux(p1.op == AccOp.MAX, -2**31, 0))
+            m.d.sync += pr_data[lane].eq(Mux(pin.op == AccOp.MAX, -2**31, 0))
 
         # -- accumulator read-modify-write ---------------------------------------------------
         r_valid = Signal()
@@ -539,7 +528,7 @@ class ExecuteUnit(wiring.Component):
                     m.d.comb += self.acc_wr.data[lane].eq(Mux(new > old, new, old))
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq((inflight != 0) | p0.valid | p1.valid | pr_valid | s_valid |
+        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |
                                  t_valid)
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)

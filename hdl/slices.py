@@ -1,0 +1,41 @@
+"""Register slices: a valid/ready handshake cut by a FIFO of two entries."""
+
+from amaranth.hdl import Shape, Signal
+from amaranth.lib import fifo, stream
+
+__all__ = ["register_slice", "stream_slice"]
+
+
+def register_slice(m, name, valid, payload, shape):
+    """A ``fifo.SyncFIFO`` of depth 2 (submodule ``name``) between a producer and a consumer.
+
+    Both sides' readiness comes from the FIFO's level, so no path runs from the consumer's
+    ready into the producer's logic or back, at one transfer a cycle (a ``SyncFIFOBuffered`` of
+    depth 2 passes one every other cycle: its inner FIFO's room does not count the read). The
+    producer offers ``payload`` with ``valid``; it is taken when ``room``.
+
+    Returns ``(room, out_valid, out, take)``: ``out`` (a signal of ``shape``) is the head while
+    ``out_valid``; the consumer drives ``take`` to pop it.
+    """
+    q = fifo.SyncFIFO(width=Shape.cast(shape).width, depth=2)
+    m.submodules[name] = q
+    out = Signal(shape, name=f"{name}_head")
+    take = Signal(name=f"{name}_take")
+    m.d.comb += [q.w_en.eq(valid), q.w_data.eq(payload), out.eq(q.r_data), q.r_en.eq(take)]
+    return q.w_rdy, q.r_rdy, out, take
+
+
+def stream_slice(m, name, src, drop=None):
+    """The stream ``src`` (valid and payload read, ready driven here: an ``In`` stream of the
+    component, or a submodule's ``Out`` one) through :func:`register_slice`.
+
+    Returns the stream the consumer uses (``stream.Signature`` of the same payload: it reads
+    ``valid`` and ``payload`` and drives ``ready``). ``drop``, if given, pops the head as
+    ``ready`` does (to discard what is queued).
+    """
+    shape = src.payload.shape()
+    room, valid, out, take = register_slice(m, name, src.valid, src.payload, shape)
+    port = stream.Signature(shape).create(path=(name,))
+    m.d.comb += [src.ready.eq(room), port.valid.eq(valid), port.payload.eq(out),
+                 take.eq(port.ready if drop is None else port.ready | drop)]
+    return port
