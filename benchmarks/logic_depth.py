@@ -32,19 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "logic_depth.json"
 NET = 0.7
-_CELL_SUFFIX = re.compile(r"_(TRELLIS|LUT4|CCU2C|PFUMX|MULT18X18D|DP16KD|L6MUX21)_.*")
+_CELL_SUFFIX = re.compile(r"(_(TRELLIS|LUT4|CCU2C|PFUMX|MULT18X18D|DP16KD|L6MUX21)_|\$CCU2_COMB).*")
 
 
 def _graph(top):
     """(arcs, starts, ends, names): timing arcs out bit -> [(in bit, delay)], sequential
     outputs with their clock-to-output delay, sequential inputs (bit, setup, cell), and a
     readable name per bit."""
-    names = {}
-    for n, nn in top["netnames"].items():
-        rank = (n.startswith("$"), len(_CELL_SUFFIX.sub("", n)) != len(n), len(n))
-        for b in nn["bits"]:
-            if isinstance(b, int) and (b not in names or rank < names[b][0]):
-                names[b] = (rank, _CELL_SUFFIX.sub("", n))
     arcs = collections.defaultdict(list)
     starts, ends = {}, []
     for cn, c in top["cells"].items():
@@ -82,13 +76,104 @@ def _graph(top):
                                                  "WAD2", "WAD3", "WRE")]
         else:                       # IO, PLL: paths start there
             starts.update((b, 0.0) for b in outs)
-    return arcs, starts, ends, {b: n for b, (_, n) in names.items()}
+    return arcs, starts, ends, _names(top)
 
 
-def longest_paths(netlist, count=20, to=None):
+def _names(top):
+    """A readable name per bit: a named net before a generated one, the shortest first."""
+    names = {}
+    for n, nn in top["netnames"].items():
+        rank = (n.startswith("$"), len(_CELL_SUFFIX.sub("", n)) != len(n), len(n))
+        for b in nn["bits"]:
+            if isinstance(b, int) and (b not in names or rank < names[b][0]):
+                names[b] = (rank, _CELL_SUFFIX.sub("", n))
+    return {b: n for b, (_, n) in names.items()}
+
+
+_BEL = re.compile(r"X(\d+)/Y(\d+)/")
+
+
+def _predict(src, dst):
+    """nextpnr-ecp5's placement-time estimate of one connection, in ns, for the -6 grade
+    (``Arch::predictDelay``: 120 ps a unit, two units a tile for the first five tiles in each
+    direction, one after)."""
+    dx, dy = abs(src[0] - dst[0]), abs(src[1] - dst[1])
+    return 0.12 * (3 + max(dx - 5, 0) + max(dy - 5, 0) + 2 * (min(dx, 5) + min(dy, 5)))
+
+
+def _placed_graph(top):
+    """The timing graph of nextpnr's placed netlist (``--write``): the same cell delays as
+    :func:`_graph`, with each connection's delay estimated from the distance between its
+    driver and its sink as nextpnr estimates it before routing."""
+    loc, driver = {}, {}
+    for cn, c in top["cells"].items():
+        m = _BEL.match(c["attributes"].get("NEXTPNR_BEL", ""))
+        if m:
+            loc[cn] = (int(m[1]), int(m[2]))
+        for port, bits in c["connections"].items():
+            if c["port_directions"].get(port) == "output":
+                driver.update((b, (cn, port)) for b in bits if isinstance(b, int))
+
+    def wire(b, cn, port):
+        src = driver.get(b)
+        if src is None or src[0] not in loc or cn not in loc:
+            return NET
+        if (src[1] == "FCO" and port == "FCI") or port in ("FXA", "FXB", "F1") or (
+                src[1] == "F" and port == "DI" and loc[src[0]] == loc[cn]):
+            return 0.0
+        return _predict(loc[src[0]], loc[cn])
+
+    arcs = collections.defaultdict(list)
+    starts, ends = {}, []
+    for cn, c in top["cells"].items():
+        t, con, pd = c["type"], c["connections"], c["port_directions"]
+
+        def bits(*ports, con=con):
+            return [(b, p) for p in ports for b in con.get(p, []) if isinstance(b, int)]
+
+        def arc(outs, ins, d, cn=cn):
+            for o, _ in outs:
+                arcs[o] += [(i, d + wire(i, cn, p)) for i, p in ins]
+        if t == "TRELLIS_FF":
+            starts.update((b, 0.5) for b, _ in bits("Q"))
+            ends += [(b, 0.1 + wire(b, cn, p), cn) for b, p in bits("DI", "CE", "LSR", "M")]
+        elif t == "TRELLIS_COMB":
+            mode = c["parameters"].get("MODE", "LOGIC")
+            lut = bits("A", "B", "C", "D")
+            if mode == "DPRAM":
+                arc(bits("F"), lut, 0.6)
+                ends += [(b, 0.2 + wire(b, cn, p), cn)
+                         for b, p in bits("WD", "WAD0", "WAD1", "WAD2", "WAD3", "WRE")]
+            elif mode == "CCU2":
+                arc(bits("FCO"), bits("FCI"), 0.05)
+                arc(bits("FCO"), lut, 0.5)
+                arc(bits("F"), bits("FCI"), 0.4)
+                arc(bits("F"), lut, 0.6)
+            else:
+                arc(bits("F"), lut + bits("M"), 0.4)
+                arc(bits("OFX"), bits("F1", "FXA", "FXB", "M"), 0.3)
+                arc(bits("OFX"), lut, 0.7)
+        elif t == "TRELLIS_RAMW":
+            for o in [b for p in con if pd.get(p) == "output" for b, _ in bits(p)]:
+                arcs[o] += [(i, 0.0) for p in con if pd.get(p) == "input" for i, _ in bits(p)]
+        elif t == "DP16KD":
+            starts.update((b, 4.3) for b, p in bits(*con) if pd.get(p) == "output")
+            ends += [(b, 0.3 + wire(b, cn, p), cn) for b, p in bits(*con)
+                     if pd.get(p) == "input" and not p.startswith("CLK")]
+        elif t == "MULT18X18D":
+            ins = [(b, p) for b, p in bits(*con) if pd.get(p) == "input" and p[0] in "AB"]
+            arc([(b, p) for b, p in bits(*con) if pd.get(p) == "output"], ins, 4.0)
+        elif t not in ("DCCA",):    # pins and PLL: not paths of the clock (nextpnr's neither)
+            starts.update((b, -1e9) for b, p in bits(*con) if pd.get(p) == "output")
+    return arcs, starts, ends, _names(top)
+
+
+def longest_paths(netlist, count=20, to=None, placed=False):
     """The ``count`` longest paths to distinct endpoints (of distinct start and end names),
-    longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``."""
-    arcs, starts, ends, names = _graph(netlist["modules"]["top"])
+    longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``; ``placed``
+    reads nextpnr's placed netlist instead of Yosys'."""
+    graph = _placed_graph if placed else _graph
+    arcs, starts, ends, names = graph(netlist["modules"]["top"])
     arrival, pred = {}, {}
     for b, _, _ in ends:
         stack = [b]
@@ -107,7 +192,8 @@ def longest_paths(netlist, count=20, to=None):
                 arrival[x], pred[x] = max(((arrival[i] + d, i) for i, d in arcs[x]),
                                           key=lambda t: t[0])
                 stack.pop()
-    ranked = sorted(((arrival[b] + su, b, cn) for b, su, cn in ends), reverse=True)
+    ranked = sorted(((arrival[b] + su, b, cn) for b, su, cn in ends
+                     if arrival[b] > -1e6), reverse=True)
     out, seen = [], set()
     for ns, b, cn in ranked:
         if to and to not in cn:
@@ -146,13 +232,15 @@ def synthesise(board, config, workdir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="a synthesised netlist (top.json)")
+    ap.add_argument("--placed", type=Path,
+                    help="nextpnr's placed netlist (nextpnr-ecp5 --no-route --write FILE)")
     ap.add_argument("--board", default="ulx3s-85f")
     ap.add_argument("--config", default="small")
     ap.add_argument("--paths", type=int, default=20)
     ap.add_argument("--to", help="only paths ending at cells whose name contains this")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.json
+        path = args.placed or args.json
         if path is None:
             print(f"synthesising the {args.board} top with config {args.config} ...",
                   flush=True)
@@ -160,7 +248,7 @@ def main():
             path = synthesise(args.board, args.config, tmp)
             print(f"  done in {time.time() - start:.0f} s")
         paths, histogram = longest_paths(json.loads(Path(path).read_text()), args.paths,
-                                         args.to)
+                                         args.to, placed=args.placed is not None)
     for p in paths:
         print(f"{p['ns']:6.1f} ns  {p['cells']:3d} cells  to {p['to']}")
         for ns, name in p["through"]:
@@ -168,7 +256,8 @@ def main():
     print("endpoints per 2 ns of estimated arrival:",
           ", ".join(f"{k}-{k + 2}: {v}" for k, v in histogram.items()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"source": str(args.json or f"{args.board}/{args.config}"),
+    RESULTS.write_text(json.dumps({"source": str(path if args.placed or args.json
+                                                 else f"{args.board}/{args.config}"),
                                    "paths": paths, "histogram_2ns": histogram}, indent=1) + "\n")
 
 

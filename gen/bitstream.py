@@ -182,6 +182,18 @@ def _dsp_script(family):
     return "hierarchy -top top\nproc\nbooth " + " ".join(mods)
 
 
+#: ``synth_ecp5`` with Yosys' classic ABC LUT mapping in place of its ``map_luts`` step (ABC9):
+#: on some of this design's netlists Yosys 0.70's ABC9 fails an assertion as it reintegrates
+#: the mapped netlist (``GetSize(conn.first) == GetSize(conn.second)`` in
+#: ABC_OPS_REINTEGRATE), and the classic mapping is also about three times faster here. The
+#: other steps are synth_ecp5's own (``synth_opts``, ``script_after_synth``).
+_ECP5_LUT_MAPPING = ("-run :map_luts", "\n".join([
+    "check -latchonly -assert",
+    "techmap -map +/lattice/latches_map.v",
+    "abc -lut 4:7 -dress",
+    "clean",
+    "synth_ecp5 -top top -run map_cells:"]))
+
 _STEPS = {"yosys": "synthesis (Yosys)", "nextpnr-ice40": "place and route (nextpnr-ice40)",
           "nextpnr-ecp5": "place and route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
           "ecppack": "bitstream (ecppack)", "dfu-suffix": "DFU suffix (dfu-suffix)"}
@@ -242,6 +254,8 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1):
     overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
+    else:
+        overrides["synth_opts"], overrides["script_after_synth"] = _ECP5_LUT_MAPPING
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
     return plan, board, config, top
 

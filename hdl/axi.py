@@ -104,7 +104,7 @@ class AxiMaster(wiring.Component):
     predecessor's last burst is loaded; a cycle later for a fast clock). Latency: a request's
     first burst is on AR/AW one cycle after the request is accepted (two for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`); read data reaches the client in the cycle its R beat
-    is accepted.
+    is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two).
 
     Parameters
     ----------
@@ -302,20 +302,37 @@ class AxiMaster(wiring.Component):
         h_client = inflight.r_data[:cbits]
         h_addr = inflight.r_data[cbits:cbits + 32]
         h_last = inflight.r_data[cbits + 32]
-        with m.If(inflight.r_rdy):
-            with m.If(self.flush):
-                m.d.comb += bus.rready.eq(1)
-            with m.Else():
-                for k in range(nclients):
-                    with m.If(h_client == k):
-                        m.d.comb += [
-                            self.rd_data[k].valid.eq(bus.rvalid),
-                            self.rd_data[k].payload.data.eq(bus.rdata),
-                            self.rd_data[k].payload.err.eq(bus.rresp[1]),
-                            self.rd_data[k].payload.addr.eq(h_addr),
-                            self.rd_data[k].payload.last.eq(bus.rlast & h_last),
-                            bus.rready.eq(self.rd_data[k].ready),
-                        ]
+        beat = Signal(read_beat_layout(c.bus_data_width))    # the beat on R, tagged
+        m.d.comb += [beat.data.eq(bus.rdata), beat.err.eq(bus.rresp[1]), beat.addr.eq(h_addr),
+                     beat.last.eq(bus.rlast & h_last)]
+        r_held = 0                                  # beats accepted, not yet delivered
+        if c.slices:
+            # For a fast clock the R beats wait in a FIFO of two with their client, tagged as
+            # they enter: RREADY is its room, and the routing to the clients (and their
+            # READY) starts from its registers. A flush discards what it holds.
+            entry = data.StructLayout({"client": cbits, "beat": beat.shape()})
+            into = Signal(entry)
+            m.d.comb += [into.client.eq(h_client), into.beat.eq(beat)]
+            room, r_held, head, take = register_slice(
+                m, "r_beats", bus.rvalid & inflight.r_rdy & ~self.flush, into, entry)
+            m.d.comb += [bus.rready.eq(inflight.r_rdy & (room | self.flush)),
+                         take.eq(self.flush)]
+            for k in range(nclients):
+                with m.If(head.client == k):
+                    m.d.comb += [self.rd_data[k].valid.eq(r_held & ~self.flush),
+                                 self.rd_data[k].payload.eq(head.beat)]
+                    with m.If(self.rd_data[k].ready):
+                        m.d.comb += take.eq(1)
+        else:
+            with m.If(inflight.r_rdy):
+                with m.If(self.flush):
+                    m.d.comb += bus.rready.eq(1)
+                with m.Else():
+                    for k in range(nclients):
+                        with m.If(h_client == k):
+                            m.d.comb += [self.rd_data[k].valid.eq(bus.rvalid),
+                                         self.rd_data[k].payload.eq(beat),
+                                         bus.rready.eq(self.rd_data[k].ready)]
         m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
 
         # ---- write path ------------------------------------------------------------------
@@ -359,6 +376,7 @@ class AxiMaster(wiring.Component):
 
         m.d.comb += [
             self.wr_idle.eq(~w_busy & ~w_valid & ~bq.r_rdy & ~wq.r_rdy & ~w_queued),
-            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy & ~r_queued),
+            self.idle.eq(self.wr_idle & ~r_busy & ~r_valid & ~inflight.r_rdy & ~r_queued &
+                         ~r_held),
         ]
         return m

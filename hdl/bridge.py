@@ -154,12 +154,14 @@ class UartBridge(wiring.Component):
             m.d.sync += idle.eq(idle + 1)
         m.d.comb += timed_out.eq(idle == self._timeout)
 
-        # Argument checks on the header.
+        # Argument checks on the header, registered: HCRC takes its byte a cycle after the
+        # header is complete (``checked``), when they are of that header.
         end = Signal(33)
         m.d.comb += end.eq(addr + length)
         mem_ok = Signal()
         reg_ok = Signal()
-        m.d.comb += [
+        checked = Signal()
+        m.d.sync += [
             mem_ok.eq((length != 0) & (addr >= self._base) &
                       (end <= self._base + self._size)),
             reg_ok.eq((length != 0) & (addr[:2] == 0) & (length[:2] == 0) & (end <= REG_SPACE)),
@@ -193,13 +195,15 @@ class UartBridge(wiring.Component):
                     m.d.sync += [hdr.eq(Cat(hdr[8:], rx.payload)),
                                  crc.eq(crc8_update(crc, rx.payload)), count.eq(count + 1)]
                     with m.If(count == 6):
+                        m.d.sync += checked.eq(0)
                         m.next = "HCRC"
                 with m.Elif(timed_out):
                     give_up()
 
             with m.State("HCRC"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
+                m.d.comb += rx.ready.eq(checked)
+                m.d.sync += checked.eq(1)
+                with m.If(rx.valid & checked):
                     m.d.sync += [ptr.eq(addr - self._base), left.eq(length), crc.eq(0),
                                  wbyte.eq(0), status.eq(S.OK)]
                     with m.If(rx.payload != crc):

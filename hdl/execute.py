@@ -315,10 +315,12 @@ class ExecuteUnit(wiring.Component):
         p_last = Signal()
         p_done = Signal()
         job_end = Signal()      # the current job issues its last slot this cycle
-        # the counters' last values, registered as the job is taken (no subtraction in front of
-        # the compares that end a job)
+        # the counters' last values, registered as the job is taken, and whether each counter
+        # is at its last value, registered as it steps (no compare in front of ``job_end``,
+        # which decides whether the next job is taken)
         x_end, y_end = Signal(12), Signal(12)
         wx_end, wy_end = Signal(8), Signal(8)
+        last_x, last_y, last_wx, last_wy = Signal(), Signal(), Signal(), Signal()
 
         # A tile may be taken in the cycle its first weight row is read: that row reaches the
         # shadow registers just as the tile's switch token reaches PE row 0.
@@ -335,8 +337,6 @@ class ExecuteUnit(wiring.Component):
             with m.Case(JobKind.MARKER):
                 m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
             with m.Case(JobKind.TILE):
-                last_x = x == x_end
-                last_y = y == y_end
                 m.d.comb += [
                     a_issue.eq(1),
                     self.input_rd.addr.eq(in_cur),
@@ -345,18 +345,16 @@ class ExecuteUnit(wiring.Component):
                 ]
                 m.d.sync += c_first.eq(0)
                 with m.If(~last_x):
-                    m.d.sync += [x.eq(x + 1), in_cur.eq(in_cur + c_job.in_x_stride),
+                    m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end),
+                                 in_cur.eq(in_cur + c_job.in_x_stride),
                                  acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
                     nin = in_row + c_job.in_y_stride
                     nacc = acc_row + c_job.acc_y_stride
-                    m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
+                    m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
+                                 last_y.eq(y + 1 == y_end), in_row.eq(nin), in_cur.eq(nin),
                                  acc_row.eq(nacc), acc_cur.eq(nacc)]
             with m.Case(JobKind.POOL), m.If(inflight == 0):
-                last_wx = wx == wx_end
-                last_wy = wy == wy_end
-                last_x = x == x_end
-                last_y = y == y_end
                 m.d.comb += [
                     p_issue.eq(1),
                     self.input_rd.addr.eq(win_cur),
@@ -366,22 +364,26 @@ class ExecuteUnit(wiring.Component):
                     job_end.eq(last_wx & last_wy & last_x & last_y),
                 ]
                 with m.If(~last_wx):
-                    m.d.sync += [wx.eq(wx + 1), win_cur.eq(win_cur + c_job.win_x_stride)]
+                    m.d.sync += [wx.eq(wx + 1), last_wx.eq(wx + 1 == wx_end),
+                                 win_cur.eq(win_cur + c_job.win_x_stride)]
                 with m.Elif(~last_wy):
                     nwin = win_row + c_job.win_y_stride
-                    m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin),
+                    m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(wy + 1),
+                                 last_wy.eq(wy + 1 == wy_end), win_row.eq(nwin),
                                  win_cur.eq(nwin)]
                 with m.Else():
-                    m.d.sync += [wx.eq(0), wy.eq(0)]
+                    m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(0),
+                                 last_wy.eq(wy_end == 0)]
                     with m.If(~last_x):
                         nin = in_cur + c_job.in_x_stride
-                        m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
-                                     win_cur.eq(nin),
+                        m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end), in_cur.eq(nin),
+                                     win_row.eq(nin), win_cur.eq(nin),
                                      acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                     with m.Else():
                         nin = in_row + c_job.in_y_stride
                         nacc = acc_row + c_job.acc_y_stride
-                        m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin),
+                        m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
+                                     last_y.eq(y + 1 == y_end), in_row.eq(nin),
                                      in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
                                      acc_row.eq(nacc), acc_cur.eq(nacc)]
 
@@ -393,6 +395,8 @@ class ExecuteUnit(wiring.Component):
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
                 x_end.eq(nj.x_size - 1), y_end.eq(nj.y_size - 1),
                 wx_end.eq(nj.win_w - 1), wy_end.eq(nj.win_h - 1),
+                last_x.eq(nj.x_size == 1), last_y.eq(nj.y_size == 1),
+                last_wx.eq(nj.win_w == 1), last_wy.eq(nj.win_h == 1),
                 in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
                 win_row.eq(nj.in_base), win_cur.eq(nj.in_base),
                 acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),

@@ -1,6 +1,6 @@
 """The NPU top: AXI4 memory master, AXI4-Lite control slave, interrupt."""
 
-from amaranth.hdl import Module, ResetInserter, Signal, Value
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -233,10 +233,21 @@ class Npu(wiring.Component):
         events[PC.BYTES_READ] = read_bytes
         events[PC.BYTES_WRITTEN] = written
         for counter in PC:
-            value = Signal(c.perf_bits, name=f"perf_{counter.name.lower()}")
+            name = f"perf_{counter.name.lower()}"
+            value = Signal(c.perf_bits, name=name)
+            event = Value.cast(events[counter])
+            if c.slices:
+                # For a fast clock the event is counted a cycle after it happens, so that the
+                # units' event logic and the counter's adder are separate paths; it is gated
+                # by ``running`` as it happens, so the totals are the same.
+                late = Signal(event.shape(), name=f"{name}_event")
+                m.d.sync += late.eq(Mux(running, event, 0))
+                event, gate = late, 1
+            else:
+                gate = running
             with m.If(clear_perf):
                 m.d.sync += value.eq(0)
-            with m.Elif(running):
-                m.d.sync += value.eq(value + events[counter])
+            with m.Elif(gate):
+                m.d.sync += value.eq(value + event)
             m.d.comb += csr.perf[counter.value].eq(value)
         return m

@@ -1,6 +1,6 @@
 """Post-processor: int32 accumulator rows to int8, STORE stages 1 and 2 of docs/isa.md."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -90,6 +90,21 @@ def clamp(v, lo, hi):
     """``min(max(v, lo), hi)``, as ``numpy.clip``."""
     t = Mux(v < lo, lo, v)
     return Mux(t > hi, hi, t)
+
+
+def clamp_sum(v, zp, lo, hi, up=0):
+    """``clamp(v + up + zp, lo, hi)`` for a wide signed ``v``, a rounding increment ``up``
+    (0 or 1) and 8-bit ``zp``, ``lo`` and ``hi``.
+
+    ``v`` is saturated to 16 bits first: beyond them ``v + up + zp`` is past every 8-bit bound
+    on the same side, as the saturated value's is, so the result is the same, and the sum and
+    the compares are 17 bits wide instead of ``len(v) + 1``."""
+    w = len(v)
+    if w > 16:
+        top = v[15:]                         # all equal: v fits in 16 bits
+        v = Mux(top.all() | ~top.any(), v[:16].as_signed(),
+                Mux(v[w - 1], Const(-2**15, signed(16)), Const(2**15 - 1, signed(16))))
+    return clamp(v + up + zp, lo, hi)
 
 
 def postproc_input_layout(cols):
@@ -290,7 +305,7 @@ class PostProcessor(wiring.Component):
             s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
             res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4 + split)]
             a4 = Signal(signed(8), name=f"a4_{c}")
-            m.d.comb += a4.eq(clamp(rq + cfg.zp, cfg.lo, cfg.hi))
+            m.d.comb += a4.eq(clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi))
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
@@ -300,7 +315,10 @@ class PostProcessor(wiring.Component):
                 with m.If(adv):
                     m.d.sync += [p.eq(a * b) for p, (a, b) in
                                  zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
-                prod_next = (parts[0] << 32) + ((parts[1] + parts[2]) << 16) + parts[3]
+                # (the low halves' product is below 2**32: it and the high halves' shifted one
+                # are a concatenation, not a sum)
+                prod_next = (Cat(parts[3][:32], parts[0]).as_signed() +
+                             ((parts[1] + parts[2]) << 16))
                 # stage 6 operands: the 17 high multiplier bits on a DSP, the 14 low ones in
                 # logic
                 hi_a = Signal(signed(27), name=f"hi_a_{c}")
@@ -403,12 +421,13 @@ class PostProcessor(wiring.Component):
                 q7n, up7n = round_parts(m, s2x, shift6, f"add{c}")
                 with m.If(adv):
                     m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5)]
-                r2, a_out = q7 + up7, a6
+                a_out = a6
             else:
-                r2, a_out = round_shift(m, s2x, shift6, f"add{c}"), a5
+                q7, up7 = round_parts(m, s2x, shift6, f"add{c}")
+                a_out = a5
             y = Signal(signed(8), name=f"y_{c}")
-            m.d.comb += y.eq(Mux(use_res[n - 2], clamp(r2 + cfg.add_zp, cfg.add_lo, cfg.add_hi),
-                                 a_out))
+            m.d.comb += y.eq(Mux(use_res[n - 2],
+                                 clamp_sum(q7, cfg.add_zp, cfg.add_lo, cfg.add_hi, up7), a_out))
             with m.If(adv):
                 for bt in range(beats):
                     if bt * lanes + c < cols:
