@@ -102,9 +102,10 @@ class AxiMaster(wiring.Component):
 
     Throughput: one burst per cycle on AR and on AW (a new request is taken in the cycle its
     predecessor's last burst is loaded; a cycle later for a fast clock). Latency: a request's
-    first burst is on AR/AW one cycle after the request is accepted (two for a fast clock,
-    :attr:`~hdl.config.NpuConfig.slices`); read data reaches the client in the cycle its R beat
-    is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two).
+    first burst is on AR/AW one cycle after the request is accepted (for a fast clock,
+    :attr:`~hdl.config.NpuConfig.slices`, two on AW and three on AR: the granted read request
+    waits in a FIFO of two before the splitter); read data reaches the client in the cycle its
+    R beat is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two).
 
     Parameters
     ----------
@@ -285,12 +286,32 @@ class AxiMaster(wiring.Component):
         for k in range(nclients):
             with m.If(grant == k):
                 m.d.comb += g_req.eq(reqs[k].payload)
-        with m.If(r_free & ~self.flush & any_req):
-            for k in range(nclients):
-                with m.If(grant == k):
-                    m.d.comb += reqs[k].ready.eq(1)
-            m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant),
-                         last_grant.eq(grant)]
+        g_queued = 0
+        if c.slices:
+            # For a fast clock the granted request waits in a FIFO of two as well: the
+            # splitter's burst planning starts from its registers, not from the arbitration.
+            glayout = data.StructLayout({"client": cbits, "req": read_request_layout()})
+            g_in = Signal(glayout)
+            m.d.comb += [g_in.client.eq(grant), g_in.req.eq(g_req)]
+            g_room, g_queued, g_head, g_take = register_slice(
+                m, "rd_granted", any_req & ~self.flush, g_in, glayout)
+            with m.If(g_room & ~self.flush & any_req):
+                for k in range(nclients):
+                    with m.If(grant == k):
+                        m.d.comb += reqs[k].ready.eq(1)
+                m.d.sync += last_grant.eq(grant)
+            m.d.comb += g_take.eq(self.flush)
+            with m.If(r_free & ~self.flush & g_queued):
+                m.d.comb += g_take.eq(1)
+                m.d.sync += [*r_start(g_head.req.addr, g_head.req.beats),
+                             r_client.eq(g_head.client)]
+        else:
+            with m.If(r_free & ~self.flush & any_req):
+                for k in range(nclients):
+                    with m.If(grant == k):
+                        m.d.comb += reqs[k].ready.eq(1)
+                m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant),
+                             last_grant.eq(grant)]
         # (an empty request, beats = 0, is accepted and produces nothing)
         m.d.comb += [
             bus.arid.eq(0), bus.araddr.eq(r_addr & ~Const(bb - 1, 32)), bus.arlen.eq(r_len - 1),
@@ -344,7 +365,7 @@ class AxiMaster(wiring.Component):
             m, "aw", writes, bus.bvalid & bus.bready, bus.awready)
         wr_req = request_slice("wr_req", self.wr_req)
         # requests the slices hold (none without them: the ports' valid is the clients')
-        r_queued = Cat(*[r.valid for r in reqs]).any() if c.slices else 0
+        r_queued = Cat(*[r.valid for r in reqs], g_queued).any() if c.slices else 0
         w_queued = wr_req.valid if c.slices else 0
         m.d.comb += wr_req.ready.eq(w_free & ~self.flush)
         with m.If(wr_req.valid & wr_req.ready):

@@ -1,7 +1,7 @@
 """The command processor: fetch, static checks, dispatch into the LOAD/EXECUTE/STORE queues,
 dependency tokens, deadlock detection and completion."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,7 +47,8 @@ class CommandProcessor(wiring.Component):
       full, and waits in the fetch unit's assembly register). A command outside the memory
       window is not read: a WINDOW entry is queued instead; so is PAST_END at index PROG_LEN,
       and a BUS_ERROR entry for a read answered with an error. Fetching stops after such an
-      entry.
+      entry. (For a fast clock the first command's window and length checks take a cycle
+      after the start, the next ones' compare with bounds formed ahead.)
     - *Decode*: each entry is checked at the buffer's head, in place (it leaves the buffer as
       it is dispatched), exactly as ``firmware.golden.GoldenNpu._fetch`` and the
       ``_check_*`` methods do (opcode, reserved bits, END and neighbour token flags, field ranges,
@@ -168,16 +169,45 @@ class CommandProcessor(wiring.Component):
         f_below = Signal()
         f_above = Signal()
 
+        # For a fast clock the checks compare registers only: the first command's a cycle
+        # after START (FIRST), the next ones' with bounds formed ahead, each less one command
+        # (idx + 1 >= len as idx >= len - 1, and so on): no adder before a compare.
+        if c.slices:
+            lim_past, lim_below, lim_above = (Signal(signed(34), name=f"lim_{n}")
+                                              for n in ("past", "below", "above"))
+            m.d.sync += [lim_past.eq(self.prog_len - 1),
+                         lim_below.eq(self.win_base - isa.CMD_BYTES),
+                         lim_above.eq(self.win_limit - isa.CMD_BYTES)]
+
         def fetch_next(idx, addr):
-            hi = addr + isa.CMD_BYTES - 1
-            m.d.sync += [f_idx.eq(idx), f_addr.eq(addr), f_hi.eq(hi),
-                         f_past.eq(idx >= self.prog_len), f_below.eq(addr < self.win_base),
-                         f_above.eq(hi > self.win_limit)]
+            """The command after the current one (``idx``, ``addr``: its index and address)."""
+            if c.slices:
+                m.d.sync += [f_idx.eq(idx), f_addr.eq(addr), f_hi.eq(f_hi + isa.CMD_BYTES),
+                             f_past.eq(f_idx >= lim_past), f_below.eq(f_addr < lim_below),
+                             f_above.eq(f_hi > lim_above)]
+            else:
+                hi = addr + isa.CMD_BYTES - 1
+                m.d.sync += [f_idx.eq(idx), f_addr.eq(addr), f_hi.eq(hi),
+                             f_past.eq(idx >= self.prog_len), f_below.eq(addr < self.win_base),
+                             f_above.eq(hi > self.win_limit)]
 
         with m.FSM(name="fetch"):
             with m.State("START"):
-                fetch_next(0, self.prog_base)
-                m.next = "REQ"
+                first_hi = self.prog_base + isa.CMD_BYTES - 1
+                m.d.sync += [f_idx.eq(0), f_addr.eq(self.prog_base), f_hi.eq(first_hi)]
+                if c.slices:
+                    m.next = "FIRST"
+                else:
+                    m.d.sync += [f_past.eq(self.prog_len == 0),
+                                 f_below.eq(self.prog_base < self.win_base),
+                                 f_above.eq(first_hi > self.win_limit)]
+                    m.next = "REQ"
+            if c.slices:
+                with m.State("FIRST"):
+                    m.d.sync += [f_past.eq(f_idx >= self.prog_len),
+                                 f_below.eq(f_addr < self.win_base),
+                                 f_above.eq(f_hi > self.win_limit)]
+                    m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [entry.index.eq(f_idx)]
                 with m.If(f_past):
