@@ -182,7 +182,8 @@ def longest_paths(netlist, count=20, to=None, placed=False):
             if x in arrival:
                 stack.pop()
             elif x in starts or not arcs.get(x):
-                arrival[x] = starts.get(x, 0.0)
+                # (placed: a cell output without inputs is a constant, as in nextpnr)
+                arrival[x] = starts.get(x, -1e9 if placed else 0.0)
                 stack.pop()
             else:
                 pending = [i for i, _ in arcs[x] if i not in arrival]

@@ -378,8 +378,11 @@ class CommandProcessor(wiring.Component):
         ma_r = Signal(13)
         mb_r = Signal(24)
         product = Signal(37)
-        dest_r = [Signal(2, name=f"span_dest_{k}") for k in range(2)]
-        valid_r = [Signal(name=f"span_valid_{k}") for k in range(2)]
+        # (for a fast clock the product takes two stages: 7- and 6-bit partial products, then
+        # their sum; one term a cycle still)
+        stages = 2 + c.slices
+        dest_r = [Signal(2, name=f"span_dest_{k}") for k in range(stages)]
+        valid_r = [Signal(name=f"span_valid_{k}") for k in range(stages)]
         sub_r = Signal()
         stride_r = Signal(24)       # the stride to subtract, beside the product
         span_init = Signal()        # decode: load the bases (CHECK1)
@@ -391,8 +394,16 @@ class CommandProcessor(wiring.Component):
             tiles_busy.eq(Cat(*[v & (d == T) for v, d in zip(valid_r, dest_r)]).any()),
         ]
         m.d.sync += [ma_r.eq(ma), mb_r.eq(mb), dest_r[0].eq(dest), valid_r[0].eq(span_step),
-                     sub_r.eq(msub),
-                     product.eq(ma_r * mb_r), stride_r.eq(Mux(sub_r, mb_r, 0))]
+                     sub_r.eq(msub), stride_r.eq(Mux(sub_r, mb_r, 0))]
+        if c.slices:
+            p_lo, p_hi = Signal(31), Signal(30)
+            stride_r1 = Signal(24)
+            m.d.sync += [p_lo.eq(ma_r[:7] * mb_r), p_hi.eq(ma_r[7:] * mb_r),
+                         product.eq(p_lo + (p_hi << 7)), stride_r1.eq(stride_r)]
+            stride = stride_r1
+        else:
+            m.d.sync += product.eq(ma_r * mb_r)
+            stride = stride_r
         m.d.sync += [r.eq(prev) for lst in (dest_r, valid_r)
                      for r, prev in zip(lst[1:], lst[:-1])]
         with m.If(span_init):
@@ -404,10 +415,10 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [span[d].eq(b) for d, b in bases]
         with m.If(span_step):
             m.d.sync += step.eq(step + 1)
-        with m.If(valid_r[1]), m.Switch(dest_r[1]):
+        with m.If(valid_r[-1]), m.Switch(dest_r[-1]):
             for i in range(3):
                 with m.Case(i):
-                    m.d.sync += span[i].eq(span[i] + product - stride_r)
+                    m.d.sync += span[i].eq(span[i] + product - stride)
                 with m.Case(T):
                     m.d.sync += tiles.eq(product)
         # tiles * rows as shifts and adds (a constant product would take a DSP)

@@ -91,11 +91,12 @@ class ExecuteUnit(wiring.Component):
       For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read is registered and
       written back a cycle later, the row being written forwarded to the one read before it;
       commands wait in a FIFO of two, and jobs in another between the generator and the loader;
-      a POOL's input rows are registered before its reducer.
+      a POOL's input rows are registered before its reducer; the array's multipliers take
+      their operands from registers.
 
-    Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` + accumulator update 1
-    (2 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles
-    after its input read.
+    Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` (one more for a fast
+    clock) + accumulator update 1 (2 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
+    is written ``LATENCY`` cycles after its input read.
 
     Parameters
     ----------
@@ -130,7 +131,7 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols) + 1 + c.slices
+        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + c.slices
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -151,7 +152,7 @@ class ExecuteUnit(wiring.Component):
         cfg = self._config
         rows, cols = cfg.rows, cfg.cols
         lanes = min(rows, cols)
-        m.submodules.array = array = SystolicArray(rows, cols)
+        m.submodules.array = array = SystolicArray(rows, cols, registered_operands=cfg.slices)
         alat = array.LATENCY
 
         # -- job generator -------------------------------------------------------------------

@@ -92,19 +92,34 @@ def clamp(v, lo, hi):
     return Mux(t > hi, hi, t)
 
 
-def clamp_sum(v, zp, lo, hi, up=0):
+def saturate16(v):
+    """The signed ``v`` saturated to 16 bits (``v`` itself if it is no wider)."""
+    w = len(v)
+    if w <= 16:
+        return v
+    top = v[15:]                             # all equal: v fits in 16 bits
+    return Mux(top.all() | ~top.any(), v[:16].as_signed(),
+               Mux(v[w - 1], Const(-2**15, signed(16)), Const(2**15 - 1, signed(16))))
+
+
+def clamp_sum(v, zp, lo, hi, up=0, less_zp=False):
     """``clamp(v + up + zp, lo, hi)`` for a wide signed ``v``, a rounding increment ``up``
-    (0 or 1) and 8-bit ``zp``, ``lo`` and ``hi``.
+    (0 or 1) and 8-bit ``zp``, ``lo`` and ``hi``; with ``less_zp``, also that value less ``zp``
+    (a pair).
 
     ``v`` is saturated to 16 bits first: beyond them ``v + up + zp`` is past every 8-bit bound
-    on the same side, as the saturated value's is, so the result is the same, and the sum and
-    the compares are 17 bits wide instead of ``len(v) + 1``."""
-    w = len(v)
-    if w > 16:
-        top = v[15:]                         # all equal: v fits in 16 bits
-        v = Mux(top.all() | ~top.any(), v[:16].as_signed(),
-                Mux(v[w - 1], Const(-2**15, signed(16)), Const(2**15 - 1, signed(16))))
-    return clamp(v + up + zp, lo, hi)
+    on the same side, as the saturated value's is, so the result is the same, and the sums and
+    the compares are 17 bits wide instead of ``len(v) + 1``. Both bounds are compared at once
+    (``min(max(t, lo), hi)`` is ``hi`` when ``t > hi`` or ``lo > hi``, else ``max(t, lo)``), and
+    the value less ``zp`` is chosen beside it, not subtracted after it."""
+    v = saturate16(v)
+    t = v + up + zp
+    over = (t > hi) | (lo > hi)
+    under = t < lo
+    out = Mux(over, hi, Mux(under, lo, t))
+    if less_zp:
+        return out, Mux(over, hi - zp, Mux(under, lo - zp, v + up))
+    return out
 
 
 def postproc_input_layout(cols):
@@ -297,7 +312,8 @@ class PostProcessor(wiring.Component):
             shift2 = Signal(6, name=f"shift2_{c}")
             shift3 = Signal(6, name=f"shift3_{c}")
             prod = Signal(signed(64), name=f"prod_{c}")
-            rq = Signal(signed(65), name=f"rq_{c}")
+            rq = Signal(signed(65 if not split else 16), name=f"rq_{c}")
+            rq_up = Signal(name=f"rq_up_r_{c}")  # (split: the rounding's increment beside it)
             a = Signal(signed(8), name=f"a_{c}")
             a5 = Signal(signed(8), name=f"a5_{c}")
             da = Signal(signed(9), name=f"da_{c}")
@@ -305,7 +321,10 @@ class PostProcessor(wiring.Component):
             s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
             res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4 + split)]
             a4 = Signal(signed(8), name=f"a4_{c}")
-            m.d.comb += a4.eq(clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi))
+            da4 = Signal(signed(9), name=f"da4_{c}")
+            a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up if split else 0,
+                                  less_zp=True)
+            m.d.comb += [a4.eq(a4n), da4.eq(da4n)]
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
@@ -369,7 +388,9 @@ class PostProcessor(wiring.Component):
                 up4 = Signal(name=f"rq_up_{c}")
                 q4n, up4n = round_parts(m, prod, shift3, f"rq{c}")
                 with m.If(adv):
-                    m.d.sync += [q4.eq(q4n), up4.eq(up4n), rq.eq(q4 + up4), res[4].eq(res[3])]
+                    # (4b: the quotient saturated, its increment added with the zero point)
+                    m.d.sync += [q4.eq(q4n), up4.eq(up4n), rq.eq(saturate16(q4)),
+                                 rq_up.eq(up4), res[4].eq(res[3])]
             else:
                 with m.If(adv):
                     m.d.sync += rq.eq(round_shift(m, prod, shift3, f"rq{c}"))
@@ -391,7 +412,7 @@ class PostProcessor(wiring.Component):
                     # stage 5: zero point and clamp; both residual-stage inputs less their zero
                     # points
                     a.eq(a4),
-                    da.eq(a4 - cfg.zp),
+                    da.eq(da4),
                     dr.eq(res[-1] - cfg.res_zp),
                     # stage 6: residual rescale, exact
                     s2.eq(s2_next),

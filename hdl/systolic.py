@@ -28,6 +28,9 @@ class SystolicArray(wiring.Component):
     Each PE registers its product before the partial-sum adder (the product of cycle ``t`` is
     added in cycle ``t + 1``), so the multiplier (a DSP block) and the adder are separate
     register-to-register paths; this adds one cycle to the latency, the same for every column.
+    With ``registered_operands`` (for a fast clock) the multiplier's operands are registers too
+    (the input as it moves on, the weight in use): no logic between flip-flops and the DSP
+    block, which the placer can then keep beside it; one more cycle of latency.
 
     Weights are double-buffered. Each PE has an *active* weight (used for the MACs) and a
     *shadow* weight, written one row of PEs at a time through ``w_*`` while the active weights are
@@ -51,12 +54,14 @@ class SystolicArray(wiring.Component):
         Rows of PEs: the length of an input vector (the reduction dimension).
     cols : int
         Columns of PEs: the length of an output row (output channels).
+    registered_operands : bool
+        Register the multiplier's operands (one cycle more latency).
 
     Attributes
     ----------
     LATENCY : int
-        Cycles from a vector at ``i_*`` to its result at ``o_*``: ``rows + cols``
-        (:meth:`latency`).
+        Cycles from a vector at ``i_*`` to its result at ``o_*``: ``rows + cols``, plus one
+        with ``registered_operands`` (:meth:`latency`).
 
     Members
     -------
@@ -78,13 +83,14 @@ class SystolicArray(wiring.Component):
         ``sum_r i_data[r] * W[r][c]`` for each column ``c``.
     """
 
-    def __init__(self, rows, cols):
+    def __init__(self, rows, cols, registered_operands=False):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or value < 1:
                 raise TypeError(f"{name} must be a positive integer, not {value!r}")
         self._rows = rows
         self._cols = cols
-        self.LATENCY = self.latency(rows, cols)
+        self._registered = bool(registered_operands)
+        self.LATENCY = self.latency(rows, cols, registered_operands)
         super().__init__({
             "i_valid": In(1),
             "i_switch": In(1),
@@ -97,10 +103,10 @@ class SystolicArray(wiring.Component):
         })
 
     @staticmethod
-    def latency(rows, cols):
+    def latency(rows, cols, registered_operands=False):
         """Cycles from a vector in to its result out: the skew, ``rows`` partial-sum stages
-        and the registered product, ``rows + cols``."""
-        return rows + cols
+        and the registered product, ``rows + cols`` (and the registered operands)."""
+        return rows + cols + bool(registered_operands)
 
     @property
     def rows(self):
@@ -140,7 +146,13 @@ class SystolicArray(wiring.Component):
                 m.d.comb += w_use.eq(Mux(sw_in[r][c], w_shadow, w_act))
                 # the product is registered: the vector is at PE (r, c) in cycle t + r + c,
                 # its product is added to the partial sum from above in cycle t + r + c + 1
-                m.d.sync += [prod.eq(a_in[r][c] * w_use), w_act.eq(w_use)]
+                if self._registered:
+                    # (the input's register is the one that passes it on: Yosys merges them)
+                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}")
+                    m.d.sync += [a_op.eq(a_in[r][c]), prod.eq(a_op * w_act)]
+                else:
+                    m.d.sync += prod.eq(a_in[r][c] * w_use)
+                m.d.sync += w_act.eq(w_use)
                 if r == 0:
                     m.d.sync += psum.eq(prod)
                 else:

@@ -74,10 +74,11 @@ async def stream_get(ctx, stream, count, rng=None, p_stall=0.0):
 # -- systolic array ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 1), (4, 3), (3, 5)])
-def test_systolic_back_to_back_tiles(rows, cols):
+@pytest.mark.parametrize("rows, cols, registered", [(1, 1, False), (4, 3, False), (3, 5, False),
+                                                    (1, 1, True), (4, 3, True)])
+def test_systolic_back_to_back_tiles(rows, cols, registered):
     rng = np.random.default_rng(rows * 10 + cols)
-    dut = SystolicArray(rows, cols)
+    dut = SystolicArray(rows, cols, registered_operands=registered)
     lat = dut.LATENCY
     # Tiles of different lengths, each at least max(rows, cols) + 1 vectors so the shadow
     # weights of the next tile can be written while the current one streams.
@@ -481,8 +482,9 @@ def test_execute_consecutive_commands_overlap(fast):
     vectors = res.counters["mac_vectors"]
     assert out["mac"] == vectors == 36
     # first vector in to last ACC write: the vectors, then the array's latency (rows + cols
-    # with its registered products) and the accumulator update (two stages for a fast clock)
-    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + fast
+    # with its registered products, and registered operands for a fast clock) and the
+    # accumulator update (two stages for a fast clock)
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + 2 * fast
 
 
 @pytest.mark.parametrize("pp_lanes, fast", [(None, False), (2, False), (None, True),

@@ -53,7 +53,8 @@ class LayerStats:
 
     def predicted_cycles(self, cfg):
         # fill/drain: the array's latency and the accumulator update
-        array = self.vectors + self.fills * (SystolicArray.latency(cfg.rows, cfg.cols) + 1)
+        array = self.vectors + self.fills * (SystolicArray.latency(cfg.rows, cfg.cols,
+                                                                  cfg.slices) + 1)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
         store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
                     self.store_rows * cfg.pp_row_cycles)
