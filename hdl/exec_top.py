@@ -36,7 +36,8 @@ class ExecTop(wiring.Component):
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
     Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles
     (for a fast clock, :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split
-    pipeline and one more: the rows leave through a FIFO).
+    pipeline and two more: the requests and the rows pass through FIFOs of two; the ACC
+    buffer's writes reach its memories a cycle later, from registers).
 
     Parameters
     ----------
@@ -100,7 +101,8 @@ class ExecTop(wiring.Component):
         m.submodules.weight_buf = wgt = Scratchpad(c.weight_depth, c.cols, signed(8),
                                                    c.weight_banks)
         m.submodules.acc_buf = acc = Scratchpad(c.acc_depth, c.cols, signed(32), c.acc_banks,
-                                                read_ports=2, transparent=True)
+                                                read_ports=2, transparent=True,
+                                                write_register=c.slices)
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
         m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,
@@ -129,7 +131,9 @@ class ExecTop(wiring.Component):
         st_valid = Signal()
         st_residual = Signal(data.ArrayLayout(signed(8), c.cols))
         st_use = Signal()
-        req = self.pp_req
+        # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the
+        # post-processor's input handshake are separate paths)
+        req = stream_slice(m, "pp_req_fifo", self.pp_req) if c.slices else self.pp_req
         accept = Signal()
         m.d.comb += [req.ready.eq(~st_valid | pp.i.ready), accept.eq(req.valid & req.ready)]
         with m.If(accept):

@@ -127,9 +127,16 @@ class Npu(wiring.Component):
         # LOAD rows into the scratchpads. ACC rows wait while the execute unit works (it owns
         # the accumulator's write port then; the command processor issues no EXECUTE command
         # while a LOAD to ACC runs).
+        # (For a fast clock LOAD sees the execute unit's busy a cycle late: it falls a cycle
+        # later, and it cannot rise under a LOAD to ACC, which no EXECUTE command overlaps and
+        # whose first row comes a bus round trip after it starts.)
         wr = ld.wr
         tgt = Value.cast(wr.target)
-        m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe.busy))
+        exe_busy = exe.busy
+        if c.slices:
+            exe_busy = Signal(name="exe_busy_r")
+            m.d.sync += exe_busy.eq(exe.busy)
+        m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe_busy))
         for port, buf, lanes, bits in ((exe.input_wr, isa.Buffer.INPUT, c.rows, 8),
                                        (exe.weight_wr, isa.Buffer.WEIGHT, c.cols, 8),
                                        (exe.acc_wr, isa.Buffer.ACC, c.cols, 32),

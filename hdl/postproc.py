@@ -159,8 +159,9 @@ class PostProcessor(wiring.Component):
     ``ADD_SUM_BITS`` rounds to 0 exactly as a shift of ``ADD_SUM_BITS`` does, so the rounder is
     ``ADD_SUM_BITS + 1`` bits wide. With ``split`` (for a fast clock) each rounding takes two
     stages, its parts (``q``, ``up`` of :func:`round_parts`) and their sum with what follows,
-    and the residual rescale two (its products, their sum): :attr:`LATENCY` is 10 instead of
-    7. The pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
+    and the residual rescale two (its products, their sum), and the residual's quotient is
+    saturated to 16 bits a stage before its clamp: :attr:`LATENCY` is 11 instead of 7. The
+    pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
 
@@ -220,9 +221,9 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 10 with ``split`` (both roundings and the residual
-        rescale take two stages)."""
-        return 10 if split else 7
+        """Pipeline stages: 7, or 11 with ``split`` (the roundings and the residual rescale
+        take two stages, the residual's clamp a third)."""
+        return 11 if split else 7
 
     @property
     def cols(self):
@@ -435,14 +436,19 @@ class PostProcessor(wiring.Component):
                                        cfg.add_shift)),
                          s2x.eq(s2)]
             if split:
-                # stage 7: the rounding's parts; 7b: their sum, zero point and clamp
+                # stage 7: the rounding's parts; 7b: the quotient saturated to 16 bits; 7c:
+                # the increment and zero point added, the clamp
                 q7 = Signal(signed(ADD_SUM_BITS + 1), name=f"add_q_{c}")
                 up7 = Signal(name=f"add_up_{c}")
                 a6 = Signal(signed(8), name=f"a6_{c}")
+                q7s = Signal(signed(16), name=f"add_qs_{c}")
+                up7s = Signal(name=f"add_ups_{c}")
+                a7 = Signal(signed(8), name=f"a7_{c}")
                 q7n, up7n = round_parts(m, s2x, shift6, f"add{c}")
                 with m.If(adv):
-                    m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5)]
-                a_out = a6
+                    m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5),
+                                 q7s.eq(saturate16(q7)), up7s.eq(up7), a7.eq(a6)]
+                q7, up7, a_out = q7s, up7s, a7
             else:
                 q7, up7 = round_parts(m, s2x, shift6, f"add{c}")
                 a_out = a5

@@ -1,6 +1,6 @@
 """Banked on-chip buffers on ``amaranth.lib.memory`` with synchronous read ports."""
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,6 +46,12 @@ class Scratchpad(wiring.Component):
     returns the new data (the accumulator's read-modify-write relies on it); otherwise it returns
     the old data.
 
+    With ``write_register`` (for a fast clock; transparent buffers only) a write reaches the
+    memories a cycle later, from registers: the write port's enables, address and data fan out
+    to the banks from flip-flops, not from the writer's logic. The behaviour is the same: a read
+    in the cycle of a write to its row takes the written lanes from a bypass register (the
+    memories' transparency covers the write of the cycle before).
+
     Parameters
     ----------
     depth : int
@@ -60,6 +66,8 @@ class Scratchpad(wiring.Component):
         Number of read ports.
     transparent : bool
         Read ports are transparent for the write port.
+    write_register : bool
+        Register the write port in front of the memories (requires ``transparent``).
 
     Members
     -------
@@ -71,7 +79,8 @@ class Scratchpad(wiring.Component):
 
     LATENCY = 1
 
-    def __init__(self, depth, lanes, lane_shape, banks=1, read_ports=1, transparent=False):
+    def __init__(self, depth, lanes, lane_shape, banks=1, read_ports=1, transparent=False,
+                 write_register=False):
         for name, value in (("depth", depth), ("lanes", lanes), ("banks", banks),
                             ("read_ports", read_ports)):
             if not isinstance(value, int) or value < 1:
@@ -87,6 +96,9 @@ class Scratchpad(wiring.Component):
         self._banks = banks
         self._read_ports = read_ports
         self._transparent = bool(transparent)
+        self._write_register = bool(write_register)
+        if write_register and not transparent:
+            raise ValueError("write_register needs transparent read ports")
         super().__init__({
             "write": In(write_signature(depth, lanes, lane_shape)),
             "read": In(read_signature(depth, lanes, lane_shape)).array(read_ports),
@@ -114,7 +126,27 @@ class Scratchpad(wiring.Component):
         def split(addr):
             return addr[:abits], addr[abits:abits + bank_bits] if bank_bits else 0
 
-        w_local, w_bank = split(self.write.addr)
+        wsrc = self.write
+        bypass = []
+        if self._write_register:
+            wsrc = Signal(data.StructLayout({
+                "en": 1, "addr": range(self._depth),
+                "data": data.ArrayLayout(self._lane_shape, self._lanes), "mask": self._lanes}),
+                name="write_r")
+            m.d.sync += [wsrc.en.eq(self.write.en), wsrc.addr.eq(self.write.addr),
+                         wsrc.data.eq(self.write.data), wsrc.mask.eq(self.write.mask)]
+            for p in range(self._read_ports):
+                # a read of the row written this cycle: the written lanes, a cycle later
+                hit = Signal(self._lanes, name=f"read{p}_bypass_lanes")
+                row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
+                             name=f"read{p}_bypass_row")
+                with m.If(self.read[p].en):
+                    m.d.sync += [
+                        hit.eq(Mux(self.write.en & (self.read[p].addr == self.write.addr),
+                                   self.write.mask, 0)),
+                        row.eq(self.write.data)]
+                bypass.append((hit, row))
+        w_local, w_bank = split(wsrc.addr)
         selects = []
         for p in range(self._read_ports):
             sel = Signal(range(self._banks), name=f"read{p}_bank")
@@ -128,9 +160,9 @@ class Scratchpad(wiring.Component):
             wp = mem.write_port(granularity=width)
             m.d.comb += [
                 wp.addr.eq(w_local),
-                wp.data.eq(self.write.data.as_value()),
-                wp.en.eq(self.write.mask &
-                         (self.write.en & _is(w_bank, b, bank_bits)).replicate(self._lanes)),
+                wp.data.eq(wsrc.data.as_value()),
+                wp.en.eq(wsrc.mask &
+                         (wsrc.en & _is(w_bank, b, bank_bits)).replicate(self._lanes)),
             ]
             for p in range(self._read_ports):
                 rp = mem.read_port(domain="sync",
@@ -138,5 +170,11 @@ class Scratchpad(wiring.Component):
                 local, bank = split(self.read[p].addr)
                 m.d.comb += [rp.addr.eq(local), rp.en.eq(self.read[p].en)]
                 with m.If(_is(selects[p], b, bank_bits)):
-                    m.d.comb += self.read[p].data.as_value().eq(rp.data)
+                    if bypass:
+                        hit, row = bypass[p]
+                        lanes = data.ArrayLayout(self._lane_shape, self._lanes)(rp.data)
+                        m.d.comb += [self.read[p].data[k].eq(Mux(hit[k], row[k], lanes[k]))
+                                     for k in range(self._lanes)]
+                    else:
+                        m.d.comb += self.read[p].data.as_value().eq(rp.data)
         return m

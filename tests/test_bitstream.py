@@ -164,6 +164,9 @@ def test_build_plan_of_every_board(board, config):
         assert "npu_clk" not in files["top.pcf"]
     else:
         assert "EHXPLLL" in il and "SB_SPRAM256KA" not in il
+        # synth_ecp5 in two parts around the classic ABC LUT mapping (not ABC9)
+        assert ys.index("synth_ecp5 -run :map_luts") < ys.index("abc -lut 4:7") < \
+            ys.index("synth_ecp5 -top top -run map_cells:")
         assert cmds[:3] == ["yosys", "nextpnr-ecp5", "ecppack"]
         lpf = files["top.lpf"]
         assert re.search(r'FREQUENCY PORT "clk\d*_0__io"', lpf) and "npu_clk" not in lpf
