@@ -1,7 +1,7 @@
 """The longest register-to-register paths of the synthesised ECP5 board build, in seconds.
 
-Usage: ``.venv/bin/python benchmarks/logic_depth.py [--json top.json | --config small]
-[--paths 20] [--to NAME]``.
+Usage: ``.venv/bin/python benchmarks/logic_depth.py [--json top.json | --placed placed.json |
+--config small] [--paths 20] [--to NAME]``.
 
 nextpnr reports a critical path only after routing (the 85F build places in about 25 minutes
 and routes for longer); this ranks the paths of the synthesised netlist with a fixed delay per
@@ -16,6 +16,12 @@ out of its sum), MULT18X18D 4.0 + 0.7 through, DP16KD 4.3 + 0.7 clock to output,
 0.5 + 0.7; distributed RAM reads 0.6 + 0.7. It ranks paths (and the blocks they cross); it is
 not an Fmax: placement adds or saves nanoseconds per net. Results are printed and written to
 ``benchmarks/results/logic_depth.json``.
+
+``--placed`` reads nextpnr's placed netlist instead (``nextpnr-ecp5 ... --no-route --write
+placed.json``, after about 15 minutes of placement): the same cell delays, and each connection's
+delay as nextpnr estimates it before routing from the distance between its driver and sink
+(``Arch::predictDelay``). nextpnr prints only the Fmax after placement; this names the paths
+behind it, with the tile of every cell on them.
 """
 
 import argparse
