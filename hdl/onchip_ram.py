@@ -109,7 +109,8 @@ class OnChipRam(wiring.Component):
     clock (:attr:`~hdl.config.NpuConfig.slices`) the port is registered on both sides: R
     beats leave from a four-entry FIFO (RREADY only pops it: three cycles to the first beat)
     and each W beat is written to the memory a cycle after it is taken, so no path runs from
-    the NPU's ready and valid logic into the memory's address and enables.
+    the NPU's ready and valid logic into the memory's address and enables; a read burst's
+    next word and range check are registered as its address steps.
 
     Parameters
     ----------
@@ -222,6 +223,10 @@ class OnChipRam(wiring.Component):
                              core.wmask.eq(wr.mask)]
 
         addr = Signal(32)
+        # (sliced: the next read beat's word and range check, registered as the address
+        # steps, so the memories' read address and enables come from flip-flops)
+        r_word = Signal(range(words))
+        r_ok = Signal()
         left = Signal(9)                 # beats still to issue (reads) or accept (writes)
         w_err = Signal()
         prefer_write = Signal()
@@ -239,6 +244,9 @@ class OnChipRam(wiring.Component):
                     m.d.comb += bus.arready.eq(1)
                     m.d.sync += [addr.eq(bus.araddr), left.eq(bus.arlen + 1), rid.eq(bus.arid),
                                  prefer_write.eq(1)]
+                    if self._sliced:
+                        m.d.sync += [r_word.eq(word_of(bus.araddr)),
+                                     r_ok.eq(in_range(bus.araddr))]
                     m.next = "READ"
                 with m.Elif(bus.awvalid):
                     m.d.comb += bus.awready.eq(1)
@@ -249,9 +257,15 @@ class OnChipRam(wiring.Component):
                 issue = Signal()
                 m.d.comb += issue.eq((left != 0) & r_room)
                 with m.If(issue):
-                    m.d.comb += [core.addr.eq(word_of(addr)), core.re.eq(in_range(addr))]
-                    m.d.sync += [pend.eq(1), p_last.eq(left == 1), p_err.eq(~in_range(addr)),
-                                 addr.eq(addr + bb), left.eq(left - 1)]
+                    if self._sliced:
+                        m.d.comb += [core.addr.eq(r_word), core.re.eq(r_ok)]
+                        m.d.sync += [p_err.eq(~r_ok), r_word.eq(r_word + 1),
+                                     r_ok.eq(in_range(addr + bb))]
+                    else:
+                        m.d.comb += [core.addr.eq(word_of(addr)), core.re.eq(in_range(addr))]
+                        m.d.sync += p_err.eq(~in_range(addr))
+                    m.d.sync += [pend.eq(1), p_last.eq(left == 1), addr.eq(addr + bb),
+                                 left.eq(left - 1)]
                 with m.If((left == 0) & bus.rvalid & bus.rready & bus.rlast):
                     m.next = "IDLE"
             with m.State("WRITE"):
