@@ -286,6 +286,12 @@ class AxiMaster(wiring.Component):
         for k in range(nclients):
             with m.If(grant == k):
                 m.d.comb += g_req.eq(reqs[k].payload)
+        granted = Signal()      # the granted client's request is taken this cycle
+        with m.If(granted):
+            for k in range(nclients):
+                with m.If(grant == k):
+                    m.d.comb += reqs[k].ready.eq(1)
+            m.d.sync += last_grant.eq(grant)
         g_queued = 0
         if c.slices:
             # For a fast clock the granted request waits in a FIFO of two as well: the
@@ -295,23 +301,15 @@ class AxiMaster(wiring.Component):
             m.d.comb += [g_in.client.eq(grant), g_in.req.eq(g_req)]
             g_room, g_queued, g_head, g_take = register_slice(
                 m, "rd_granted", any_req & ~self.flush, g_in, glayout)
-            with m.If(g_room & ~self.flush & any_req):
-                for k in range(nclients):
-                    with m.If(grant == k):
-                        m.d.comb += reqs[k].ready.eq(1)
-                m.d.sync += last_grant.eq(grant)
-            m.d.comb += g_take.eq(self.flush)
+            m.d.comb += [granted.eq(g_room & ~self.flush & any_req), g_take.eq(self.flush)]
             with m.If(r_free & ~self.flush & g_queued):
                 m.d.comb += g_take.eq(1)
                 m.d.sync += [*r_start(g_head.req.addr, g_head.req.beats),
                              r_client.eq(g_head.client)]
         else:
-            with m.If(r_free & ~self.flush & any_req):
-                for k in range(nclients):
-                    with m.If(grant == k):
-                        m.d.comb += reqs[k].ready.eq(1)
-                m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant),
-                             last_grant.eq(grant)]
+            m.d.comb += granted.eq(r_free & ~self.flush & any_req)
+            with m.If(granted):
+                m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant)]
         # (an empty request, beats = 0, is accepted and produces nothing)
         m.d.comb += [
             bus.arid.eq(0), bus.araddr.eq(r_addr & ~Const(bb - 1, 32)), bus.arlen.eq(r_len - 1),

@@ -191,6 +191,11 @@ class CommandProcessor(wiring.Component):
                              f_past.eq(idx >= self.prog_len), f_below.eq(addr < self.win_base),
                              f_above.eq(hi > self.win_limit)]
 
+        def first_checks(addr, hi):
+            """The first command's checks (index 0, at ``addr`` .. ``hi``)."""
+            return [f_past.eq(self.prog_len == 0), f_below.eq(addr < self.win_base),
+                    f_above.eq(hi > self.win_limit)]
+
         with m.FSM(name="fetch"):
             with m.State("START"):
                 first_hi = self.prog_base + isa.CMD_BYTES - 1
@@ -198,15 +203,11 @@ class CommandProcessor(wiring.Component):
                 if c.slices:
                     m.next = "FIRST"
                 else:
-                    m.d.sync += [f_past.eq(self.prog_len == 0),
-                                 f_below.eq(self.prog_base < self.win_base),
-                                 f_above.eq(first_hi > self.win_limit)]
+                    m.d.sync += first_checks(self.prog_base, first_hi)
                     m.next = "REQ"
             if c.slices:
                 with m.State("FIRST"):
-                    m.d.sync += [f_past.eq(f_idx >= self.prog_len),
-                                 f_below.eq(f_addr < self.win_base),
-                                 f_above.eq(f_hi > self.win_limit)]
+                    m.d.sync += first_checks(f_addr, f_hi)
                     m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += [entry.index.eq(f_idx)]

@@ -7,8 +7,8 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
 
-__all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "clamp",
-           "shift_add_mul", "STEPS"]
+__all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "saturate16",
+           "clamp_sum", "shift_add_mul", "STEPS"]
 
 #: Stage-2 multipliers (``add_ma``, ``add_mb``, 31 bits) are split at this bit: the 17 bits above
 #: it multiply on one DSP (9 x 18 signed), the 14 below by shift-and-add in logic.
@@ -86,12 +86,6 @@ def _part_mux(m, ph, value, steps, top_signed, name):
     return part, b
 
 
-def clamp(v, lo, hi):
-    """``min(max(v, lo), hi)``, as ``numpy.clip``."""
-    t = Mux(v < lo, lo, v)
-    return Mux(t > hi, hi, t)
-
-
 def saturate16(v):
     """The signed ``v`` saturated to 16 bits (``v`` itself if it is no wider)."""
     w = len(v)
@@ -104,8 +98,8 @@ def saturate16(v):
 
 def clamp_sum(v, zp, lo, hi, up=0, less_zp=False):
     """``clamp(v + up + zp, lo, hi)`` for a wide signed ``v``, a rounding increment ``up``
-    (0 or 1) and 8-bit ``zp``, ``lo`` and ``hi``; with ``less_zp``, also that value less ``zp``
-    (a pair).
+    (0 or 1) and 8-bit ``zp``, ``lo`` and ``hi`` (as ``numpy.clip``); with ``less_zp``, also
+    that value less ``zp`` (a pair).
 
     ``v`` is saturated to 16 bits first: beyond them ``v + up + zp`` is past every 8-bit bound
     on the same side, as the saturated value's is, so the result is the same, and the sums and
@@ -314,7 +308,8 @@ class PostProcessor(wiring.Component):
             shift3 = Signal(6, name=f"shift3_{c}")
             prod = Signal(signed(64), name=f"prod_{c}")
             rq = Signal(signed(65 if not split else 16), name=f"rq_{c}")
-            rq_up = Signal(name=f"rq_up_r_{c}")  # (split: the rounding's increment beside it)
+            # (split: rq is the saturated quotient, its rounding increment beside it)
+            rq_up = Signal(name=f"rq_up_r_{c}") if split else 0
             a = Signal(signed(8), name=f"a_{c}")
             a5 = Signal(signed(8), name=f"a5_{c}")
             da = Signal(signed(9), name=f"da_{c}")
@@ -323,8 +318,7 @@ class PostProcessor(wiring.Component):
             res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4 + split)]
             a4 = Signal(signed(8), name=f"a4_{c}")
             da4 = Signal(signed(9), name=f"da4_{c}")
-            a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up if split else 0,
-                                  less_zp=True)
+            a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up, less_zp=True)
             m.d.comb += [a4.eq(a4n), da4.eq(da4n)]
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
@@ -448,13 +442,14 @@ class PostProcessor(wiring.Component):
                 with m.If(adv):
                     m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5),
                                  q7s.eq(saturate16(q7)), up7s.eq(up7), a7.eq(a6)]
-                q7, up7, a_out = q7s, up7s, a7
+                r_q, r_up, a_out = q7s, up7s, a7
             else:
-                q7, up7 = round_parts(m, s2x, shift6, f"add{c}")
+                r_q, r_up = round_parts(m, s2x, shift6, f"add{c}")
                 a_out = a5
             y = Signal(signed(8), name=f"y_{c}")
             m.d.comb += y.eq(Mux(use_res[n - 2],
-                                 clamp_sum(q7, cfg.add_zp, cfg.add_lo, cfg.add_hi, up7), a_out))
+                                 clamp_sum(r_q, cfg.add_zp, cfg.add_lo, cfg.add_hi, r_up),
+                                 a_out))
             with m.If(adv):
                 for bt in range(beats):
                     if bt * lanes + c < cols:

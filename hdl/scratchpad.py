@@ -129,12 +129,10 @@ class Scratchpad(wiring.Component):
         wsrc = self.write
         bypass = []
         if self._write_register:
-            wsrc = Signal(data.StructLayout({
-                "en": 1, "addr": range(self._depth),
-                "data": data.ArrayLayout(self._lane_shape, self._lanes), "mask": self._lanes}),
-                name="write_r")
-            m.d.sync += [wsrc.en.eq(self.write.en), wsrc.addr.eq(self.write.addr),
-                         wsrc.data.eq(self.write.data), wsrc.mask.eq(self.write.mask)]
+            wsrc = write_signature(self._depth, self._lanes, self._lane_shape).create(
+                path=("write_r",))
+            m.d.sync += [getattr(wsrc, f).eq(getattr(self.write, f))
+                         for f in ("en", "addr", "data", "mask")]
             for p in range(self._read_ports):
                 # a read of the row written this cycle: the written lanes, a cycle later
                 hit = Signal(self._lanes, name=f"read{p}_bypass_lanes")
