@@ -83,8 +83,10 @@ class ExecuteUnit(wiring.Component):
     - an *issuer* walks the job's vectors (y, then x), reading one INPUT row per cycle into the
       array, the first with the switch flag; the next tile's first vector follows the current
       tile's last vector in the next cycle, so consecutive tiles and consecutive COMPUTE commands
-      run back to back once each tile has at least ``max(rows, cols)`` vectors. A POOL waits for
-      the array to drain, then reads its window rows into a max/sum reducer;
+      run back to back once each tile has at least ``rows`` vectors (the next tile's weight
+      rows enter the array behind the current tile's switch and before its own; a tile that finds
+      the array idle waits ``rows - 1`` cycles for its weights). A POOL waits for the array to
+      drain, then reads its window rows into a max/sum reducer;
     - the *accumulator update* reads the ACC row (transparent read port) and writes back
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
@@ -251,7 +253,6 @@ class ExecuteUnit(wiring.Component):
         seq_left = Signal(range(rows + 1))
         seq_addr = Signal(16)
         seq_row = Signal(range(rows))
-        cool = Signal(range(cols + 1))
         w_en = Signal()
         w_row = Signal(range(rows))
 
@@ -264,18 +265,14 @@ class ExecuteUnit(wiring.Component):
         else:
             n_valid, n_job, n_take = g_valid, g_job, g_take
         m.d.comb += n_take.eq(n_valid & (~l_valid | l_take))
-        with m.If(cool != 0):
-            m.d.sync += cool.eq(cool - 1)
         with m.If(l_take):
             m.d.sync += l_valid.eq(0)
-            with m.If(l_job.kind == JobKind.TILE):
-                m.d.sync += cool.eq(cols - 1)
         with m.If(n_take):
             m.d.sync += [l_valid.eq(1), l_job.eq(n_job),
                          l_loaded.eq(n_job.kind != JobKind.TILE)]
 
         start = Signal()
-        m.d.comb += start.eq(l_valid & ~l_loaded & (seq_left == 0) & (cool == 0))
+        m.d.comb += start.eq(l_valid & ~l_loaded & (seq_left == 0))
         m.d.comb += self.weight_rd.en.eq(1)
         with m.If(start):
             m.d.comb += self.weight_rd.addr.eq(l_job.wgt)
@@ -323,9 +320,14 @@ class ExecuteUnit(wiring.Component):
         wx_end, wy_end = Signal(8), Signal(8)
         last_x, last_y, last_wx, last_wy = Signal(), Signal(), Signal(), Signal()
 
-        # A tile may be taken in the cycle its first weight row is read: that row reaches the
-        # shadow registers just as the tile's switch token reaches PE row 0.
-        next_ready = l_valid & (l_loaded | start)
+        # A tile may be taken in the cycle its last weight row is read (``seq_left == 1``, or
+        # ``start`` for a single row): the row enters the array the cycle after, the tile's
+        # first vector (its switch) a cycle later. Its rows are read only after the previous
+        # tile was taken, so they enter the array after that tile's switch.
+        if rows == 1:
+            next_ready = l_valid & (l_loaded | start)
+        else:
+            next_ready = l_valid & l_loaded & (seq_left <= 1)
         m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
 
         with m.If(a_issue | a_marker):

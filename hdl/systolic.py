@@ -33,20 +33,26 @@ class SystolicArray(wiring.Component):
     block, which the placer can then keep beside it; one more cycle of latency.
 
     Weights are double-buffered. Each PE has an *active* weight (used for the MACs) and a
-    *shadow* weight, written one row of PEs at a time through ``w_*`` while the active weights are
-    in use. A vector entered with ``i_switch`` set carries a switch token diagonally through the
-    array together with its data: each PE copies its shadow weight to its active weight when the
-    token passes and uses the new weight for that vector and the ones after it. So consecutive
-    weight tiles stream back to back with no bubble (like Gemmini's *propagate* flag).
+    *shadow* weight. A vector entered with ``i_switch`` set carries a switch token diagonally
+    through the array together with its data: each PE copies its shadow weight to its active
+    weight when the token passes and uses the new weight for that vector and the ones after it.
+    So consecutive weight tiles stream back to back with no bubble (like Gemmini's *propagate*
+    flag).
+
+    The shadow weights are loaded down the columns, as the inputs move along the rows: a row of
+    weights entered through ``w_*`` (``w_row`` says which row of PEs it is for) enters column
+    ``c`` ``c`` cycles later and moves down one PE a cycle, and PE ``(w_row, c)`` keeps it as it
+    passes. Every connection in the array is between neighbouring PEs (no bus shared by a
+    column), so the placer can keep each PE beside its multiplier.
 
     Timing rules for the shadow writes (the execute unit follows them): a vector entering at cycle
     ``t`` reaches PE ``(r, c)`` at cycle ``t + r + c``, where it reads the shadow register
-    combinationally if it carries the switch token. A write of shadow row ``r`` at cycle ``X``
-    becomes visible at ``X + 1``. Hence shadow row ``r`` of tile n+1 may be written at cycle ``X``
-    only if ``t_sw(n) + r + cols - 1 < X + 1`` (the switch of tile n has left the row) and
-    ``X + 1 <= t_sw(n+1) + r`` (it is in place when tile n+1's switch arrives). Writing rows
-    ``0 .. rows-1`` in consecutive cycles starting at ``X0`` satisfies both when
-    ``t_sw(n) + cols - 1 <= X0 < t_sw(n+1)``.
+    combinationally if it carries the switch token. A weight row for PE row ``r`` entered at
+    cycle ``X`` is written into PE ``(r, c)``'s shadow register at the end of cycle
+    ``X + r + c``, the same diagonal. Hence a row of tile n+1 may be entered at any cycle ``X``
+    with ``t_sw(n) <= X < t_sw(n+1)`` (after tile n's switch has entered, before tile n+1's
+    does), in any order: a tile must last at least ``rows`` vectors for the next tile's rows to
+    be entered behind it, and its first vector may enter one cycle after its last weight row.
 
     Parameters
     ----------
@@ -72,9 +78,9 @@ class SystolicArray(wiring.Component):
     i_data : In(ArrayLayout(signed(8), rows))
         The input vector.
     w_en : In(1)
-        Write shadow row ``w_row``.
+        A weight row enters this cycle.
     w_row : In(range(rows))
-        Which row of PEs.
+        The row of PEs it is for.
     w_data : In(ArrayLayout(signed(8), cols))
         Weights ``W[w_row][0 .. cols-1]``.
     o_valid : Out(1)
@@ -133,6 +139,23 @@ class SystolicArray(wiring.Component):
                 a, sw = a_d, sw_d
             a_in[r][0], sw_in[r][0] = a, sw
 
+        # Weight rows: column c's weight enters PE (0, c) c cycles after w_*, with its row
+        # number and valid bit, and moves down a PE a cycle.
+        load = data.StructLayout({"valid": 1, "row": range(rows), "w": signed(8)})
+        w_in = [[None] * cols for _ in range(rows)]
+        for c in range(cols):
+            w = Signal(load, name=f"wskew_{c}_0")
+            m.d.comb += [w.valid.eq(self.w_en), w.row.eq(self.w_row), w.w.eq(self.w_data[c])]
+            for k in range(c):
+                w_d = Signal(load, name=f"wskew_{c}_{k + 1}")
+                m.d.sync += w_d.eq(w)
+                w = w_d
+            w_in[0][c] = w
+            for r in range(1, rows):
+                w_d = Signal(load, name=f"wload_{r}_{c}")
+                m.d.sync += w_d.eq(w)
+                w = w_in[r][c] = w_d
+
         psum_out = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
@@ -141,8 +164,8 @@ class SystolicArray(wiring.Component):
                 w_use = Signal(signed(8), name=f"w_use_{r}_{c}")
                 prod = Signal(signed(16), name=f"prod_{r}_{c}")
                 psum = Signal(signed(pw), name=f"psum_{r}_{c}")
-                with m.If(self.w_en & (self.w_row == r)):
-                    m.d.sync += w_shadow.eq(self.w_data[c])
+                with m.If(w_in[r][c].valid & (w_in[r][c].row == r)):
+                    m.d.sync += w_shadow.eq(w_in[r][c].w)
                 m.d.comb += w_use.eq(Mux(sw_in[r][c], w_shadow, w_act))
                 # the product is registered: the vector is at PE (r, c) in cycle t + r + c,
                 # its product is added to the partial sum from above in cycle t + r + c + 1

@@ -75,15 +75,16 @@ async def stream_get(ctx, stream, count, rng=None, p_stall=0.0):
 
 
 @pytest.mark.parametrize("rows, cols, registered", [(1, 1, False), (4, 3, False), (3, 5, False),
-                                                    (1, 1, True), (4, 3, True)])
+                                                    (1, 1, True), (4, 3, True), (2, 6, True)])
 def test_systolic_back_to_back_tiles(rows, cols, registered):
     rng = np.random.default_rng(rows * 10 + cols)
     dut = SystolicArray(rows, cols, registered_operands=registered)
     lat = dut.LATENCY
-    # Tiles of different lengths, each at least max(rows, cols) + 1 vectors so the shadow
-    # weights of the next tile can be written while the current one streams.
+    # Tiles of different lengths, each at least ``rows`` vectors (shorter than ``cols`` too):
+    # the next tile's weight rows are entered while the current one streams, each at a random
+    # cycle of its window [t_sw(n), t_sw(n+1)), in random order.
     ntiles = 4
-    lengths = [int(rng.integers(max(rows, cols), max(rows, cols) + 4)) for _ in range(ntiles)]
+    lengths = [int(rng.integers(rows, rows + 4)) for _ in range(ntiles)]
     weights = [s8(rng, (rows, cols)) for _ in range(ntiles)]
     weights[0][0, 0] = -128
     vectors = [s8(rng, (n, rows)) for n in lengths]
@@ -92,11 +93,10 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
     got = []
 
     async def tb(ctx):
-        # Tile 0's shadow weights first, then for each tile: switch at its first vector and
-        # write the next tile's rows from cycle t_sw + cols - 1 on.
-        for r in range(rows):
+        # Tile 0's weight rows first (the last one the cycle before tile 0's first vector)
+        for r in rng.permutation(rows):
             ctx.set(dut.w_en, 1)
-            ctx.set(dut.w_row, r)
+            ctx.set(dut.w_row, int(r))
             ctx.set(dut.w_data, [int(v) for v in weights[0][r]])
             await ctx.tick()
         ctx.set(dut.w_en, 0)
@@ -104,26 +104,26 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
         for t, vecs in enumerate(vectors):
             for i, v in enumerate(vecs):
                 schedule.append((t, i, v))
-        wq = []
+        wq = {}
         for cycle, (t, i, v) in enumerate(schedule + [(None, None, None)] * (lat + 2)):
             if v is not None:
                 ctx.set(dut.i_valid, 1)
                 ctx.set(dut.i_switch, i == 0)
                 ctx.set(dut.i_data, [int(e) for e in v])
-                if i == 0:
-                    t_sw = cycle
-                    if t + 1 < ntiles:
-                        wq += [(t_sw + cols - 1 + r, r, weights[t + 1][r]) for r in range(rows)]
+                if i == 0 and t + 1 < ntiles:
+                    when = sorted(rng.choice(lengths[t], size=rows, replace=False))
+                    for when_r, r in zip(when, rng.permutation(rows)):
+                        wq[cycle + int(when_r)] = (int(r), weights[t + 1][r])
             else:
                 ctx.set(dut.i_valid, 0)
-            due = [w for w in wq if w[0] == cycle]
-            if due:
-                _, r, wrow = due[0]
+            if cycle in wq:
+                r, wrow = wq.pop(cycle)
                 ctx.set(dut.w_en, 1)
                 ctx.set(dut.w_row, r)
                 ctx.set(dut.w_data, [int(e) for e in wrow])
             else:
                 ctx.set(dut.w_en, 0)
+                ctx.set(dut.w_data, [int(e) for e in s8(rng, cols)])   # not taken
             if ctx.get(dut.o_valid):
                 got.append([int(e) for e in ctx.get(dut.o_data)])
             await ctx.tick()
@@ -365,6 +365,8 @@ class ExecHarness:
             async for _, _, done, mac in ctx.tick().sample(dut.done, dut.mac_active):
                 if mac and out["mac"] == 0:
                     out["first_mac"] = cycle
+                if mac:
+                    out["last_mac"] = cycle
                 if done:
                     out["last_done"] = cycle
                 out["done"] += done
@@ -470,6 +472,26 @@ def test_execute_long_matmul_keeps_array_busy(fast):
     assert out["mac"] == n * tiles
     total = out["last_done"] - out["first_mac"] + 1
     assert out["mac"] / total >= 0.95, (out["mac"], total)
+
+
+@pytest.mark.parametrize("rows, cols, vectors, fast", [(4, 3, 1, False), (3, 5, 3, True),
+                                                     (2, 6, 5, False)])
+def test_execute_tile_period(rows, cols, vectors, fast):
+    """Tiles of ``V`` vectors in one COMPUTE start every ``max(V, rows)`` cycles: the next
+    tile's weight rows enter the array down its columns behind the current tile's switch
+    (deterministic; ``cols`` does not limit it)."""
+    tiles = 8
+    cfg = small_config(rows, cols, input_depth=256, weight_depth=256, acc_depth=32, fast=fast)
+    rng = np.random.default_rng(rows * 10 + cols)
+    h = ExecHarness(cfg, rng)
+    cmd = (Opcode.COMPUTE, dict(accumulate=0, wgt_addr=0, in_addr=0, acc_addr=0,
+                                x_size=vectors, y_size=1, in_x_stride=1, acc_x_stride=1,
+                                kx_size=tiles, ky_size=1, kz_size=1, in_kx_stride=vectors))
+    h.run_golden([cmd])
+    out = h.run_rtl([cmd], p_idle=0)
+    assert np.array_equal(out["acc"], h.golden.buffers[Buffer.ACC].astype(np.int64))
+    assert out["mac"] == tiles * vectors
+    assert out["last_mac"] - out["first_mac"] + 1 == (tiles - 1) * max(vectors, rows) + vectors
 
 
 @pytest.mark.parametrize("fast", [False, True])

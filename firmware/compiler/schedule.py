@@ -9,8 +9,8 @@ array cycles, bytes moved, and a predicted cycle count.
 Predicted cycles (a simple model, documented here and in the CSV header):
 
 - *array* = the vectors entering the array (one per cycle: the MAC_ACTIVE count of COMPUTE, and
-  one window row per cycle for POOL) plus ``rows + cols + 1`` fill/drain cycles per COMPUTE or
-  POOL;
+  one window row per cycle for POOL) plus the array's latency and ``rows`` fill/drain cycles per
+  COMPUTE or POOL (the first tile's weight rows, the array, the accumulator update);
 - *load* = bytes read by LOADs / bus bytes, plus 4 cycles per LOAD (address phase);
 - *store* = bytes written (and residual bytes read) by STOREs / bus bytes, plus 4 per STORE, or
   the post-processor's ``ceil(cols / postproc_lanes) * postproc_steps`` cycles per row stored,
@@ -52,9 +52,10 @@ class LayerStats:
         return -(-self.macs // cfg.macs)
 
     def predicted_cycles(self, cfg):
-        # fill/drain: the array's latency and the accumulator update
+        # fill/drain: the array's latency, the accumulator update, and the first tile's
+        # weight rows entering the array ahead of its first vector
         array = self.vectors + self.fills * (SystolicArray.latency(cfg.rows, cfg.cols,
-                                                                  cfg.slices) + 1)
+                                                                  cfg.slices) + cfg.rows)
         load = -(-self.load_bytes // cfg.bus_bytes) + 4 * self.loads
         store = max(-(-self.store_bytes // cfg.bus_bytes) + 4 * self.stores,
                     self.store_rows * cfg.pp_row_cycles)
