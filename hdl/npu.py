@@ -231,14 +231,25 @@ class Npu(wiring.Component):
         }
         bus = self.m_axi
         bb = c.bus_data_width // 8
+        ar, arlen, w, wstrb = (bus.arvalid & bus.arready), bus.arlen, \
+            (bus.wvalid & bus.wready), bus.wstrb
+        if c.slices:
+            # For a fast clock the bus handshakes are registered (and gated by ``running``)
+            # before their byte counts are formed: the W strobes come from STORE's data path.
+            ar_r, arlen_r = Signal(), Signal.like(arlen)
+            w_r, wstrb_r = Signal(), Signal.like(wstrb)
+            m.d.sync += [ar_r.eq(ar & running), arlen_r.eq(arlen),
+                         w_r.eq(w & running), wstrb_r.eq(wstrb)]
+            ar, arlen, w, wstrb = ar_r, arlen_r, w_r, wstrb_r
         read_bytes = Signal(range(256 * bb + 1))
-        with m.If(bus.arvalid & bus.arready):
-            m.d.comb += read_bytes.eq((bus.arlen + 1) * bb)
+        with m.If(ar):
+            m.d.comb += read_bytes.eq((arlen + 1) * bb)
         written = Signal(range(bb + 1))
-        with m.If(bus.wvalid & bus.wready):
-            m.d.comb += written.eq(sum(bus.wstrb[i] for i in range(bb)))
+        with m.If(w):
+            m.d.comb += written.eq(sum(wstrb[i] for i in range(bb)))
         events[PC.BYTES_READ] = read_bytes
         events[PC.BYTES_WRITTEN] = written
+        gated = {PC.BYTES_READ, PC.BYTES_WRITTEN}
         for counter in PC:
             name = f"perf_{counter.name.lower()}"
             value = Signal(c.perf_bits, name=name)
@@ -246,9 +257,10 @@ class Npu(wiring.Component):
             if c.slices:
                 # For a fast clock the event is counted a cycle after it happens, so that the
                 # units' event logic and the counter's adder are separate paths; it is gated
-                # by ``running`` as it happens, so the totals are the same.
+                # by ``running`` as it happens (the bus events above already are), so the
+                # totals are the same.
                 late = Signal(event.shape(), name=f"{name}_event")
-                m.d.sync += late.eq(Mux(running, event, 0))
+                m.d.sync += late.eq(event if counter in gated else Mux(running, event, 0))
                 event, gate = late, 1
             else:
                 gate = running

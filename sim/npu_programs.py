@@ -38,6 +38,7 @@ class Case:
     memory: np.ndarray = None   # golden memory after the run (None: do not compare)
     racy: bool = False
     commands: list = None
+    counters: dict = None       # the golden model's counters (commands, mac_vectors, bytes...)
 
 
 def _width(config, target):
@@ -294,7 +295,8 @@ def expect(config, image, prog_base, prog_len, dst, mem_size, window=None, sched
     g, res = run(None)
     case = Case(image=image, prog_base=prog_base, prog_len=prog_len, dst=dst,
                 expect_error=res.error, expect_index=res.index or 0,
-                expect_addr=(res.address or 0) & 0xFFFFFFFF, memory=g.mem.copy())
+                expect_addr=(res.address or 0) & 0xFFFFFFFF, memory=g.mem.copy(),
+                counters=dict(res.counters))
     if res.ok and schedules:
         rng = np.random.default_rng(seed)
         for k in range(schedules + 1):

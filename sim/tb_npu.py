@@ -167,6 +167,13 @@ class TB:
                 assert diff.size == 0, (f"{label}: {diff.size} bytes differ from the golden "
                                         f"model, first at {diff[0]:#x}: "
                                         f"{got[diff[0]]:#x} != {case.memory[diff[0]]:#x}")
+            if case.counters is not None:
+                # the counters the golden model keeps too (low words: the runs are short)
+                for reg, key in (("COMMANDS", "commands"), ("MAC_ACTIVE", "mac_vectors"),
+                                 ("BYTES_WRITTEN", "bytes_written")):
+                    got = await self.read(f"PERF_{reg}_LO")
+                    assert got == case.counters[key], \
+                        f"{label}: PERF_{reg} {got}, golden model says {case.counters[key]}"
         else:
             assert error and not done, f"{label}: expected {case.expect_error.name}, got done"
             assert code == case.expect_error, \
