@@ -1,7 +1,7 @@
 """Datapath test top: execute unit, INPUT/WEIGHT/ACC/PARAM scratchpads and post-processor."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -134,12 +134,27 @@ class ExecTop(wiring.Component):
         # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the
         # post-processor's input handshake are separate paths)
         req = stream_slice(m, "pp_req_fifo", self.pp_req) if c.slices else self.pp_req
+        # For a fast clock the post-processor's pipeline never stalls: its rows go into a FIFO
+        # with room for every row in flight, and a row enters only while it has a credit (a
+        # free place in that FIFO). So its pipeline enable, a net to all its stages, is gone,
+        # and nothing from STORE's READY reaches its input handshake or the ACC read address.
+        if c.slices:
+            depth = pp.LATENCY + pp.beats + 2
+            m.submodules.pp_out_fifo = ofifo = fifo.SyncFIFO(
+                width=Shape.cast(pp.o.payload.shape()).width, depth=depth)
+            credits = Signal(range(depth + 1), init=depth)
+            has_credit = Signal()
+            m.d.comb += has_credit.eq(credits != 0)
+        else:
+            has_credit = 1
+        pp_takes = Signal()             # the post-processor takes st's row if there is one
+        m.d.comb += pp_takes.eq(pp.i.ready & has_credit)
         accept = Signal()
-        m.d.comb += [req.ready.eq(~st_valid | pp.i.ready), accept.eq(req.valid & req.ready)]
+        m.d.comb += [req.ready.eq(~st_valid | pp_takes), accept.eq(req.valid & req.ready)]
         with m.If(accept):
             m.d.sync += [st_valid.eq(1), st_residual.eq(req.payload.residual),
                          st_use.eq(req.payload.use_residual)]
-        with m.Elif(pp.i.ready):
+        with m.Elif(pp_takes):
             m.d.sync += st_valid.eq(0)
         rd = acc.read[1]
         m.d.comb += [
@@ -152,7 +167,7 @@ class ExecTop(wiring.Component):
                          par.read[k].en.eq(accept)]
         m.d.comb += [
             pp.config.eq(self.pp_config),
-            pp.i.valid.eq(st_valid),
+            pp.i.valid.eq(st_valid & has_credit),
             pp.i.payload.acc.eq(rd.data),
             pp.i.payload.bias.eq(par.read[0].data),
             pp.i.payload.mult.eq(par.read[1].data),
@@ -161,8 +176,13 @@ class ExecTop(wiring.Component):
         ]
         for lane in range(c.cols):
             m.d.comb += pp.i.payload.shift[lane].eq(par.read[2].data[lane][:6])
-        # (for a fast clock rows leave through a FIFO of two: the post-processor's pipeline
-        # enable depends on the FIFO's level, not on the STORE unit's and the bus's READY)
-        rows = stream_slice(m, "pp_out_fifo", pp.o) if c.slices else pp.o
-        wiring.connect(m, rows, wiring.flipped(self.pp_out))
+        if c.slices:
+            out = self.pp_out
+            m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
+                         ofifo.w_data.eq(pp.o.payload), out.valid.eq(ofifo.r_rdy),
+                         out.payload.eq(ofifo.r_data), ofifo.r_en.eq(out.ready)]
+            m.d.sync += credits.eq(credits - (pp.i.valid & pp.i.ready) +
+                                   (out.valid & out.ready))
+        else:
+            wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
         return m
