@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
-           "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES"]
+           "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES",
+           "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps"]
 
 #: Report rows: name -> nextpnr utilization keys per family (the first present is used).
 RESOURCES = {
@@ -194,6 +195,69 @@ _ECP5_LUT_MAPPING = ("-run :map_luts", "\n".join([
     "clean",
     "synth_ecp5 -top top -run map_cells:"]))
 
+#: The LFE5U-85F's 156 ``MULT18X18D`` sites (nextpnr-ecp5 BEL names): three rows of DSP tiles
+#: (Y = 10, 34, 58) across the die, 52 multipliers a row in groups of four
+#: (``MULT18_0``, ``_1`` at X, X + 1 and ``MULT18_4``, ``_5`` at X + 4, X + 5).
+_ECP5_85F_DSP_X = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+ECP5_85F_DSP_SITES = tuple(
+    tuple(f"X{x + dx}/Y{y}/MULT18_{z}" for x in _ECP5_85F_DSP_X
+          for dx, z in ((0, 0), (1, 1), (4, 4), (5, 5)))
+    for y in (10, 34, 58))
+
+
+def array_dsp_sites(rows, cols, site_rows=ECP5_85F_DSP_SITES):
+    """Where the systolic array's multipliers go: ``{(r, c): BEL}``, or ``{}`` if the array
+    does not fit the layout.
+
+    nextpnr's placer, left to itself, scatters the array's multipliers over the DSP sites
+    (neighbouring PEs a median 20 to 30 tiles apart on the small build, up to 115), and every
+    PE's registers and the nets between neighbours follow. Pinned, the array is a grid again:
+    the PE rows are split into one band per row of DSP tiles (``ceil(rows / bands)`` PE rows a
+    band), and in a band PE ``(r, c)`` takes site ``c * per_band + k``, ``k`` its row in the
+    band (counted from the other end in every other band), so the PEs above and below one
+    another (partial sums, the weights loaded down the columns) are neighbouring sites, left
+    and right neighbours (the inputs) ``per_band`` sites apart, and a band's last PE row lies
+    straight above the next band's first. The sites left over at the right of each band are
+    the post-processor's.
+    """
+    bands = len(site_rows)
+    per_band = -(-rows // bands)
+    if per_band * cols > min(len(sr) for sr in site_rows):
+        return {}
+
+    def site(r, c):
+        band, k = divmod(r, per_band)
+        return site_rows[band][c * per_band + (k if band % 2 == 0 else per_band - 1 - k)]
+    return {(r, c): site(r, c) for r in range(rows) for c in range(cols)}
+
+
+_PE_DSP_NAME = re.compile(r"\.array\.(?:w_act|a_op|prod)_(\d+)_(\d+)_")
+
+
+def pin_array_dsps(netlist_path, rows, cols):
+    """Give each of the array's ``MULT18X18D`` cells in the synthesised netlist (Yosys JSON,
+    rewritten in place) a ``BEL`` attribute from :func:`array_dsp_sites`, which nextpnr
+    places it at. The PE of a cell is read from its name (Yosys names a multiplier after the
+    register it absorbs: the PE's weight, input or product). Returns the number pinned; if
+    the cells cannot all be told apart, nothing is pinned and 0 is returned."""
+    sites = array_dsp_sites(rows, cols)
+    if not sites:
+        return 0
+    netlist = json.loads(Path(netlist_path).read_text())
+    found = {}
+    for module in netlist["modules"].values():
+        for name, cell in module.get("cells", {}).items():
+            match = cell["type"] == "MULT18X18D" and _PE_DSP_NAME.search(name)
+            if match:
+                found.setdefault((int(match[1]), int(match[2])), []).append(cell)
+    if set(found) != set(sites) or any(len(cells) != 1 for cells in found.values()):
+        return 0
+    for pe, (cell,) in found.items():
+        cell.setdefault("attributes", {})["BEL"] = sites[pe]
+    Path(netlist_path).write_text(json.dumps(netlist))
+    return len(found)
+
+
 _STEPS = {"yosys": "synthesis (Yosys)", "nextpnr-ice40": "place and route (nextpnr-ice40)",
           "nextpnr-ecp5": "place and route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
           "ecppack": "bitstream (ecppack)", "dfu-suffix": "DFU suffix (dfu-suffix)"}
@@ -331,6 +395,11 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                         "the design does not fit: synthesis gives " + ", ".join(
                             f"{k:,} {n} (the {board.device} has {cap:,})" for n, k, cap in over)
                         + f" (logs in {failed})")
+                if board.device == "ecp5-85f":
+                    pinned = pin_array_dsps(work / "top.json", config.rows, config.cols)
+                    log(f"      the array's {config.rows * config.cols} multipliers " +
+                        (f"pinned to DSP sites in {len(ECP5_85F_DSP_SITES)} bands" if pinned
+                         else "left to the placer (they do not fit the band layout)"))
             if rc != 0:
                 text = logfile.read_text(errors="replace")
                 if tool.startswith("yosys"):

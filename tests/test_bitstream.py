@@ -8,11 +8,14 @@ import pytest
 
 from gen import cli
 from gen.bitstream import (
+    ECP5_85F_DSP_SITES,
     BitstreamResult,
     BuildError,
+    array_dsp_sites,
     build_bitstream,
     build_plan,
     parse_report,
+    pin_array_dsps,
     report_markdown,
     synthesis_needs,
     yosys_cell_counts,
@@ -110,6 +113,56 @@ def _check(result, board):
         if name in cap:
             assert u["available"] == cap[name]
     assert result.fmax and all(f["achieved_mhz"] > 0 for f in result.fmax.values())
+
+
+def _xy(bel):
+    x, y = re.match(r"X(\d+)/Y(\d+)/", bel).groups()
+    return int(x), int(y)
+
+
+def test_array_dsp_sites_keep_neighbouring_pes_close():
+    """small's 12 x 12 array on the 85F's three rows of DSP sites: every PE its own site, the
+    PEs above and below one another at most 4 tiles apart in a band and straight above one
+    another across bands, left and right neighbours at most 11 tiles apart."""
+    sites = array_dsp_sites(12, 12)
+    assert len(set(sites.values())) == 144
+    assert set(sites.values()) <= {b for row in ECP5_85F_DSP_SITES for b in row}
+    for (r, c), bel in sites.items():
+        x, y = _xy(bel)
+        if r + 1 < 12:
+            x2, y2 = _xy(sites[(r + 1, c)])
+            assert (y2 == y and abs(x2 - x) <= 4) or (x2 == x and y2 == y + 24), (r, c)
+        if c + 1 < 12:
+            x2, y2 = _xy(sites[(r, c + 1)])
+            assert y2 == y and 0 < x2 - x <= 11, (r, c)
+    # a larger array than the bands hold is left to the placer
+    assert array_dsp_sites(16, 16) == {}
+
+
+def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
+    cells = {f"system.npu.datapath.execute.array.{'a_op' if c == 2 else 'w_act'}_{r}_{c}"
+             f"_MULT18X18D_B9": {"type": "MULT18X18D", "attributes": {}}
+             for r in range(3) for c in range(3)}
+    cells["system.npu.datapath.postproc.hi_a_0_MULT18X18D_P9"] = {"type": "MULT18X18D",
+                                                                  "attributes": {}}
+    cells["system.npu.datapath.execute.array.w_act_0_0_TRELLIS_FF_Q"] = {"type": "TRELLIS_FF"}
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    assert pin_array_dsps(path, 3, 3) == 9
+    got = json.loads(path.read_text())["modules"]["top"]["cells"]
+    sites = array_dsp_sites(3, 3)
+    for name, cell in got.items():
+        m = re.search(r"array\.\w+?_(\d)_(\d)_MULT", name)
+        if m:
+            assert cell["attributes"]["BEL"] == sites[(int(m[1]), int(m[2]))]
+        else:
+            assert "BEL" not in cell.get("attributes", {})
+    # a PE that cannot be found: nothing is pinned, the netlist is left as it was
+    del cells["system.npu.datapath.execute.array.w_act_1_1_MULT18X18D_B9"]
+    path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    before = path.read_text()
+    assert pin_array_dsps(path, 3, 3) == 0
+    assert path.read_text() == before
 
 
 def test_icebreaker_tiny_bitstream(tmp_path):
