@@ -263,7 +263,7 @@ class PostProcessor(wiring.Component):
             m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(adv)]
         else:
             h_valid = Signal()
-            h_row = Signal(postproc_input_layout(cols))
+            h_row = Signal(postproc_input_layout(cols), reset_less=True)
             last = src_beat == beats - 1
             m.d.comb += [src_valid.eq(h_valid),
                          self.i.ready.eq(~h_valid | (adv & last)),
@@ -300,24 +300,26 @@ class PostProcessor(wiring.Component):
                 m.d.sync += o_valid.eq(0)          # taken before the next advance
         m.d.comb += self.o.valid.eq(o_valid)
 
+        # (the lanes' data registers have no reset: the valid bits above say what they hold)
         for c in range(lanes):
-            v = Signal(signed(32), name=f"v_{c}")
-            mult1 = Signal(signed(32), name=f"mult1_{c}")
-            shift1 = Signal(6, name=f"shift1_{c}")
-            shift2 = Signal(6, name=f"shift2_{c}")
-            shift3 = Signal(6, name=f"shift3_{c}")
-            prod = Signal(signed(64), name=f"prod_{c}")
-            rq = Signal(signed(65 if not split else 16), name=f"rq_{c}")
+            v = Signal(signed(32), name=f"v_{c}", reset_less=True)
+            mult1 = Signal(signed(32), name=f"mult1_{c}", reset_less=True)
+            shift1 = Signal(6, name=f"shift1_{c}", reset_less=True)
+            shift2 = Signal(6, name=f"shift2_{c}", reset_less=True)
+            shift3 = Signal(6, name=f"shift3_{c}", reset_less=True)
+            prod = Signal(signed(64), name=f"prod_{c}", reset_less=True)
+            rq = Signal(signed(65 if not split else 16), name=f"rq_{c}", reset_less=True)
             # (split: rq is the saturated quotient, its rounding increment beside it)
-            rq_up = Signal(name=f"rq_up_r_{c}") if split else 0
-            a = Signal(signed(8), name=f"a_{c}")
-            a5 = Signal(signed(8), name=f"a5_{c}")
-            da = Signal(signed(9), name=f"da_{c}")
-            dr = Signal(signed(9), name=f"dr_{c}")
-            s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}")
-            res = [Signal(signed(8), name=f"res{k + 1}_{c}") for k in range(4 + split)]
-            a4 = Signal(signed(8), name=f"a4_{c}")
-            da4 = Signal(signed(9), name=f"da4_{c}")
+            rq_up = Signal(name=f"rq_up_r_{c}", reset_less=True) if split else 0
+            a = Signal(signed(8), name=f"a_{c}", reset_less=True)
+            a5 = Signal(signed(8), name=f"a5_{c}", reset_less=True)
+            da = Signal(signed(9), name=f"da_{c}", reset_less=True)
+            dr = Signal(signed(9), name=f"dr_{c}", reset_less=True)
+            s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}", reset_less=True)
+            res = [Signal(signed(8), name=f"res{k + 1}_{c}", reset_less=True)
+                   for k in range(4 + split)]
+            a4 = Signal(signed(8), name=f"a4_{c}", reset_less=True)
+            da4 = Signal(signed(9), name=f"da4_{c}", reset_less=True)
             a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up, less_zp=True)
             m.d.comb += [a4.eq(a4n), da4.eq(da4n)]
             if steps == 1:
@@ -325,7 +327,8 @@ class PostProcessor(wiring.Component):
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
                 vh, vl = v[16:].as_signed(), v[:16]
                 mh, ml = mult1[16:].as_signed(), mult1[:16]
-                parts = [Signal(signed(34), name=f"part{k}_{c}") for k in range(4)]
+                parts = [Signal(signed(34), name=f"part{k}_{c}", reset_less=True)
+                         for k in range(4)]
                 with m.If(adv):
                     m.d.sync += [p.eq(a * b) for p, (a, b) in
                                  zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
@@ -335,15 +338,15 @@ class PostProcessor(wiring.Component):
                              ((parts[1] + parts[2]) << 16))
                 # stage 6 operands: the 17 high multiplier bits on a DSP, the 14 low ones in
                 # logic
-                hi_a = Signal(signed(27), name=f"hi_a_{c}")
-                hi_b = Signal(signed(27), name=f"hi_b_{c}")
+                hi_a = Signal(signed(27), name=f"hi_a_{c}", reset_less=True)
+                hi_b = Signal(signed(27), name=f"hi_b_{c}", reset_less=True)
                 m.d.comb += [hi_a.eq(da * cfg.add_ma[ADD_SPLIT:]),
                              hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
                 lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
                 lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
                 if split:
                     # stage 6a: the four products registered; 6: their sum
-                    terms = [Signal(signed(len(t)), name=f"{t.name}_r") for t in
+                    terms = [Signal(signed(len(t)), name=f"{t.name}_r", reset_less=True) for t in
                              (hi_a, hi_b, lo_a, lo_b)]
                     with m.If(adv):
                         m.d.sync += [r.eq(t) for r, t in zip(terms, (hi_a, hi_b, lo_a, lo_b))]
@@ -353,34 +356,34 @@ class PostProcessor(wiring.Component):
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
                 # part's term added as the stage's register is written
                 pm, b = _part_mux(m, ph, mult1, steps, True, f"mult_part_{c}")
-                pacc = Signal(signed(64), name=f"prod_acc_{c}")
+                pacc = Signal(signed(64), name=f"prod_acc_{c}", reset_less=True)
                 pa, b2 = _part_mux(m, ph, cfg.add_ma, steps, False, f"add_ma_part_{c}")
                 pb, _ = _part_mux(m, ph, cfg.add_mb, steps, False, f"add_mb_part_{c}")
-                sacc = Signal(signed(ADD_SUM_BITS), name=f"sum2_acc_{c}")
+                sacc = Signal(signed(ADD_SUM_BITS), name=f"sum2_acc_{c}", reset_less=True)
                 # the narrow products in logic (a `*` would be put on a DSP)
                 vp = shift_add_mul(m, pm, v, f"vp{c}")
-                dp = Signal(signed(ADD_SUM_BITS), name=f"dp_{c}")
+                dp = Signal(signed(ADD_SUM_BITS), name=f"dp_{c}", reset_less=True)
                 m.d.comb += dp.eq(shift_add_mul(m, pa, da, f"dpa{c}") +
                                   shift_add_mul(m, pb, dr, f"dpb{c}"))
                 with m.If(ce):
                     m.d.sync += [pacc.eq(Mux(ph == 0, 0, pacc << b) + vp),
                                  sacc.eq(Mux(ph == 0, 0, sacc << b2) + dp)]
                 # stage 2: the product; stage 3 holds it (the stage the halves' sum takes above)
-                prod2 = Signal(signed(64), name=f"prod2_{c}")
+                prod2 = Signal(signed(64), name=f"prod2_{c}", reset_less=True)
                 with m.If(adv):
                     m.d.sync += prod2.eq((pacc << b) + vp)
                 prod_next = prod2
                 s2_next = (sacc << b2) + dp
                 if split:
                     # stage 6a: the sum registered (the stage 6a of one-cycle products)
-                    s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a_{c}")
+                    s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a_{c}", reset_less=True)
                     with m.If(adv):
                         m.d.sync += s2a.eq(s2_next)
                     s2_next = s2a
             if split:
                 # stage 4: the rounding's parts; 4b: their sum
-                q4 = Signal(signed(64), name=f"rq_q_{c}")
-                up4 = Signal(name=f"rq_up_{c}")
+                q4 = Signal(signed(64), name=f"rq_q_{c}", reset_less=True)
+                up4 = Signal(name=f"rq_up_{c}", reset_less=True)
                 q4n, up4n = round_parts(m, prod, shift3, f"rq{c}")
                 with m.If(adv):
                     # (4b: the quotient saturated, its increment added with the zero point)
@@ -413,7 +416,7 @@ class PostProcessor(wiring.Component):
                     s2.eq(s2_next),
                 ]
             if split:
-                a6a = Signal(signed(8), name=f"a6a_{c}")
+                a6a = Signal(signed(8), name=f"a6a_{c}", reset_less=True)
                 with m.If(adv):
                     m.d.sync += [a6a.eq(a), a5.eq(a6a)]
             else:
@@ -423,7 +426,7 @@ class PostProcessor(wiring.Component):
             # does), zero point, clamp, or stage 1's result, into the output row at this beat's
             # lanes
             shift6 = Signal(range(ADD_SUM_BITS + 1), name=f"shift6_{c}")
-            s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}")
+            s2x = Signal(signed(ADD_SUM_BITS + 1), name=f"sum2x_{c}", reset_less=True)
             # (combinational: registered, it made Yosys 0.70's ABC9 step fail an assertion,
             # GetSize(conn.first) == GetSize(conn.second) in ABC_OPS_REINTEGRATE)
             m.d.comb += [shift6.eq(Mux(cfg.add_shift > ADD_SUM_BITS, ADD_SUM_BITS,
@@ -432,12 +435,12 @@ class PostProcessor(wiring.Component):
             if split:
                 # stage 7: the rounding's parts; 7b: the quotient saturated to 16 bits; 7c:
                 # the increment and zero point added, the clamp
-                q7 = Signal(signed(ADD_SUM_BITS + 1), name=f"add_q_{c}")
-                up7 = Signal(name=f"add_up_{c}")
-                a6 = Signal(signed(8), name=f"a6_{c}")
-                q7s = Signal(signed(16), name=f"add_qs_{c}")
-                up7s = Signal(name=f"add_ups_{c}")
-                a7 = Signal(signed(8), name=f"a7_{c}")
+                q7 = Signal(signed(ADD_SUM_BITS + 1), name=f"add_q_{c}", reset_less=True)
+                up7 = Signal(name=f"add_up_{c}", reset_less=True)
+                a6 = Signal(signed(8), name=f"a6_{c}", reset_less=True)
+                q7s = Signal(signed(16), name=f"add_qs_{c}", reset_less=True)
+                up7s = Signal(name=f"add_ups_{c}", reset_less=True)
+                a7 = Signal(signed(8), name=f"a7_{c}", reset_less=True)
                 q7n, up7n = round_parts(m, s2x, shift6, f"add{c}")
                 with m.If(adv):
                     m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5),
@@ -446,7 +449,7 @@ class PostProcessor(wiring.Component):
             else:
                 r_q, r_up = round_parts(m, s2x, shift6, f"add{c}")
                 a_out = a5
-            y = Signal(signed(8), name=f"y_{c}")
+            y = Signal(signed(8), name=f"y_{c}", reset_less=True)
             m.d.comb += y.eq(Mux(use_res[n - 2],
                                  clamp_sum(r_q, cfg.add_zp, cfg.add_lo, cfg.add_hi, r_up),
                                  a_out))

@@ -133,7 +133,7 @@ class SystolicArray(wiring.Component):
         for r in range(rows):
             a, sw = self.i_data[r], self.i_valid & self.i_switch
             for k in range(r):
-                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}")
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}", reset_less=True)
                 sw_d = Signal(name=f"skew_sw_{r}_{k}")
                 m.d.sync += [a_d.eq(a), sw_d.eq(sw)]
                 a, sw = a_d, sw_d
@@ -141,37 +141,43 @@ class SystolicArray(wiring.Component):
 
         # Weight rows: column c's weight enters PE (0, c) c cycles after w_*, with its row
         # number and valid bit, and moves down a PE a cycle.
-        load = data.StructLayout({"valid": 1, "row": range(rows), "w": signed(8)})
+        load = data.StructLayout({"row": range(rows), "w": signed(8)})
         w_in = [[None] * cols for _ in range(rows)]
+        wv_in = [[None] * cols for _ in range(rows)]
         for c in range(cols):
             w = Signal(load, name=f"wskew_{c}_0")
-            m.d.comb += [w.valid.eq(self.w_en), w.row.eq(self.w_row), w.w.eq(self.w_data[c])]
+            wv = self.w_en
+            m.d.comb += [w.row.eq(self.w_row), w.w.eq(self.w_data[c])]
             for k in range(c):
-                w_d = Signal(load, name=f"wskew_{c}_{k + 1}")
-                m.d.sync += w_d.eq(w)
-                w = w_d
-            w_in[0][c] = w
+                w_d = Signal(load, name=f"wskew_{c}_{k + 1}", reset_less=True)
+                wv_d = Signal(name=f"wskew_valid_{c}_{k + 1}")
+                m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
+                w, wv = w_d, wv_d
+            w_in[0][c], wv_in[0][c] = w, wv
             for r in range(1, rows):
-                w_d = Signal(load, name=f"wload_{r}_{c}")
-                m.d.sync += w_d.eq(w)
-                w = w_in[r][c] = w_d
+                w_d = Signal(load, name=f"wload_{r}_{c}", reset_less=True)
+                wv_d = Signal(name=f"wload_valid_{r}_{c}")
+                m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
+                w, wv = w_in[r][c], wv_in[r][c] = w_d, wv_d
 
         psum_out = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
-                w_act = Signal(signed(8), name=f"w_act_{r}_{c}")
-                w_shadow = Signal(signed(8), name=f"w_shadow_{r}_{c}")
+                # (the data registers have no reset: only the valid bits and switch tokens
+                # need one, and a reset net to every PE would span the array)
+                w_act = Signal(signed(8), name=f"w_act_{r}_{c}", reset_less=True)
+                w_shadow = Signal(signed(8), name=f"w_shadow_{r}_{c}", reset_less=True)
                 w_use = Signal(signed(8), name=f"w_use_{r}_{c}")
-                prod = Signal(signed(16), name=f"prod_{r}_{c}")
-                psum = Signal(signed(pw), name=f"psum_{r}_{c}")
-                with m.If(w_in[r][c].valid & (w_in[r][c].row == r)):
+                prod = Signal(signed(16), name=f"prod_{r}_{c}", reset_less=True)
+                psum = Signal(signed(pw), name=f"psum_{r}_{c}", reset_less=True)
+                with m.If(wv_in[r][c] & (w_in[r][c].row == r)):
                     m.d.sync += w_shadow.eq(w_in[r][c].w)
                 m.d.comb += w_use.eq(Mux(sw_in[r][c], w_shadow, w_act))
                 # the product is registered: the vector is at PE (r, c) in cycle t + r + c,
                 # its product is added to the partial sum from above in cycle t + r + c + 1
                 if self._registered:
                     # (the input's register is the one that passes it on: Yosys merges them)
-                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}")
+                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}", reset_less=True)
                     m.d.sync += [a_op.eq(a_in[r][c]), prod.eq(a_op * w_act)]
                 else:
                     m.d.sync += prod.eq(a_in[r][c] * w_use)
@@ -182,7 +188,7 @@ class SystolicArray(wiring.Component):
                     m.d.sync += psum.eq(psum_out[r - 1][c] + prod)
                 psum_out[r][c] = psum
                 if c + 1 < cols:
-                    a_out = Signal(signed(8), name=f"a_{r}_{c + 1}")
+                    a_out = Signal(signed(8), name=f"a_{r}_{c + 1}", reset_less=True)
                     sw_out = Signal(name=f"sw_{r}_{c + 1}")
                     m.d.sync += [a_out.eq(a_in[r][c]), sw_out.eq(sw_in[r][c])]
                     a_in[r][c + 1], sw_in[r][c + 1] = a_out, sw_out
@@ -191,7 +197,7 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             v = psum_out[rows - 1][c]
             for k in range(cols - 1 - c):
-                v_d = Signal(signed(pw), name=f"deskew_{c}_{k}")
+                v_d = Signal(signed(pw), name=f"deskew_{c}_{k}", reset_less=True)
                 m.d.sync += v_d.eq(v)
                 v = v_d
             m.d.comb += self.o_data[c].eq(v)
