@@ -157,7 +157,7 @@ class CommandProcessor(wiring.Component):
         m.submodules.fetch_buffer = fbuf
         f_idx = Signal(32)
         f_addr = Signal(40)
-        f_cmd = Signal(isa.CMD_BITS)
+        f_cmd = Signal(isa.CMD_BITS, reset_less=True)
         f_beat = Signal(range(beats + 1))
         f_err = Signal()
         entry = Signal(_FETCH_ENTRY)
@@ -605,7 +605,7 @@ class CommandProcessor(wiring.Component):
 
         # ---- LOAD unit ---------------------------------------------------------------------
         l_held, l_active = Signal(), Signal()
-        l_e = Signal(QUEUE_ENTRY)
+        l_e = Signal(QUEUE_ENTRY, reset_less=True)     # (the held flags say what they hold)
         lh = l_e.cmd.header
         take(isa.Queue.LOAD, l_held, l_e)
         l_ready = Signal()
@@ -628,7 +628,7 @@ class CommandProcessor(wiring.Component):
 
         # ---- EXECUTE unit ------------------------------------------------------------------
         e_held = Signal()
-        e_e = Signal(QUEUE_ENTRY)
+        e_e = Signal(QUEUE_ENTRY, reset_less=True)
         eh = e_e.cmd.header
         take(isa.Queue.EXECUTE, e_held, e_e)
         infl = fifo.SyncFIFOBuffered(width=_INFLIGHT.size, depth=8)
@@ -667,7 +667,7 @@ class CommandProcessor(wiring.Component):
 
         # ---- STORE unit --------------------------------------------------------------------
         s_held, s_active = Signal(), Signal()
-        s_e = Signal(QUEUE_ENTRY)
+        s_e = Signal(QUEUE_ENTRY, reset_less=True)
         sh = s_e.cmd.header
         take(isa.Queue.STORE, s_held, s_e)
         s_ready = Signal()

@@ -213,7 +213,7 @@ class RowReader(wiring.Component):
         head = Signal(pend_layout)
         m.d.comb += head.eq(pend.r_data)
         k = Signal(range(maxb + 1))
-        words = [Signal(8 * bb, name=f"buf{j}") for j in range(maxb)]
+        words = [Signal(8 * bb, name=f"buf{j}", reset_less=True) for j in range(maxb)]
         beat = self.rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
         out_free = ~self.out.valid | self.out.ready

@@ -129,7 +129,7 @@ class ExecTop(wiring.Component):
 
         # Post-processing: read the ACC row and three PARAM rows, then the post-processor.
         st_valid = Signal()
-        st_residual = Signal(data.ArrayLayout(signed(8), c.cols))
+        st_residual = Signal(data.ArrayLayout(signed(8), c.cols), reset_less=True)
         st_use = Signal()
         # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the
         # post-processor's input handshake are separate paths)

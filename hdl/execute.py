@@ -247,7 +247,7 @@ class ExecuteUnit(wiring.Component):
 
         # -- weight loader -------------------------------------------------------------------
         l_valid = Signal()
-        l_job = Signal(JOB)
+        l_job = Signal(JOB, reset_less=True)
         l_loaded = Signal()
         l_take = Signal()             # the issuer takes l_job
         seq_left = Signal(range(rows + 1))
@@ -449,7 +449,7 @@ class ExecuteUnit(wiring.Component):
         # reducer's)
         if cfg.slices:
             pin = Signal.like(p1)
-            vals = Signal.like(self.input_rd.data)
+            vals = Signal.like(self.input_rd.data, reset_less=True)
             m.d.sync += [pin.eq(p1), vals.eq(self.input_rd.data)]
         else:
             pin, vals = p1, self.input_rd.data
@@ -457,11 +457,11 @@ class ExecuteUnit(wiring.Component):
         pr_done = Signal()
         pr_op = Signal(AccOp)
         pr_addr = Signal(range(cfg.acc_depth))
-        pr_data = Signal(data.ArrayLayout(signed(32), cols))
+        pr_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
         m.d.sync += [pr_valid.eq(pin.valid & pin.last), pr_done.eq(pin.valid & pin.done),
                      pr_op.eq(pin.op), pr_addr.eq(pin.addr)]
         for lane in range(lanes):
-            cur = Signal(signed(32), name=f"pool_{lane}")
+            cur = Signal(signed(32), name=f"pool_{lane}", reset_less=True)
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
             m.d.comb += new.eq(Mux(pin.first, val,
@@ -493,7 +493,7 @@ class ExecuteUnit(wiring.Component):
         s_done = Signal()
         s_op = Signal(AccOp)
         s_addr = Signal(range(cfg.acc_depth))
-        s_data = Signal(data.ArrayLayout(signed(32), cols))
+        s_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
         m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr),
                      s_data.eq(r_data)]
         if cfg.slices:
@@ -505,8 +505,8 @@ class ExecuteUnit(wiring.Component):
             t_done = Signal()
             t_op = Signal(AccOp)
             t_addr = Signal(range(cfg.acc_depth))
-            t_data = Signal(data.ArrayLayout(signed(32), cols))
-            t_old = Signal(data.ArrayLayout(signed(32), cols))
+            t_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
+            t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
             fwd = Signal()
             m.d.comb += fwd.eq(t_valid & (t_addr == s_addr))
             m.d.sync += [t_valid.eq(s_valid), t_done.eq(s_done), t_op.eq(s_op),

@@ -137,7 +137,7 @@ class Scratchpad(wiring.Component):
                 # a read of the row written this cycle: the written lanes, a cycle later
                 hit = Signal(self._lanes, name=f"read{p}_bypass_lanes")
                 row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
-                             name=f"read{p}_bypass_row")
+                             name=f"read{p}_bypass_row", reset_less=True)
                 with m.If(self.read[p].en):
                     m.d.sync += [
                         hit.eq(Mux(self.write.en & (self.read[p].addr == self.write.addr),
