@@ -19,8 +19,9 @@ def host_signature(size):
     """A byte-wide memory port, as seen by its initiator (the bridge).
 
     ``valid``/``addr``/``we``/``wdata`` request one byte access; it is taken in a cycle with
-    ``ready``. A read's byte is on ``rdata`` in the cycle after it was taken, with ``rvalid``
-    (for that one cycle). ``addr`` is relative to the memory's base.
+    ``ready``. A read's byte is on ``rdata`` with ``rvalid`` (for that one cycle), one or more
+    cycles after it was taken; the initiator waits for it. ``addr`` is relative to the
+    memory's base.
     """
     return wiring.Signature({
         "valid": Out(1), "addr": Out(range(size)), "we": Out(1), "wdata": Out(8),
@@ -105,7 +106,8 @@ class OnChipRam(wiring.Component):
     answered DECERR.
 
     Latency: the first R beat is valid two cycles after AR is accepted; B one cycle after the
-    last W beat. A host read's byte comes one cycle after the access is taken. For a fast
+    last W beat. A host read's byte comes one cycle after the access is taken (for a fast
+    clock two: the request is registered first, and the next is taken after it). For a fast
     clock (:attr:`~hdl.config.NpuConfig.slices`) the port is registered on both sides: R
     beats leave from a four-entry FIFO (RREADY only pops it: three cycles to the first beat)
     and each W beat is written to the memory a cycle after it is taken, so no path runs from
@@ -175,6 +177,18 @@ class OnChipRam(wiring.Component):
         h_lane = Signal(range(bb))
         m.d.sync += host.rvalid.eq(0)
         m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane, 8))
+        # (sliced: a host request is registered first and performed from the register, so the
+        # bridge's state logic does not reach the memories' address and enables)
+        hq = Signal(data.StructLayout({"valid": 1, "we": 1, "addr": len(host.addr),
+                                       "wdata": 8}))
+        if self._sliced:
+            m.d.comb += host.ready.eq(~hq.valid)
+            with m.If(host.valid & ~hq.valid):
+                m.d.sync += [hq.valid.eq(1), hq.we.eq(host.we), hq.addr.eq(host.addr),
+                             hq.wdata.eq(host.wdata)]
+            h_valid, h_we, h_addr, h_wdata = hq.valid, hq.we, hq.addr, hq.wdata
+        else:
+            h_valid, h_we, h_addr, h_wdata = host.valid, host.we, host.addr, host.wdata
 
         # ---- AXI read beat pipeline: ``pend`` = the core returns a beat this cycle,
         # ``hold`` = a beat parked because R was not ready.
@@ -233,13 +247,17 @@ class OnChipRam(wiring.Component):
         bid = Signal(len(bus.awid))
         with m.FSM(name="ram"):
             with m.State("IDLE"):
-                with m.If(host.valid):
-                    m.d.comb += [host.ready.eq(1), core.addr.eq(host.addr >> shift),
-                                 core.re.eq(~host.we), core.we.eq(host.we),
-                                 core.wdata.eq(host.wdata.replicate(bb)),
-                                 core.wmask.eq(1 << host.addr[:shift] if shift else 1)]
-                    m.d.sync += [h_lane.eq(host.addr[:shift] if shift else 0),
-                                 host.rvalid.eq(~host.we)]
+                with m.If(h_valid):
+                    m.d.comb += [core.addr.eq(h_addr >> shift),
+                                 core.re.eq(~h_we), core.we.eq(h_we),
+                                 core.wdata.eq(h_wdata.replicate(bb)),
+                                 core.wmask.eq(1 << h_addr[:shift] if shift else 1)]
+                    m.d.sync += [h_lane.eq(h_addr[:shift] if shift else 0),
+                                 host.rvalid.eq(~h_we)]
+                    if self._sliced:
+                        m.d.sync += hq.valid.eq(0)
+                    else:
+                        m.d.comb += host.ready.eq(1)
                 with m.Elif(bus.arvalid & (~bus.awvalid | ~prefer_write)):
                     m.d.comb += bus.arready.eq(1)
                     m.d.sync += [addr.eq(bus.araddr), left.eq(bus.arlen + 1), rid.eq(bus.arid),

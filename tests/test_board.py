@@ -142,14 +142,14 @@ class _Harness(wiring.Component):
         return m
 
 
-def _bridge_session(steps, *, size=4096, timeout=400):
+def _bridge_session(steps, *, size=4096, timeout=400, config=None):
     """Feed byte strings to the bridge; returns the bytes it sent in answer to each.
 
     ``steps`` is a list of ``(bytes_to_send, reply_bytes_expected)``; after sending, the bench
     waits for that many reply bytes (or ``timeout`` + 300 cycles when none are expected, to see
     that nothing comes). Reply bytes are collected all the time, also while sending.
     """
-    dut = _Harness(TINY, size, timeout)
+    dut = _Harness(config or TINY, size, timeout)
     sent = []
     replies = []
 
@@ -187,7 +187,10 @@ def _reply(status, data=b""):
     return bytes([SYNC]) + body + bytes([fb.crc8(body)])
 
 
-def test_bridge_memory_and_registers():
+@pytest.mark.parametrize("sliced", [False, True])
+def test_bridge_memory_and_registers(sliced):
+    """Every command on a good frame; with ``sliced``, on the fast clock's RAM (the host's
+    requests registered before they reach the memory)."""
     regs = {r.name: r.offset for r in registers(TINY)}
     data = bytes(random.Random(3).randrange(256) for _ in range(37))
     C = BridgeCommand
@@ -199,7 +202,7 @@ def test_bridge_memory_and_registers():
         (fb.encode_request(C.REG_READ, regs["ID"], 8), 11),
         (fb.encode_request(C.REG_READ, regs["PROG_BASE"], 4), 7),
     ]
-    out = _bridge_session(steps)
+    out = _bridge_session(steps, config=_sliced(TINY) if sliced else TINY)
     assert out[0] == _reply(0, struct.pack("<BII", 1, 0, 4096))
     assert out[1] == _reply(0)
     assert out[2] == _reply(0, b"\0\0" + data + b"\0\0")
