@@ -45,13 +45,14 @@ def pp_request_layout(config):
 def pp_fifo_depth(config):
     """Entries of STORE's destination FIFO: the rows in flight from a post-processing request to
     its result (buffer reads, the post-processor's ``1 + (LATENCY - 1) * steps`` cycles, a
-    row's beats and, for a fast clock, its request and output FIFOs) at one row every
+    row's beats and, for a fast clock, its request, address and input stages and its output
+    FIFO) at one row every
     :attr:`~hdl.config.NpuConfig.pp_row_cycles`, plus two, as a power of two of at most 16. A
     shallower FIFO only slows STORE (requests wait for room)."""
     from .postproc import PostProcessor
     beats = config.pp_row_cycles // config.pp_steps
     cycles = (2 + (PostProcessor.latency(config.slices) - 1) * config.pp_steps + beats +
-              2 * config.slices)
+              4 * config.slices)
     rows = -(-cycles // config.pp_row_cycles) + 2
     return min(16, 1 << (rows - 1).bit_length())
 

@@ -36,7 +36,8 @@ class ExecTop(wiring.Component):
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
     Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles
     (for a fast clock, :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split
-    pipeline and two more: the requests and the rows pass through FIFOs of two; the ACC
+    pipeline and four more: the requests pass through a FIFO of two, their addresses are
+    registered, the rows read wait in a FIFO of four and leave through another; the ACC
     buffer's writes reach its memories a cycle later, from registers).
 
     Parameters
@@ -128,61 +129,84 @@ class ExecTop(wiring.Component):
                          acc.write.mask.eq(self.acc_wr.mask)]
 
         # Post-processing: read the ACC row and three PARAM rows, then the post-processor.
-        st_valid = Signal()
-        st_residual = Signal(data.ArrayLayout(signed(8), c.cols), reset_less=True)
-        st_use = Signal()
         # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the
         # post-processor's input handshake are separate paths)
         req = stream_slice(m, "pp_req_fifo", self.pp_req) if c.slices else self.pp_req
-        # For a fast clock the post-processor's pipeline never stalls: its rows go into a FIFO
-        # with room for every row in flight, and a row enters only while it has a credit (a
-        # free place in that FIFO). So its pipeline enable, a net to all its stages, is gone,
-        # and nothing from STORE's READY reaches its input handshake or the ACC read address.
+        rd = acc.read[1]
+        m.d.comb += [pp.config.eq(self.pp_config), self.acc_rd.data.eq(rd.data)]
+        row = Signal(pp.i.payload.shape())      # the rows read, with the request's fields
+        m.d.comb += [row.acc.eq(rd.data), row.bias.eq(par.read[0].data),
+                     row.mult.eq(par.read[1].data)]
+        for lane in range(c.cols):
+            m.d.comb += row.shift[lane].eq(par.read[2].data[lane][:6])
         if c.slices:
+            # For a fast clock the post-processor's pipeline never stalls: its rows go into a
+            # FIFO with room for every row in flight, and a row enters only while it has a
+            # credit (a free place in that FIFO), so no pipeline enable fans out to its
+            # stages. In front of it, a request's buffer addresses are registered (stage A:
+            # the ACC and PARAM read addresses come from flip-flops), the rows read (B) go
+            # into a FIFO of four, and a request is taken only while that FIFO has room for
+            # it and those in A and B: neither stage stalls, and nothing from the
+            # post-processor's input handshake reaches the buffers' addresses.
             depth = pp.LATENCY + pp.beats + 2
             m.submodules.pp_out_fifo = ofifo = fifo.SyncFIFO(
                 width=Shape.cast(pp.o.payload.shape()).width, depth=depth)
             credits = Signal(range(depth + 1), init=depth)
-            has_credit = Signal()
-            m.d.comb += has_credit.eq(credits != 0)
-        else:
-            has_credit = 1
-        pp_takes = Signal()             # the post-processor takes st's row if there is one
-        m.d.comb += pp_takes.eq(pp.i.ready & has_credit)
-        accept = Signal()
-        m.d.comb += [req.ready.eq(~st_valid | pp_takes), accept.eq(req.valid & req.ready)]
-        with m.If(accept):
-            m.d.sync += [st_valid.eq(1), st_residual.eq(req.payload.residual),
-                         st_use.eq(req.payload.use_residual)]
-        with m.Elif(pp_takes):
-            m.d.sync += st_valid.eq(0)
-        rd = acc.read[1]
-        m.d.comb += [
-            rd.addr.eq(Mux(accept, req.payload.acc_addr, self.acc_rd.addr)),
-            rd.en.eq(accept | (self.acc_rd.en & ~st_valid)),
-            self.acc_rd.data.eq(rd.data),
-        ]
-        for k in range(3):
-            m.d.comb += [par.read[k].addr.eq(req.payload.param_addr + k),
-                         par.read[k].en.eq(accept)]
-        m.d.comb += [
-            pp.config.eq(self.pp_config),
-            pp.i.valid.eq(st_valid & has_credit),
-            pp.i.payload.acc.eq(rd.data),
-            pp.i.payload.bias.eq(par.read[0].data),
-            pp.i.payload.mult.eq(par.read[1].data),
-            pp.i.payload.residual.eq(st_residual),
-            pp.i.payload.use_residual.eq(st_use),
-        ]
-        for lane in range(c.cols):
-            m.d.comb += pp.i.payload.shift[lane].eq(par.read[2].data[lane][:6])
-        if c.slices:
+            m.submodules.pp_in_fifo = ififo = fifo.SyncFIFO(
+                width=Shape.cast(row.shape()).width, depth=4)
+            queued = Signal(range(5))           # requests in A, B and the input FIFO
+            a_valid, b_valid = Signal(), Signal()
+            a_acc = Signal.like(req.payload.acc_addr, reset_less=True)
+            a_par = [Signal.like(req.payload.param_addr, name=f"a_param{k}", reset_less=True)
+                     for k in range(3)]
+            a_res = Signal.like(req.payload.residual, reset_less=True)
+            b_res = Signal.like(req.payload.residual, reset_less=True)
+            a_use, b_use = Signal(reset_less=True), Signal(reset_less=True)
+            take = Signal()
+            m.d.comb += [req.ready.eq(queued != 4), take.eq(req.valid & req.ready)]
+            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), b_res.eq(a_res),
+                         b_use.eq(a_use)]
+            with m.If(take):
+                m.d.sync += [a_acc.eq(req.payload.acc_addr), a_res.eq(req.payload.residual),
+                             a_use.eq(req.payload.use_residual)]
+                m.d.sync += [a.eq(req.payload.param_addr + k) for k, a in enumerate(a_par)]
+            m.d.comb += [
+                rd.addr.eq(Mux(a_valid, a_acc, self.acc_rd.addr)),
+                rd.en.eq(a_valid | self.acc_rd.en),
+                row.residual.eq(b_res), row.use_residual.eq(b_use),
+                ififo.w_en.eq(b_valid), ififo.w_data.eq(row),
+                pp.i.valid.eq(ififo.r_rdy & (credits != 0)), pp.i.payload.eq(ififo.r_data),
+                ififo.r_en.eq(pp.i.valid & pp.i.ready),
+            ]
+            m.d.comb += [p.en.eq(a_valid) for p in par.read]
+            m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, a_par)]
+            m.d.sync += queued.eq(queued + take - ififo.r_en)
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
                          ofifo.w_data.eq(pp.o.payload), out.valid.eq(ofifo.r_rdy),
                          out.payload.eq(ofifo.r_data), ofifo.r_en.eq(out.ready)]
             m.d.sync += credits.eq(credits - (pp.i.valid & pp.i.ready) +
                                    (out.valid & out.ready))
-        else:
-            wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
+            return m
+
+        st_valid = Signal()
+        st_residual = Signal(data.ArrayLayout(signed(8), c.cols), reset_less=True)
+        st_use = Signal()
+        accept = Signal()
+        m.d.comb += [req.ready.eq(~st_valid | pp.i.ready), accept.eq(req.valid & req.ready)]
+        with m.If(accept):
+            m.d.sync += [st_valid.eq(1), st_residual.eq(req.payload.residual),
+                         st_use.eq(req.payload.use_residual)]
+        with m.Elif(pp.i.ready):
+            m.d.sync += st_valid.eq(0)
+        m.d.comb += [
+            rd.addr.eq(Mux(accept, req.payload.acc_addr, self.acc_rd.addr)),
+            rd.en.eq(accept | (self.acc_rd.en & ~st_valid)),
+        ]
+        for k in range(3):
+            m.d.comb += [par.read[k].addr.eq(req.payload.param_addr + k),
+                         par.read[k].en.eq(accept)]
+        m.d.comb += [row.residual.eq(st_residual), row.use_residual.eq(st_use),
+                     pp.i.valid.eq(st_valid), pp.i.payload.eq(row)]
+        wiring.connect(m, pp.o, wiring.flipped(self.pp_out))
         return m
