@@ -154,7 +154,8 @@ class ExecuteUnit(wiring.Component):
         cfg = self._config
         rows, cols = cfg.rows, cfg.cols
         lanes = min(rows, cols)
-        m.submodules.array = array = SystolicArray(rows, cols, registered_operands=cfg.slices)
+        m.submodules.array = array = SystolicArray(rows, cols, registered_operands=cfg.slices,
+                                                  data_reset=not cfg.slices)
         alat = array.LATENCY
 
         # -- job generator -------------------------------------------------------------------

@@ -62,6 +62,13 @@ class SystolicArray(wiring.Component):
         Columns of PEs: the length of an output row (output channels).
     registered_operands : bool
         Register the multiplier's operands (one cycle more latency).
+    data_reset : bool
+        Reset the data registers too (weights, inputs, products, partial sums). Without it
+        only the valid bits and switch tokens have a reset, so that no reset net reaches every
+        PE (for a fast clock). (The iCE40 configurations keep the resets: with the reset-less
+        array Yosys 0.70's ``synth_ice40 -dsp`` kept 2 of tiny's 8 ``SB_MAC16`` and 28 of its 30
+        block RAMs, i.e. dropped part of the array and the weight buffer, although the RTL
+        simulates exactly; with the resets it maps all of them.)
 
     Attributes
     ----------
@@ -89,13 +96,14 @@ class SystolicArray(wiring.Component):
         ``sum_r i_data[r] * W[r][c]`` for each column ``c``.
     """
 
-    def __init__(self, rows, cols, registered_operands=False):
+    def __init__(self, rows, cols, registered_operands=False, data_reset=True):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or value < 1:
                 raise TypeError(f"{name} must be a positive integer, not {value!r}")
         self._rows = rows
         self._cols = cols
         self._registered = bool(registered_operands)
+        self._data_reset = bool(data_reset)
         self.LATENCY = self.latency(rows, cols, registered_operands)
         super().__init__({
             "i_valid": In(1),
@@ -126,6 +134,7 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self._rows, self._cols
         pw = psum_width(rows)
+        quiet = not self._data_reset
 
         # Input skew: row r is delayed by r cycles, with its switch token.
         a_in = [[None] * cols for _ in range(rows)]
@@ -133,7 +142,7 @@ class SystolicArray(wiring.Component):
         for r in range(rows):
             a, sw = self.i_data[r], self.i_valid & self.i_switch
             for k in range(r):
-                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}", reset_less=True)
+                a_d = Signal(signed(8), name=f"skew_a_{r}_{k}", reset_less=quiet)
                 sw_d = Signal(name=f"skew_sw_{r}_{k}")
                 m.d.sync += [a_d.eq(a), sw_d.eq(sw)]
                 a, sw = a_d, sw_d
@@ -149,13 +158,13 @@ class SystolicArray(wiring.Component):
             wv = self.w_en
             m.d.comb += [w.row.eq(self.w_row), w.w.eq(self.w_data[c])]
             for k in range(c):
-                w_d = Signal(load, name=f"wskew_{c}_{k + 1}", reset_less=True)
+                w_d = Signal(load, name=f"wskew_{c}_{k + 1}", reset_less=quiet)
                 wv_d = Signal(name=f"wskew_valid_{c}_{k + 1}")
                 m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
                 w, wv = w_d, wv_d
             w_in[0][c], wv_in[0][c] = w, wv
             for r in range(1, rows):
-                w_d = Signal(load, name=f"wload_{r}_{c}", reset_less=True)
+                w_d = Signal(load, name=f"wload_{r}_{c}", reset_less=quiet)
                 wv_d = Signal(name=f"wload_valid_{r}_{c}")
                 m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
                 w, wv = w_in[r][c], wv_in[r][c] = w_d, wv_d
@@ -163,13 +172,13 @@ class SystolicArray(wiring.Component):
         psum_out = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
-                # (the data registers have no reset: only the valid bits and switch tokens
-                # need one, and a reset net to every PE would span the array)
-                w_act = Signal(signed(8), name=f"w_act_{r}_{c}", reset_less=True)
-                w_shadow = Signal(signed(8), name=f"w_shadow_{r}_{c}", reset_less=True)
+                # (without data_reset the data registers have no reset: only the valid bits
+                # and switch tokens need one, and a reset net to every PE spans the array)
+                w_act = Signal(signed(8), name=f"w_act_{r}_{c}", reset_less=quiet)
+                w_shadow = Signal(signed(8), name=f"w_shadow_{r}_{c}", reset_less=quiet)
                 w_use = Signal(signed(8), name=f"w_use_{r}_{c}")
-                prod = Signal(signed(16), name=f"prod_{r}_{c}", reset_less=True)
-                psum = Signal(signed(pw), name=f"psum_{r}_{c}", reset_less=True)
+                prod = Signal(signed(16), name=f"prod_{r}_{c}", reset_less=quiet)
+                psum = Signal(signed(pw), name=f"psum_{r}_{c}", reset_less=quiet)
                 with m.If(wv_in[r][c] & (w_in[r][c].row == r)):
                     m.d.sync += w_shadow.eq(w_in[r][c].w)
                 m.d.comb += w_use.eq(Mux(sw_in[r][c], w_shadow, w_act))
@@ -177,7 +186,7 @@ class SystolicArray(wiring.Component):
                 # its product is added to the partial sum from above in cycle t + r + c + 1
                 if self._registered:
                     # (the input's register is the one that passes it on: Yosys merges them)
-                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}", reset_less=True)
+                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}", reset_less=quiet)
                     m.d.sync += [a_op.eq(a_in[r][c]), prod.eq(a_op * w_act)]
                 else:
                     m.d.sync += prod.eq(a_in[r][c] * w_use)
@@ -188,7 +197,7 @@ class SystolicArray(wiring.Component):
                     m.d.sync += psum.eq(psum_out[r - 1][c] + prod)
                 psum_out[r][c] = psum
                 if c + 1 < cols:
-                    a_out = Signal(signed(8), name=f"a_{r}_{c + 1}", reset_less=True)
+                    a_out = Signal(signed(8), name=f"a_{r}_{c + 1}", reset_less=quiet)
                     sw_out = Signal(name=f"sw_{r}_{c + 1}")
                     m.d.sync += [a_out.eq(a_in[r][c]), sw_out.eq(sw_in[r][c])]
                     a_in[r][c + 1], sw_in[r][c + 1] = a_out, sw_out
@@ -197,7 +206,7 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             v = psum_out[rows - 1][c]
             for k in range(cols - 1 - c):
-                v_d = Signal(signed(pw), name=f"deskew_{c}_{k}", reset_less=True)
+                v_d = Signal(signed(pw), name=f"deskew_{c}_{k}", reset_less=quiet)
                 m.d.sync += v_d.eq(v)
                 v = v_d
             m.d.comb += self.o_data[c].eq(v)

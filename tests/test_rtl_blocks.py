@@ -78,7 +78,7 @@ async def stream_get(ctx, stream, count, rng=None, p_stall=0.0):
                                                     (1, 1, True), (4, 3, True), (2, 6, True)])
 def test_systolic_back_to_back_tiles(rows, cols, registered):
     rng = np.random.default_rng(rows * 10 + cols)
-    dut = SystolicArray(rows, cols, registered_operands=registered)
+    dut = SystolicArray(rows, cols, registered_operands=registered, data_reset=not registered)
     lat = dut.LATENCY
     # Tiles of different lengths, each at least ``rows`` vectors (shorter than ``cols`` too):
     # the next tile's weight rows are entered while the current one streams, each at a random
