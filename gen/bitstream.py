@@ -138,11 +138,14 @@ def parse_report(report, family, target_mhz, cells=None):
     path = []
     paths = report.get("critical_paths", [])
     if paths:
-        worst = None
-        for p in paths:
-            clock = p.get("from") or ""
-            if worst is None or any(not v["met"] and c in str(clock) for c, v in fmax.items()):
-                worst = p
+        def within(p, clock):
+            # a register-to-register path of ``clock`` (nextpnr: "posedge $glbnet$clk"; the
+            # paths to and from "<async>" ports are not the clock's)
+            ends = [str(p.get(k) or "").split()[-1:] for k in ("from", "to")]
+            return all(e and clock in (e[0], "$glbnet$" + e[0]) for e in ends)
+        order = [c for c, v in fmax.items() if not v["met"]]
+        order += sorted(fmax, key=lambda c: fmax[c]["achieved_mhz"])
+        worst = next((p for c in order for p in paths if within(p, c)), paths[0])
         for step in worst.get("path", []):
             src = step.get("from", {})
             dst = step.get("to", {})
