@@ -3,9 +3,9 @@
 Usage: ``.venv/bin/python benchmarks/logic_depth.py [--json top.json | --placed placed.json |
 --config small] [--paths 20] [--to NAME]``.
 
-nextpnr reports a critical path only after routing (the 85F build places in about 25 minutes
-and routes for longer); this ranks the paths of the synthesised netlist with a fixed delay per
-cell instead, so that a change to the RTL can be judged after synthesis alone. ``--json``
+nextpnr reports a critical path only after routing (the small 85F build places and routes in
+about 20 minutes on two cores); this ranks the paths of the synthesised netlist with a fixed
+delay per cell instead, so that a change to the RTL can be judged after synthesis alone. ``--json``
 reads a netlist (``top.json`` of a build directory, e.g. the ``.partial`` one a failed or
 interrupted ``npugen bitstream`` leaves); otherwise the board top of ``--board`` and
 ``--config`` is synthesised as the bitstream flow does it (about 6 minutes for small).

@@ -402,7 +402,8 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                     pinned = pin_array_dsps(work / "top.json", config.rows, config.cols)
                     log(f"      the array's {config.rows * config.cols} multipliers " +
                         (f"pinned to DSP sites in {len(ECP5_85F_DSP_SITES)} bands" if pinned
-                         else "left to the placer (they do not fit the band layout)"))
+                         else "left to the placer (the bands do not hold them, or their "
+                         "cells could not be told apart by name)"))
             if rc != 0:
                 text = logfile.read_text(errors="replace")
                 if tool.startswith("yosys"):

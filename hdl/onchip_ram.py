@@ -179,9 +179,9 @@ class OnChipRam(wiring.Component):
         m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane, 8))
         # (sliced: a host request is registered first and performed from the register, so the
         # bridge's state logic does not reach the memories' address and enables)
-        hq = Signal(data.StructLayout({"valid": 1, "we": 1, "addr": len(host.addr),
-                                       "wdata": 8}))
         if self._sliced:
+            hq = Signal(data.StructLayout({"valid": 1, "we": 1, "addr": len(host.addr),
+                                           "wdata": 8}))
             m.d.comb += host.ready.eq(~hq.valid)
             with m.If(host.valid & ~hq.valid):
                 m.d.sync += [hq.valid.eq(1), hq.we.eq(host.we), hq.addr.eq(host.addr),
