@@ -175,9 +175,10 @@ class NpuSystem(wiring.Component):
 # ---- clocks ------------------------------------------------------------------------------------
 
 
-def ecp5_pll_params(f_in, f_out):
+def ecp5_pll_params(f_in, f_out, at_most=False):
     """EHXPLLL dividers for ``f_out`` from ``f_in`` (Hz): ``(clki_div, clkfb_div, clkop_div,
-    f_actual)``, the closest with the PFD at 3.125..400 MHz and the VCO at 400..800 MHz."""
+    f_actual)``, the closest with the PFD at 3.125..400 MHz, the VCO at 400..800 MHz and the
+    output at 3.125..400 MHz (with ``at_most``, the closest not above ``f_out``)."""
     best = None
     for clki in range(1, 129):
         pfd = f_in / clki
@@ -185,6 +186,8 @@ def ecp5_pll_params(f_in, f_out):
             continue
         for fb in range(1, 81):
             fout = pfd * fb
+            if not 3.125e6 <= fout <= 400e6 or (at_most and fout > f_out + 1):
+                continue
             for op in range(1, 129):
                 vco = fout * op
                 if 400e6 <= vco <= 800e6:
@@ -196,9 +199,10 @@ def ecp5_pll_params(f_in, f_out):
     return best[1:]
 
 
-def ice40_pll_params(f_in, f_out):
+def ice40_pll_params(f_in, f_out, at_most=False):
     """SB_PLL40 dividers for ``f_out`` from ``f_in`` (Hz): ``(divr, divf, divq, filter_range,
-    f_actual)``, the closest with the PFD at 10..133 MHz and the VCO at 533..1066 MHz."""
+    f_actual)``, the closest with the PFD at 10..133 MHz, the VCO at 533..1066 MHz and the
+    output at 16..275 MHz (with ``at_most``, the closest not above ``f_out``)."""
     best = None
     for divr in range(16):
         pfd = f_in / (divr + 1)
@@ -210,6 +214,8 @@ def ice40_pll_params(f_in, f_out):
                 continue
             for divq in range(1, 7):
                 fout = vco / (1 << divq)
+                if not 16e6 <= fout <= 275e6 or (at_most and fout > f_out + 1):
+                    continue
                 err = abs(fout - f_out)
                 if best is None or err < best[0]:
                     rng = next(i for i, hi in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, 133e6),
@@ -223,10 +229,10 @@ def ice40_pll_params(f_in, f_out):
 class BoardTop(Elaboratable):
     """:class:`NpuSystem` on a board's platform (:data:`BOARDS`).
 
-    The ``sync`` domain runs at the configuration's ``target.clock_mhz``: the board clock through
-    an EHXPLLL (ECP5) or SB_PLL40_PAD (iCE40) when they differ, with reset held until the PLL
-    locks and for 16 cycles after. The UART runs at ``baud``; the LEDs show busy, done and error
-    (iCEBreaker, two LEDs: green = busy or done, red = error).
+    The ``sync`` domain runs at the configuration's ``target.clock_mhz`` (or ``clock_mhz``): the
+    board clock through an EHXPLLL (ECP5) or SB_PLL40_PAD (iCE40) when they differ, with reset
+    held until the PLL locks and for 16 cycles after. The UART runs at ``baud``; the LEDs show
+    busy, done and error (iCEBreaker, two LEDs: green = busy or done, red = error).
 
     Parameters
     ----------
@@ -234,9 +240,13 @@ class BoardTop(Elaboratable):
     board : Board
     baud : int
         UART baud rate.
+    clock_mhz : float or None
+        The NPU clock, if not the configuration's ``target.clock_mhz``: the same design (the
+        configuration decides its pipeline registers) clocked slower or faster, e.g. at the
+        Fmax a build achieved, so that the bitstream runs within its timing.
     """
 
-    def __init__(self, config, board, baud=1_000_000):
+    def __init__(self, config, board, baud=1_000_000, clock_mhz=None):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         if not isinstance(board, Board):
@@ -244,8 +254,30 @@ class BoardTop(Elaboratable):
         self._config = config
         self._board = board
         self._baud = baud
-        self._clk_hz = config.clock_mhz * 1e6
+        if clock_mhz is None:
+            clock_mhz = config.clock_mhz
+        # The PLL's setting: the closest frequency not above the one asked for (the build's
+        # timing target is what the PLL makes), within 5% of it.
+        want = clock_mhz * 1e6
+        self._f_in = f_in = board.make_platform().default_clk_frequency
+        self._pll = None
+        if abs(f_in - want) >= 1:
+            pll = ecp5_pll_params if board.device.startswith("ecp5") else ice40_pll_params
+            try:
+                self._pll = pll(f_in, want, at_most=True)
+            except ValueError:
+                pass
+            if self._pll is None or self._pll[-1] < 0.95 * want:
+                raise ValueError(f"the {board.device} PLL cannot make {clock_mhz:g} MHz from "
+                                 f"the board's {f_in / 1e6:g} MHz")
+        self._clk_hz = self._pll[-1] if self._pll else f_in
         self._divisor = divisor_for(self._clk_hz, baud)
+
+    @property
+    def clock_mhz(self):
+        """The NPU clock in MHz: what the PLL makes (the closest to the frequency asked for,
+        not above it), the build's timing target."""
+        return round(self._clk_hz / 1e6, 4)
 
     @property
     def divisor(self):
@@ -258,17 +290,17 @@ class BoardTop(Elaboratable):
         clk = Signal(name="npu_clk")
         locked = Signal(name="pll_locked")
         m.d.comb += ClockSignal("sync").eq(clk)
-        if abs(f_in - self._clk_hz) < 1:
+        if self._pll is None:
             m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
             m.d.comb += [clk.eq(buf.i), locked.eq(1)]
             return locked
         if getattr(platform, "family", None) == "ecp5":
             m.submodules.clk_buf = buf = io.Buffer("i", clk_port)
-            clki, fb, op, _ = ecp5_pll_params(f_in, self._clk_hz)
+            clki, fb, op, _ = self._pll
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 a_FREQUENCY_PIN_CLKI=f"{f_in / 1e6:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{self._clk_hz / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{self.clock_mhz:g}",
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
                 p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
@@ -278,7 +310,7 @@ class BoardTop(Elaboratable):
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1,
                 i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
         else:
-            divr, divf, divq, rng, _ = ice40_pll_params(f_in, self._clk_hz)
+            divr, divf, divq, rng, _ = self._pll
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=divr, p_DIVF=divf, p_DIVQ=divq,

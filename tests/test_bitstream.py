@@ -100,6 +100,10 @@ def test_ice40_pll_settings():
      "config 'default' is for target.device = 'none'; board ulx3s-85f has an ecp5-85f"),
     (["--board", "icebreaker", "--baud", "9000000"],
      "icebreaker: 9000000 baud at 24 MHz is 2.67 clocks per bit: at least 4 are needed"),
+    (["--board", "ulx3s-85f", "--clock-mhz", "2"],
+     "ulx3s-85f: the ecp5-85f PLL cannot make 2 MHz from the board's 25 MHz"),
+    (["--board", "icebreaker", "--clock-mhz", "500"],
+     "icebreaker: the ice40-up5k PLL cannot make 500 MHz from the board's 12 MHz"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -230,3 +234,26 @@ def test_build_plan_of_every_board(board, config):
         site = {"ulx3s-85f": "L4", "orangecrab-85f": "N17"}[board]
         assert f'LOCATE COMP "uart_0__tx__io" SITE "{site}"' in lpf
     assert top.divisor == round(cfg.clock_mhz * 1e6 / 1_000_000)
+
+
+@pytest.mark.parametrize("board,mhz,actual", [("ulx3s-85f", 50, 50), ("ulx3s-85f", 48, 46.875),
+                                              ("icebreaker", 18, 18)])
+def test_build_plan_at_another_clock(board, mhz, actual):
+    """``--clock-mhz``: the same design with the PLL at the closest frequency not above the one
+    asked for, which is the timing target (nextpnr derives it from the PLL's dividers) and sets
+    the UART divisor."""
+    plan, b, cfg, top = build_plan(board, "tiny" if board == "icebreaker" else "small",
+                                   clock_mhz=mhz)
+    assert top.clock_mhz == actual != cfg.clock_mhz
+    assert top.divisor == round(actual * 1e6 / 1_000_000)
+    il = plan.files["top.il"]
+    f_in = b.make_platform().default_clk_frequency
+    if b.device == "ice40-up5k":
+        divr, divf, divq, _, f = ice40_pll_params(f_in, actual * 1e6)
+        assert f"parameter \\DIVF {divf}" in il and f"parameter \\DIVQ {divq}" in il
+        assert f_in / (divr + 1) * (divf + 1) / 2 ** divq == pytest.approx(actual * 1e6)
+    else:
+        clki, fb, op, f = ecp5_pll_params(f_in, actual * 1e6)
+        assert f'attribute \\FREQUENCY_PIN_CLKOP "{actual:g}"' in il
+        assert f"parameter \\CLKOP_DIV {op}" in il and f"parameter \\CLKFB_DIV {fb}" in il
+        assert f_in / clki * fb == pytest.approx(actual * 1e6)
