@@ -6,6 +6,7 @@ when the configuration's clock differs from the board's), a power-on reset, the 
 three LEDs. :data:`BOARDS` lists the boards.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 from amaranth.build import Attrs, Pins, Resource, Subsignal
@@ -263,10 +264,8 @@ class BoardTop(Elaboratable):
         self._pll = None
         if abs(f_in - want) >= 1:
             pll = ecp5_pll_params if board.device.startswith("ecp5") else ice40_pll_params
-            try:
+            with contextlib.suppress(ValueError):
                 self._pll = pll(f_in, want, at_most=True)
-            except ValueError:
-                pass
             if self._pll is None or self._pll[-1] < 0.95 * want:
                 raise ValueError(f"the {board.device} PLL cannot make {clock_mhz:g} MHz from "
                                  f"the board's {f_in / 1e6:g} MHz")
