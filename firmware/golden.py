@@ -176,8 +176,9 @@ class GoldenNpu:
             raise NpuError(ErrorCode.BAD_PROGRAM, None,
                            f"PROG_BASE {prog_base:#x} must be {CMD_BYTES}-byte aligned and "
                            f"PROG_LEN {prog_len} positive")
-        capacity = {Queue.LOAD: c.load_depth + 1, Queue.EXECUTE: c.execute_depth + 1,
-                    Queue.STORE: c.store_depth + 1}
+        # (a queue's depth counts the command its unit runs or waits to run)
+        capacity = {Queue.LOAD: c.load_depth, Queue.EXECUTE: c.execute_depth,
+                    Queue.STORE: c.store_depth}
         queues = {q: deque() for q in Queue}
         tokens = dict.fromkeys(TOKEN_CHANNELS, 0)
         self._pp_static = None   # SETPP state as seen by the dispatcher, for static checks

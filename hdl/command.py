@@ -58,9 +58,10 @@ class CommandProcessor(wiring.Component):
       for COMPUTE); the first failing
       check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
       here: FETCH_STALL); END stops decoding.
-    - *Units*: each takes the head of its queue into a register, waits until its pop tokens are
-      available and its push channels have room (``token_depth``), starts it, and pushes its
-      tokens when it completes. LOAD and STORE run one command at a time; EXECUTE issues
+    - *Units*: each reads the head of its queue in place (the FIFO's output register; a queue's
+      depth counts the command its unit runs), waits until its pop tokens are available and its
+      push channels have room (``token_depth``), starts it, and pushes its tokens and removes
+      it from the queue when it completes (EXECUTE: when it is issued). LOAD and STORE run one command at a time; EXECUTE issues
       commands back to back into the execute unit, reserving room for their pushes, and pushes
       as they complete (in order). SETPP completes as it starts: it sets :attr:`pp_config` and
       :attr:`pp_param`. While LOAD writes the accumulator, EXECUTE issues nothing.
@@ -597,17 +598,16 @@ class CommandProcessor(wiring.Component):
         for i in range(4):
             m.d.sync += tok[i].eq(tok[i] + inc[i] - dec[i])
 
-        def take(q, held, hold):
+        def head(q):
+            """A unit's command: its queue's head, read in place (the FIFO's output register
+            holds it until the unit pops it); whether there is one."""
             f = queues[q]
-            with m.If(~held & f.r_rdy):
-                m.d.comb += f.r_en.eq(1)
-                m.d.sync += [held.eq(1), hold.eq(f.r_data)]
+            return f.r_rdy, data.View(QUEUE_ENTRY, f.r_data)
 
         # ---- LOAD unit ---------------------------------------------------------------------
-        l_held, l_active = Signal(), Signal()
-        l_e = Signal(QUEUE_ENTRY, reset_less=True)     # (the held flags say what they hold)
+        l_active = Signal()
+        l_held, l_e = head(isa.Queue.LOAD)
         lh = l_e.cmd.header
-        take(isa.Queue.LOAD, l_held, l_e)
         l_ready = Signal()
         m.d.comb += l_ready.eq((~lh.pop_next | (tok[1] != 0)) & (~lh.push_next | (tok[0] != D)))
         m.d.comb += [self.load_cmd.valid.eq(l_held & ~l_active & l_ready),
@@ -616,8 +616,8 @@ class CommandProcessor(wiring.Component):
             m.d.sync += l_active.eq(1)
             m.d.comb += dec[1].eq(lh.pop_next)
         with m.If(self.load_done):
-            m.d.sync += [l_active.eq(0), l_held.eq(0)]
-            m.d.comb += inc[0].eq(lh.push_next)
+            m.d.sync += l_active.eq(0)
+            m.d.comb += [inc[0].eq(lh.push_next), queues[isa.Queue.LOAD].r_en.eq(1)]
         m.d.comb += [
             self.load_to_acc.eq(l_held & l_active &
                                 (Value.cast(l_e.cmd.load.target) == isa.Buffer.ACC)),
@@ -627,10 +627,8 @@ class CommandProcessor(wiring.Component):
         raised.append((self.load_err & l_active, E.BUS_ERROR, l_e.index, self.load_err_addr))
 
         # ---- EXECUTE unit ------------------------------------------------------------------
-        e_held = Signal()
-        e_e = Signal(QUEUE_ENTRY, reset_less=True)
+        e_held, e_e = head(isa.Queue.EXECUTE)
         eh = e_e.cmd.header
-        take(isa.Queue.EXECUTE, e_held, e_e)
         infl = fifo.SyncFIFOBuffered(width=_INFLIGHT.size, depth=8)
         m.submodules.exec_inflight = infl
         pend = [Signal(range(D + 9), name="pend_exec_load"),
@@ -648,8 +646,8 @@ class CommandProcessor(wiring.Component):
         m.d.comb += [ientry.push_prev.eq(eh.push_prev), ientry.push_next.eq(eh.push_next),
                      ientry.index.eq(e_e.index), infl.w_data.eq(ientry), infl.w_en.eq(issue)]
         with m.If(issue):
-            m.d.sync += e_held.eq(0)
-            m.d.comb += [dec[0].eq(eh.pop_prev), dec[3].eq(eh.pop_next)]
+            m.d.comb += [dec[0].eq(eh.pop_prev), dec[3].eq(eh.pop_next),
+                         queues[isa.Queue.EXECUTE].r_en.eq(1)]
         ihead = Signal(_INFLIGHT)
         m.d.comb += ihead.eq(infl.r_data)
         with m.If(self.exec_done):
@@ -662,14 +660,13 @@ class CommandProcessor(wiring.Component):
         m.d.comb += e_quiet.eq(~infl.r_rdy & (infl.level == 0))
         m.d.comb += [
             self.exec_wait.eq(e_held & ~e_ready & ~self.load_to_acc),
-            self.exec_starved.eq(~e_held & (queues[isa.Queue.EXECUTE].level == 0) & e_quiet),
+            self.exec_starved.eq(~e_held & e_quiet),
         ]
 
         # ---- STORE unit --------------------------------------------------------------------
-        s_held, s_active = Signal(), Signal()
-        s_e = Signal(QUEUE_ENTRY, reset_less=True)
+        s_active = Signal()
+        s_held, s_e = head(isa.Queue.STORE)
         sh = s_e.cmd.header
-        take(isa.Queue.STORE, s_held, s_e)
         s_ready = Signal()
         m.d.comb += s_ready.eq((~sh.pop_prev | (tok[2] != 0)) & (~sh.push_prev | (tok[3] != D)))
         pp = Signal(isa.SETPP)
@@ -690,8 +687,8 @@ class CommandProcessor(wiring.Component):
         with m.If(self.store_done & s_active):
             m.d.comb += s_complete.eq(1)
         with m.If(s_complete):
-            m.d.sync += [s_held.eq(0), s_active.eq(0)]
-            m.d.comb += inc[3].eq(sh.push_prev)
+            m.d.sync += s_active.eq(0)
+            m.d.comb += [inc[3].eq(sh.push_prev), queues[isa.Queue.STORE].r_en.eq(1)]
         m.d.comb += [self.store_wait.eq(s_held & ~s_active & ~s_ready),
                      self.store_active.eq(s_active)]
         raised.append((self.store_err & s_active, E.BUS_ERROR, s_e.index, self.store_err_addr))
@@ -707,9 +704,9 @@ class CommandProcessor(wiring.Component):
             l_blocked.eq(l_held & ~l_active & ~l_ready),
             e_blocked.eq(e_held & ~e_ready & e_quiet & ~self.load_to_acc),
             s_blocked.eq(s_held & ~s_active & ~s_ready),
-            l_idle.eq(~l_held & (queues[isa.Queue.LOAD].level == 0)),
-            e_idle.eq(~e_held & (queues[isa.Queue.EXECUTE].level == 0) & e_quiet),
-            s_idle.eq(~s_held & (queues[isa.Queue.STORE].level == 0)),
+            l_idle.eq(~l_held),
+            e_idle.eq(~e_held & e_quiet),
+            s_idle.eq(~s_held),
         ]
         quiet = Signal()
         m.d.comb += quiet.eq(dec_stuck & (l_blocked | l_idle) & (e_blocked | e_idle) &

@@ -608,7 +608,8 @@ completely before dispatching it: opcode, reserved bits and field ranges, buffer
 memory window of every byte the command will touch. A command that fails a check stops the NPU with
 the matching error code and its index in ERR_INDEX; no later command is dispatched. Checked
 commands go to their queue (LOAD: LOAD; EXECUTE: COMPUTE, POOL; STORE: STORE, SETPP). A full queue
-stalls the fetch. A queue holds `<queue>_depth` waiting commands plus the one its unit holds.
+stalls the fetch. A queue holds `<queue>_depth` commands, the one its unit runs or waits to run
+included (the unit reads its queue's head in place and removes it when the command completes).
 
 A unit takes the head of its queue, waits until every token it pops is available and every channel
 it pushes to has room (`token_depth` tokens), executes the command, then pushes its tokens. Four

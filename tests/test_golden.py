@@ -167,14 +167,14 @@ def test_token_channel_full_is_a_deadlock():
 def test_full_queue_stalls_fetch_into_deadlock():
     # More LOADs waiting for EXECUTE than the LOAD queue holds, the releasing COMPUTE behind them:
     # the fetch can never reach it.
-    waiting = [load(pop_next=1) for _ in range(CFG.load_depth + 2)]
+    waiting = [load(pop_next=1) for _ in range(CFG.load_depth + 1)]
     _, r = run(waiting + [(Opcode.COMPUTE, dict(push_prev=1))])
     expect(r, ErrorCode.TOKEN_DEADLOCK, 0, "fetch stalled")
 
 
-def test_queue_holds_depth_plus_one():
-    # Exactly load_depth + 1 waiting LOADs fit (the queue and the unit's register): no deadlock.
-    n = CFG.load_depth + 1
+def test_queue_holds_depth():
+    # Exactly load_depth waiting LOADs fit (the one the unit waits to run included): no deadlock.
+    n = CFG.load_depth
     _, r = run([load(pop_next=1) for _ in range(n)] +
                [(Opcode.COMPUTE, dict(push_prev=1)) for _ in range(n)])
     assert r.ok, r.message
