@@ -64,7 +64,8 @@ class CommandProcessor(wiring.Component):
       it from the queue when it completes (EXECUTE: when it is issued). LOAD and STORE run
       one command at a time; EXECUTE issues commands back to back into the execute unit,
       reserving room for their pushes, and pushes as they complete (in order). SETPP
-      completes as it starts: it sets :attr:`pp_config` and :attr:`pp_param`. While LOAD writes the accumulator, EXECUTE issues nothing.
+      completes as it starts: it sets :attr:`pp_config` and :attr:`pp_param`. While LOAD
+      writes the accumulator, EXECUTE issues nothing.
     - *End*: after END, when every queue and unit is empty, :attr:`done` rises. If every unit
       is idle or blocked on tokens (at least one blocked) and the decoder cannot dispatch or has
       seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
