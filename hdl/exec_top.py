@@ -103,7 +103,8 @@ class ExecTop(wiring.Component):
                                                    c.weight_banks)
         m.submodules.acc_buf = acc = Scratchpad(c.acc_depth, c.cols, signed(32), c.acc_banks,
                                                 read_ports=2, transparent=True,
-                                                write_register=c.slices)
+                                                write_register=c.slices,
+                                                read_registers=(0,) if c.slices else ())
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
         m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,

@@ -90,14 +90,16 @@ class ExecuteUnit(wiring.Component):
     - the *accumulator update* reads the ACC row (transparent read port) and writes back
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
-      For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read is registered and
-      written back a cycle later, the row being written forwarded to the one read before it;
+      For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read takes two cycles
+      (registered at the block RAMs) and is registered again before the update, which is
+      written back a cycle later; the two rows written after a read of the same row are
+      forwarded to it;
       commands wait in a FIFO of two, and jobs in another between the generator and the loader;
       a POOL's input rows are registered before its reducer; the array's multipliers take
       their operands from registers.
 
     Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` (one more for a fast
-    clock) + accumulator update 1 (2 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
+    clock) + accumulator update 1 (3 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
     is written ``LATENCY`` cycles after its input read.
 
     Parameters
@@ -120,7 +122,8 @@ class ExecuteUnit(wiring.Component):
     weight_rd : Out(read_signature(weight_depth, cols, signed(8)))
         WEIGHT read port.
     acc_rd : Out(read_signature(acc_depth, cols, signed(32)))
-        ACC read port for the read-modify-write; must be transparent for ``acc_wr``.
+        ACC read port for the read-modify-write; must be transparent for ``acc_wr``, and for
+        a fast clock take two cycles (``Scratchpad`` ``read_registers``).
     acc_wr : Out(write_signature(acc_depth, cols, signed(32)))
         ACC write port.
     """
@@ -133,7 +136,7 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + c.slices
+        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + 2 * c.slices
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -429,6 +432,7 @@ class ExecuteUnit(wiring.Component):
         ]
         t = tag
         for k in range(1 + alat):
+            t_prev = t
             t_d = Signal(tag_layout, name=f"tag_d{k + 1}")
             m.d.sync += t_d.eq(t)
             t = t_d
@@ -487,9 +491,17 @@ class ExecuteUnit(wiring.Component):
             r_op.eq(Mux(pr_valid, pr_op, a_tail.op)),
             r_addr.eq(Mux(pr_valid, pr_addr, a_tail.addr)),
             r_data.eq(Mux(pr_valid, pr_data, array.o_data)),
-            self.acc_rd.addr.eq(r_addr),
             self.acc_rd.en.eq(1),
         ]
+        if cfg.slices:
+            # For a fast clock the read address is a register of its own (the same value, formed
+            # a cycle ahead from the stages before `r`), so the block RAMs' address comes from a
+            # flip-flop, not from the choice between the array's and the pool's rows.
+            rd_addr = Signal(range(cfg.acc_depth), name="acc_rd_addr")
+            m.d.sync += rd_addr.eq(Mux(pin.valid & pin.last, pin.addr, t_prev.addr))
+            m.d.comb += self.acc_rd.addr.eq(rd_addr)
+        else:
+            m.d.comb += self.acc_rd.addr.eq(r_addr)
         s_valid = Signal()
         s_done = Signal()
         s_op = Signal(AccOp)
@@ -498,21 +510,32 @@ class ExecuteUnit(wiring.Component):
         m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr),
                      s_data.eq(r_data)]
         if cfg.slices:
-            # For a fast clock the old row is registered before the update (the block RAM's
-            # output goes to a register, not through the adders into its own input): the
-            # write happens a stage later, at `t`, and a row read in the cycle before it was
-            # written (the row at `s`, same address) takes the row being written instead.
-            t_valid = Signal()
-            t_done = Signal()
-            t_op = Signal(AccOp)
-            t_addr = Signal(range(cfg.acc_depth))
-            t_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
+            # For a fast clock the ACC read takes two cycles (``acc_rd`` is registered at the
+            # block RAMs' outputs) and the old row is registered before the update: the row
+            # read at `r` arrives at `u`, is registered into `t_old` and written at `t`. The
+            # read sees every write up to its own cycle; the two written after it (at `u` by
+            # the row then at `t`, at `s` by the one before) are forwarded, the newer first,
+            # with their address matches registered a cycle ahead.
+            def stage(name, valid, done, op, addr, dat):
+                regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_done"),
+                        Signal(AccOp, name=f"{name}_op"),
+                        Signal(range(cfg.acc_depth), name=f"{name}_addr"),
+                        Signal(data.ArrayLayout(signed(32), cols), name=f"{name}_data",
+                               reset_less=True))
+                m.d.sync += [r.eq(v) for r, v in zip(regs, (valid, done, op, addr, dat))]
+                return regs
+            u_valid, u_done, u_op, u_addr, u_data = stage("u", s_valid, s_done, s_op, s_addr,
+                                                          s_data)
+            t_valid, t_done, t_op, t_addr, t_data = stage("t", u_valid, u_done, u_op, u_addr,
+                                                          u_data)
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
-            fwd = Signal()
-            m.d.comb += fwd.eq(t_valid & (t_addr == s_addr))
-            m.d.sync += [t_valid.eq(s_valid), t_done.eq(s_done), t_op.eq(s_op),
-                         t_addr.eq(s_addr), t_data.eq(s_data),
-                         t_old.eq(Mux(fwd, self.acc_wr.data, self.acc_rd.data))]
+            prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at s
+            fwd_new, fwd_prev = Signal(), Signal()
+            m.d.sync += [fwd_new.eq(u_valid & (u_addr == s_addr)),
+                         fwd_prev.eq(t_valid & (t_addr == s_addr)),
+                         prev.eq(self.acc_wr.data),
+                         t_old.eq(Mux(fwd_new, self.acc_wr.data,
+                                      Mux(fwd_prev, prev, self.acc_rd.data)))]
             w_valid, w_done, w_op, w_addr, w_new, w_old = (t_valid, t_done, t_op, t_addr,
                                                            t_data, t_old)
         else:
@@ -537,7 +560,7 @@ class ExecuteUnit(wiring.Component):
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |
-                                 t_valid)
+                                 t_valid | (u_valid if cfg.slices else 0))
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)
         return m

@@ -52,6 +52,12 @@ class Scratchpad(wiring.Component):
     in the cycle of a write to its row takes the written lanes from a bypass register (the
     memories' transparency covers the write of the cycle before).
 
+    A read port listed in ``read_registers`` (for a fast clock) takes two cycles: each bank's
+    output goes into a register first (beside its block RAM), and the bank selection and the
+    bypass come after it, so no logic and no other block's control sits between a block RAM and
+    a flip-flop. ``data`` is then the row at the ``addr`` of two cycles before, with every write
+    up to the cycle of the read (as with one cycle: writes after it are not seen).
+
     Parameters
     ----------
     depth : int
@@ -68,6 +74,8 @@ class Scratchpad(wiring.Component):
         Read ports are transparent for the write port.
     write_register : bool
         Register the write port in front of the memories (requires ``transparent``).
+    read_registers : tuple of int
+        The read ports whose data is registered at the memories' outputs (two-cycle reads).
 
     Members
     -------
@@ -80,7 +88,7 @@ class Scratchpad(wiring.Component):
     LATENCY = 1
 
     def __init__(self, depth, lanes, lane_shape, banks=1, read_ports=1, transparent=False,
-                 write_register=False):
+                 write_register=False, read_registers=()):
         for name, value in (("depth", depth), ("lanes", lanes), ("banks", banks),
                             ("read_ports", read_ports)):
             if not isinstance(value, int) or value < 1:
@@ -99,6 +107,10 @@ class Scratchpad(wiring.Component):
         self._write_register = bool(write_register)
         if write_register and not transparent:
             raise ValueError("write_register needs transparent read ports")
+        if not set(read_registers) <= set(range(read_ports)):
+            raise ValueError(f"read_registers {read_registers!r} must be ports of "
+                             f"0 .. {read_ports - 1}")
+        self._read_registers = frozenset(read_registers)
         super().__init__({
             "write": In(write_signature(depth, lanes, lane_shape)),
             "read": In(read_signature(depth, lanes, lane_shape)).array(read_ports),
@@ -115,6 +127,10 @@ class Scratchpad(wiring.Component):
     @property
     def banks(self):
         return self._banks
+
+    def read_latency(self, port):
+        """Cycles from ``addr`` to ``data`` on read port ``port``: 1, or 2 if registered."""
+        return 2 if port in self._read_registers else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -150,6 +166,17 @@ class Scratchpad(wiring.Component):
             sel = Signal(range(self._banks), name=f"read{p}_bank")
             with m.If(self.read[p].en):
                 m.d.sync += sel.eq(split(self.read[p].addr)[1])
+            if p in self._read_registers:
+                # the selection and the bypass follow the data through its register
+                sel_d = Signal.like(sel, name=f"read{p}_bank_d")
+                m.d.sync += sel_d.eq(sel)
+                sel = sel_d
+                if bypass:
+                    hit, row = bypass[p]
+                    hit_d = Signal.like(hit, name=f"read{p}_bypass_lanes_d")
+                    row_d = Signal.like(row, name=f"read{p}_bypass_row_d")
+                    m.d.sync += [hit_d.eq(hit), row_d.eq(row)]
+                    bypass[p] = (hit_d, row_d)
             selects.append(sel)
 
         for b in range(self._banks):
@@ -167,12 +194,16 @@ class Scratchpad(wiring.Component):
                                    transparent_for=(wp,) if self._transparent else ())
                 local, bank = split(self.read[p].addr)
                 m.d.comb += [rp.addr.eq(local), rp.en.eq(self.read[p].en)]
+                out = rp.data
+                if p in self._read_registers:
+                    out = Signal.like(rp.data, name=f"bank{b}_read{p}_data", reset_less=True)
+                    m.d.sync += out.eq(rp.data)
                 with m.If(_is(selects[p], b, bank_bits)):
                     if bypass:
                         hit, row = bypass[p]
-                        lanes = data.ArrayLayout(self._lane_shape, self._lanes)(rp.data)
+                        lanes = data.ArrayLayout(self._lane_shape, self._lanes)(out)
                         m.d.comb += [self.read[p].data[k].eq(Mux(hit[k], row[k], lanes[k]))
                                      for k in range(self._lanes)]
                     else:
-                        m.d.comb += self.read[p].data.as_value().eq(rp.data)
+                        m.d.comb += self.read[p].data.as_value().eq(out)
         return m

@@ -135,18 +135,23 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
 # -- scratchpad -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("banks, transparent, write_register",
-                         [(1, False, False), (2, True, False), (4, False, False),
-                          (1, True, True), (2, True, True)])
-def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register):
+@pytest.mark.parametrize("banks, transparent, write_register, read_registers",
+                         [(1, False, False, ()), (2, True, False, ()), (4, False, False, ()),
+                          (1, True, True, ()), (2, True, True, ()), (2, True, True, (0,)),
+                          (1, False, False, (0, 1))])
+def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, read_registers):
     """Random masked writes and reads (one of the rows being written), against a model; a
-    registered write port (a fast clock's) behaves as the plain transparent one."""
-    rng = np.random.default_rng(banks + 10 * write_register)
+    registered write port (a fast clock's) behaves as the plain transparent one, and a
+    registered read port as the others a cycle later."""
+    rng = np.random.default_rng(banks + 10 * write_register + 100 * len(read_registers))
     depth, lanes = 32, 3
     dut = Scratchpad(depth, lanes, signed(32), banks, read_ports=2, transparent=transparent,
-                     write_register=write_register)
+                     write_register=write_register, read_registers=read_registers)
+    assert [dut.read_latency(p) for p in range(2)] == [1 + (p in read_registers)
+                                                       for p in range(2)]
     model = np.zeros((depth, lanes), dtype=np.int64)
     expect = [None, None]
+    history = [[], []]      # expect after each step: a port of latency L shows it L - 1 later
 
     async def tb(ctx):
         for step in range(300):
@@ -171,10 +176,13 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register):
             for p in range(2):       # (the data holds while en is low)
                 if ren[p]:
                     expect[p] = list((model if transparent else before)[raddr[p]])
+                history[p].append(expect[p])
             await ctx.tick()
             for p in range(2):
-                got = [int(v) for v in ctx.get(dut.read[p].data)]
-                assert got == expect[p], (step, p)
+                lag = dut.read_latency(p) - 1
+                if step >= lag:
+                    got = [int(v) for v in ctx.get(dut.read[p].data)]
+                    assert got == history[p][step - lag], (step, p)
 
     run_sim(dut, tb)
 
@@ -515,8 +523,9 @@ def test_execute_consecutive_commands_overlap(fast):
     assert out["mac"] == vectors == 36
     # first vector in to last ACC write: the vectors, then the array's latency (rows + cols
     # with its registered products, and registered operands for a fast clock) and the
-    # accumulator update (two stages for a fast clock)
-    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + 2 * fast
+    # accumulator update (three stages for a fast clock: the two-cycle ACC read, the old row's
+    # register, the write)
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + 3 * fast
 
 
 @pytest.mark.parametrize("pp_lanes, fast", [(None, False), (2, False), (None, True),
