@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
+           "pnr_overconstraint",
            "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES",
            "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps"]
 
@@ -109,13 +110,16 @@ def yosys_cell_counts(log_text):
     return counts
 
 
-def parse_report(report, family, target_mhz, cells=None):
+def parse_report(report, family, target_mhz, cells=None, overconstraint=1.0):
     """``(utilization, fmax, critical_path)`` from nextpnr's ``--report`` JSON.
 
     ``utilization`` maps the :data:`RESOURCES` names to used/available/percent (iCE40 FFs from
     the Yosys ``cells``, against the logic cells); ``fmax`` maps each clock (nextpnr's name) to
     the achieved and target MHz; ``critical_path`` lists the worst path's steps (from, to,
     delay in ns) of the first clock that missed its target, or of the slowest clock.
+    ``overconstraint``: the clocks were constrained that many times faster than they run (the
+    place and route target above the bitstream's clock); a clock's target is then the clock it
+    runs at, and ``pnr_target_mhz`` what place and route aimed at.
     """
     util = report.get("utilization", {})
     out = {}
@@ -133,9 +137,12 @@ def parse_report(report, family, target_mhz, cells=None):
     fmax = {}
     for clock, v in sorted(report.get("fmax", {}).items()):
         achieved = float(v["achieved"])
-        target = float(v.get("constraint") or target_mhz)
+        pnr = float(v.get("constraint") or target_mhz * overconstraint)
+        target = pnr / overconstraint
         fmax[clock] = {"achieved_mhz": round(achieved, 2), "target_mhz": round(target, 2),
                        "met": achieved >= target}
+        if overconstraint != 1.0:
+            fmax[clock]["pnr_target_mhz"] = round(pnr, 2)
     path = []
     paths = report.get("critical_paths", [])
     if paths:
@@ -167,6 +174,10 @@ def report_markdown(result: BitstreamResult):
     for clock, f in result.fmax.items():
         lines.append(f"| `{clock}` | {f['achieved_mhz']:.2f} | {f['target_mhz']:.2f} | "
                      f"{'met' if f['met'] else '**MISSED**'} |")
+    pnr = sorted({f["pnr_target_mhz"] for f in result.fmax.values() if "pnr_target_mhz" in f})
+    if pnr:
+        lines += ["", f"Placed and routed for {pnr[-1]:g} MHz (the configuration's target); "
+                  f"the bitstream's clock is {result.clock_mhz:g} MHz, the target above."]
     if result.critical_path and not all(f["met"] for f in result.fmax.values()):
         total = sum(s["delay_ns"] for s in result.critical_path)
         lines += ["", f"Critical path ({total:.2f} ns, {len(result.critical_path)} steps): "
@@ -328,7 +339,27 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     else:
         overrides["synth_opts"], overrides["script_after_synth"] = _ECP5_LUT_MAPPING
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    scale = pnr_overconstraint(config, top)
+    if scale != 1.0:
+        # Place and route for the configuration's clock, the PLL at the slower one asked for:
+        # the oscillator is constrained `scale` times faster than it runs, so the constraint
+        # nextpnr derives for the PLL's output is target.clock_mhz.
+        name, pattern = (("top.lpf", r'(FREQUENCY PORT "[^"]+" )([\d.]+)( HZ)')
+                         if family == "ecp5" else ("top.pcf", r"(set_frequency \S+ )([\d.]+)()"))
+        text, n = re.subn(pattern, lambda mt: f"{mt[1]}{float(mt[2]) * scale:.9g}{mt[3]}",
+                          plan.files[name])
+        if n != 1:
+            raise BuildError(f"{board.name}: no oscillator constraint found in {name}")
+        plan.files[name] = text
     return plan, board, config, top
+
+
+def pnr_overconstraint(config, top):
+    """How many times faster than the NPU clock (``top.clock_mhz``) place and route is asked
+    to make it: ``target.clock_mhz / clock_mhz`` when the bitstream's clock is below the
+    configuration's target (so the placer works for the target, and the bitstream runs at a
+    clock the result meets), else 1."""
+    return max(1.0, config.clock_mhz / top.clock_mhz)
 
 
 def _family(board):
@@ -419,7 +450,8 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                 raise BuildError(f"{what} failed: {reason} (logs in {failed})")
         cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
         report = json.loads((work / "top.report.json").read_text())
-        util, fmax, path = parse_report(report, family, top.clock_mhz, cells)
+        util, fmax, path = parse_report(report, family, top.clock_mhz, cells,
+                                        overconstraint=pnr_overconstraint(config, top))
         ext = "bit" if family == "ecp5" else "bin"
         seconds = time.perf_counter() - t_start
         step(total, total, "reports", lambda: None)

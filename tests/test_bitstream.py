@@ -60,6 +60,22 @@ def test_report_parsing_flags_a_missed_target():
     assert json.loads(result.to_json())["fmax"]["$glbnet$npu_clk"]["met"] is False
 
 
+def test_report_of_a_bitstream_clocked_below_the_pnr_target():
+    """Placed and routed for 100 MHz (the oscillator over-constrained 2x), clocked at 50: the
+    clock's target is 50, met at 87.5, with the place-and-route target beside it."""
+    util, fmax, _ = parse_report(REPORT, "ecp5", 50.0, overconstraint=2.0)
+    assert fmax["$glbnet$npu_clk"] == {"achieved_mhz": 87.5, "target_mhz": 50.0, "met": True,
+                                       "pnr_target_mhz": 100.0}
+    result = BitstreamResult("ulx3s-85f", "small", "ecp5-85f", "top.bit", util, fmax,
+                             clock_mhz=50.0)
+    md = report_markdown(result)
+    assert "| `$glbnet$npu_clk` | 87.50 | 50.00 | met |" in md
+    assert "Placed and routed for 100 MHz (the configuration's target); the bitstream's " \
+           "clock is 50 MHz" in md
+    _, fmax, _ = parse_report(REPORT, "ecp5", 50.0, overconstraint=1.5)
+    assert fmax["$glbnet$npu_clk"]["target_mhz"] == 66.67
+
+
 def test_ice40_ffs_come_from_the_synthesis_statistics():
     log = ("...\nPrinting statistics.\n\n=== top ===\n   120 SB_DFF\n   30 SB_DFFESR\n"
            "   900 SB_LUT4\n\n=== design hierarchy ===\n   120 SB_DFF\n   900 SB_LUT4\n")
@@ -248,6 +264,13 @@ def test_build_plan_at_another_clock(board, mhz, actual):
     assert top.divisor == round(actual * 1e6 / 1_000_000)
     il = plan.files["top.il"]
     f_in = b.make_platform().default_clk_frequency
+    # place and route aims at the configuration's clock: the oscillator is constrained as
+    # many times faster as the PLL's output is slower than target.clock_mhz
+    scale = cfg.clock_mhz / actual
+    if b.device == "ice40-up5k":
+        assert f"set_frequency clk12_0__io {12 * scale:.9g}\n" in plan.files["top.pcf"]
+    else:
+        assert f'FREQUENCY PORT "clk25_0__io" {25e6 * scale:.9g} HZ;' in plan.files["top.lpf"]
     if b.device == "ice40-up5k":
         divr, divf, divq, _, f = ice40_pll_params(f_in, actual * 1e6)
         assert f"parameter \\DIVF {divf}" in il and f"parameter \\DIVQ {divq}" in il
