@@ -187,6 +187,11 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
     run_sim(dut, tb)
 
 
+def test_scratchpad_rejects_registers_of_ports_it_has_not():
+    with pytest.raises(ValueError, match=r"read_registers \(2,\) must be ports of 0 .. 1"):
+        Scratchpad(32, 3, signed(32), read_ports=2, read_registers=(2,))
+
+
 # -- post-processor ---------------------------------------------------------------------------
 
 
