@@ -59,6 +59,8 @@ def _section(entries):
         clocks = [f for c, f in e["fmax"].items() if "npu_clk" in c] or list(e["fmax"].values())
         f = min(clocks, key=lambda v: v["achieved_mhz"])
         mark = "" if f["met"] else " **missed**"
+        if "pnr_target_mhz" in f:
+            mark += f" (placed for {f['pnr_target_mhz']:g})"
         lines.append(f"| {e['board']} | {e['config']} | {macs} | fits | {cell('LUT')} | "
                      f"{cell('FF')} | {cell('DSP')} | {cell('BRAM')} | "
                      f"{f['achieved_mhz']:.1f} / {f['target_mhz']:g}{mark} | "

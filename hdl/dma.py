@@ -1,7 +1,7 @@
 """DMA engines: LOAD (strided memory -> buffer rows, with padding) and STORE (post-processed rows
 -> strided memory, with the residual read alongside)."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -87,8 +87,11 @@ class RowReader(wiring.Component):
     for padding rows, STORE for rows without a residual).
 
     Latency: a row comes out in the cycle after its last beat arrives (a skipped row one cycle
-    after it reaches the head). With ``slice``, descriptors pass a two-entry register slice
-    first (one cycle more; for fast clocks, :attr:`~hdl.config.NpuConfig.slices`).
+    after it reaches the head). With ``slice`` (for fast clocks,
+    :attr:`~hdl.config.NpuConfig.slices`), descriptors pass a two-entry register slice first
+    (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
+    descriptor to its row's collection), and rows leave through a FIFO of two, so the
+    consumer's ready reaches neither the beat collection nor its word registers' enables.
 
     Members
     -------
@@ -149,7 +152,8 @@ class RowReader(wiring.Component):
         maxb = self._max_beats
         pend_layout = data.StructLayout({"off": range(bb), "nbeats": range(maxb + 1),
                                          "skip": 1, "user": self._user})
-        pend = fifo.SyncFIFO(width=pend_layout.size, depth=self._depth)
+        pend = (fifo.SyncFIFOBuffered if self._slice else fifo.SyncFIFO)(
+            width=pend_layout.size, depth=self._depth)
         m.submodules.pend = pend
 
         # A descriptor as the coalescer sees it: its beats formed on the way in.
@@ -217,17 +221,33 @@ class RowReader(wiring.Component):
         words = [Signal(8 * bb, name=f"buf{j}", reset_less=True) for j in range(maxb)]
         beat = self.rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
-        out_free = ~self.out.valid | self.out.ready
-        with m.If(self.out.valid & self.out.ready):
-            m.d.sync += self.out.valid.eq(0)
+        if self._slice:
+            out_layout = self.out.payload.shape()
+            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=2)
+            m.submodules.out_fifo = ofifo
+            row_out = Signal(out_layout)
+            m.d.comb += [ofifo.w_data.eq(row_out), self.out.valid.eq(ofifo.r_rdy),
+                         self.out.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.out.ready)]
+            out_free = ofifo.w_rdy
+
+            def emit(skip, bytes_):
+                m.d.comb += [ofifo.w_en.eq(1), row_out.skip.eq(skip),
+                             row_out.user.eq(head.user), row_out.bytes.eq(bytes_)]
+        else:
+            out_free = ~self.out.valid | self.out.ready
+            with m.If(self.out.valid & self.out.ready):
+                m.d.sync += self.out.valid.eq(0)
+
+            def emit(skip, bytes_):
+                m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(skip),
+                             self.out.payload.user.eq(head.user),
+                             self.out.payload.bytes.eq(bytes_)]
         last_beat = Signal()
         m.d.comb += last_beat.eq(k + 1 == head.nbeats)
         with m.If(pend.r_rdy):
             with m.If(head.skip), m.If(out_free):
                 m.d.comb += pend.r_en.eq(1)
-                m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(1),
-                             self.out.payload.user.eq(head.user),
-                             self.out.payload.bytes.eq(0)]
+                emit(1, 0)
             with m.Else():
                 m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
                              self.stall.eq(~self.rd_data.valid)]
@@ -237,9 +257,8 @@ class RowReader(wiring.Component):
                     with m.If(last_beat):
                         row = Cat(*nxt) >> Cat(Const(0, 3), head.off)
                         m.d.comb += pend.r_en.eq(1)
-                        m.d.sync += [k.eq(0), self.out.valid.eq(1), self.out.payload.skip.eq(0),
-                                     self.out.payload.user.eq(head.user),
-                                     self.out.payload.bytes.eq(row[:8 * self._bytes])]
+                        m.d.sync += k.eq(0)
+                        emit(0, row[:8 * self._bytes])
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
                         for j in range(maxb):
