@@ -153,6 +153,7 @@ class ExecTop(wiring.Component):
             m.submodules.pp_out_fifo = ofifo = fifo.SyncFIFO(
                 width=Shape.cast(pp.o.payload.shape()).width, depth=depth)
             credits = Signal(range(depth + 1), init=depth)
+            has_credit = Signal(init=1)         # credits != 0, registered with them
             m.submodules.pp_in_fifo = ififo = fifo.SyncFIFO(
                 width=Shape.cast(row.shape()).width, depth=4)
             queued = Signal(range(5))           # requests in A, B and the input FIFO
@@ -176,7 +177,7 @@ class ExecTop(wiring.Component):
                 rd.en.eq(a_valid | self.acc_rd.en),
                 row.residual.eq(b_res), row.use_residual.eq(b_use),
                 ififo.w_en.eq(b_valid), ififo.w_data.eq(row),
-                pp.i.valid.eq(ififo.r_rdy & (credits != 0)), pp.i.payload.eq(ififo.r_data),
+                pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(ififo.r_data),
                 ififo.r_en.eq(pp.i.valid & pp.i.ready),
             ]
             m.d.comb += [p.en.eq(a_valid) for p in par.read]
@@ -186,8 +187,10 @@ class ExecTop(wiring.Component):
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
                          ofifo.w_data.eq(pp.o.payload), out.valid.eq(ofifo.r_rdy),
                          out.payload.eq(ofifo.r_data), ofifo.r_en.eq(out.ready)]
-            m.d.sync += credits.eq(credits - (pp.i.valid & pp.i.ready) +
-                                   (out.valid & out.ready))
+            credits_next = Signal.like(credits)
+            m.d.comb += credits_next.eq(credits - (pp.i.valid & pp.i.ready) +
+                                        (out.valid & out.ready))
+            m.d.sync += [credits.eq(credits_next), has_credit.eq(credits_next != 0)]
             return m
 
         st_valid = Signal()

@@ -264,7 +264,17 @@ class PostProcessor(wiring.Component):
         else:
             h_valid = Signal()
             h_row = Signal(postproc_input_layout(cols), reset_less=True)
-            last = src_beat == beats - 1
+            fields = ("acc", "bias", "mult", "shift", "residual")
+            if split:
+                # (fast clock) whether the held row is at its last beat, registered as the beat
+                # steps: no compare in front of `i.ready`
+                last = Signal()
+                with m.If(adv & h_valid):
+                    m.d.sync += last.eq(src_beat == beats - 2)
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += last.eq(beats == 1)
+            else:
+                last = src_beat == beats - 1
             m.d.comb += [src_valid.eq(h_valid),
                          self.i.ready.eq(~h_valid | (adv & last)),
                          src.use_residual.eq(h_row.use_residual)]
@@ -272,17 +282,28 @@ class PostProcessor(wiring.Component):
                 m.d.sync += src_beat.eq(Mux(last, 0, src_beat + 1))
                 with m.If(last):
                     m.d.sync += h_valid.eq(0)
+                if split:
+                    # (fast clock) the held row moves down `lanes` lanes a beat, so the beat's
+                    # lanes are always its first ones: no beat multiplexer before the first stage
+                    for field in fields:
+                        for c in range(cols - lanes):
+                            m.d.sync += h_row[field][c].eq(h_row[field][c + lanes])
             with m.If(self.i.valid & self.i.ready):
                 m.d.sync += [h_valid.eq(1), h_row.eq(p), src_beat.eq(0)]
-            with m.Switch(src_beat):
-                for b in range(beats):
-                    with m.Case(b):
-                        for j in range(lanes):
-                            c = b * lanes + j
-                            if c >= cols:
-                                continue
-                            for field in ("acc", "bias", "mult", "shift", "residual"):
-                                m.d.comb += src[field][j].eq(h_row[field][c])
+            if split:
+                for field in fields:
+                    for j in range(lanes):
+                        m.d.comb += src[field][j].eq(h_row[field][j])
+            else:
+                with m.Switch(src_beat):
+                    for b in range(beats):
+                        with m.Case(b):
+                            for j in range(lanes):
+                                c = b * lanes + j
+                                if c >= cols:
+                                    continue
+                                for field in fields:
+                                    m.d.comb += src[field][j].eq(h_row[field][c])
 
         valid = [Signal(name=f"valid{k + 1}") for k in range(n - 1)]
         beat = [Signal(range(beats), name=f"beat{k + 1}") for k in range(n - 1)]
