@@ -193,10 +193,14 @@ def report_markdown(result: BitstreamResult):
 def _dsp_script(family):
     """Yosys commands run after reading the design: the multipliers that must not take DSP
     blocks (all but the systolic array's and, on ECP5, the post-processor's) become logic."""
+    from hdl.npu import RUNNING_COPIES
     mods = ["top.system.npu", "top.system.npu.command", "top.system.npu.datapath.execute"]
     if family == "ice40":
         mods.append("top.system.npu.datapath.postproc")
-    return "hierarchy -top top\nproc\nbooth " + " ".join(mods)
+    # The units' copies of the run flag stay copies (each drives one unit's reset): the
+    # flip-flops driving them are kept, which opt_merge respects.
+    keep = f"setattr -set keep 1 w:{RUNNING_COPIES}* %ci1:+$dff[Q] t:$dff %i"
+    return "hierarchy -top top\nproc\nbooth " + " ".join(mods) + "\n" + keep
 
 
 #: ``synth_ecp5`` with Yosys' classic ABC LUT mapping in place of its ``map_luts`` step (ABC9):

@@ -11,7 +11,11 @@ from .csr import CsrBank
 from .dma import DmaLoad, DmaStore
 from .exec_top import ExecTop
 
-__all__ = ["Npu", "TRACE_SIGNATURE"]
+__all__ = ["Npu", "TRACE_SIGNATURE", "RUNNING_COPIES"]
+
+#: Name prefix of the units' copies of the run flag (a fast clock's): flip-flops with the same
+#: inputs, which synthesis would merge into one unless told to keep them (gen.bitstream does).
+RUNNING_COPIES = "running_copy_"
 
 #: The simulation trace port: per unit, the program index of the command completing this cycle.
 TRACE_SIGNATURE = wiring.Signature({
@@ -86,17 +90,24 @@ class Npu(wiring.Component):
         wiring.connect(m, axi.bus, wiring.flipped(self.m_axi))
 
         running = Signal()
-        units_rst = Signal()
-        m.d.comb += units_rst.eq(~running)
         cp = CommandProcessor(c)
         ld = DmaLoad(c)
         st = DmaStore(c)
         exe = ExecTop(c, c.pp_lanes)
-        m.submodules.command = ResetInserter(units_rst)(cp)
-        m.submodules.dma_load = ResetInserter(units_rst)(ld)
-        m.submodules.dma_store = ResetInserter(units_rst)(st)
-        m.submodules.datapath = ResetInserter(units_rst)(exe)
+        units = {"command": cp, "dma_load": ld, "dma_store": st, "datapath": exe}
+        # The units are held in reset while not running. For a fast clock each unit has a copy
+        # of `running` of its own (assigned as `running` is), so no one flip-flop drives the
+        # reset of every unit across the die (the FPGA flow keeps the copies from being merged:
+        # RUNNING_COPIES).
+        copies = {n: (Signal(name=f"{RUNNING_COPIES}{n}") if c.slices else running)
+                  for n in units}
+        for name, unit in units.items():
+            m.submodules[name] = ResetInserter(~copies[name])(unit)
         m.d.comb += axi.flush.eq(~running)
+
+        def set_running(value):
+            return [running.eq(value)] + [r.eq(value) for r in copies.values()
+                                          if r is not running]
 
         # ---- memory traffic
         wiring.connect(m, cp.rd_req, axi.rd_req[0])
@@ -179,7 +190,8 @@ class Npu(wiring.Component):
                     m.d.sync += [st_error.eq(1), code.eq(E.BAD_PROGRAM)]
                     m.d.comb += csr.irq_status_set.error.eq(1)
                 with m.Else():
-                    m.d.sync += [busy.eq(1), running.eq(1), prog_base.eq(csr.prog_base),
+                    m.d.sync += set_running(1)
+                    m.d.sync += [busy.eq(1), prog_base.eq(csr.prog_base),
                                  prog_len.eq(csr.prog_len), win_base.eq(csr.win_base),
                                  win_limit.eq(csr.win_limit)]
                     m.next = "RUN"
@@ -187,15 +199,18 @@ class Npu(wiring.Component):
                 with m.If(start):
                     m.d.sync += st_ignored.eq(1)
                 with m.If(abort):
-                    m.d.sync += [running.eq(0), ending_error.eq(1), code.eq(E.ABORTED),
+                    m.d.sync += set_running(0)
+                    m.d.sync += [ending_error.eq(1), code.eq(E.ABORTED),
                                  err_index.eq(0), err_addr.eq(0)]
                     m.next = "DRAIN"
                 with m.Elif(cp.error):
-                    m.d.sync += [running.eq(0), ending_error.eq(1), code.eq(cp.error_code),
+                    m.d.sync += set_running(0)
+                    m.d.sync += [ending_error.eq(1), code.eq(cp.error_code),
                                  err_index.eq(cp.error_index), err_addr.eq(cp.error_addr)]
                     m.next = "DRAIN"
                 with m.Elif(cp.done):
-                    m.d.sync += [running.eq(0), ending_error.eq(0)]
+                    m.d.sync += set_running(0)
+                    m.d.sync += ending_error.eq(0)
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(start):
