@@ -193,13 +193,14 @@ def report_markdown(result: BitstreamResult):
 def _dsp_script(family):
     """Yosys commands run after reading the design: the multipliers that must not take DSP
     blocks (all but the systolic array's and, on ECP5, the post-processor's) become logic."""
-    from hdl.npu import RUNNING_COPIES
+    from hdl.slices import KEEP_MARK
     mods = ["top.system.npu", "top.system.npu.command", "top.system.npu.datapath.execute"]
     if family == "ice40":
         mods.append("top.system.npu.datapath.postproc")
-    # The units' copies of the run flag stay copies (each drives one unit's reset): the
-    # flip-flops driving them are kept, which opt_merge respects.
-    keep = f"setattr -set keep 1 w:{RUNNING_COPIES}* %ci1:+$dff[Q] t:$dff %i"
+    # Deliberate copies of a register (each drives one group of consumers: the units' run
+    # flags, the datapath's per-lane control) stay copies: the flip-flops driving wires named
+    # with KEEP_MARK are kept, which opt_merge respects.
+    keep = f"setattr -set keep 1 w:*{KEEP_MARK}* %ci1:+$dff[Q] t:$dff %i"
     return "hierarchy -top top\nproc\nbooth " + " ".join(mods) + "\n" + keep
 
 

@@ -1,13 +1,13 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import NpuConfig
 from .scratchpad import read_signature, write_signature
-from .slices import register_slice, stream_slice
+from .slices import kept_copies, register_slice, stream_slice
 from .systolic import SystolicArray
 
 __all__ = ["ExecuteUnit", "AccOp", "JobKind"]
@@ -465,14 +465,20 @@ class ExecuteUnit(wiring.Component):
         pr_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
         m.d.sync += [pr_valid.eq(pin.valid & pin.last), pr_done.eq(pin.valid & pin.done),
                      pr_op.eq(pin.op), pr_addr.eq(pin.addr)]
+        if cfg.slices:
+            # (fast clock) each lane's reducer has its own copy of the row's control: no one
+            # flip-flop steers all lanes' multiplexers
+            ctl = kept_copies(m, Cat(p1.valid, p1.first, p1.mode == isa.PoolMode.MAX), lanes,
+                              "pool_ctl")
+        else:
+            ctl = [Cat(pin.valid, pin.first, pin.mode == isa.PoolMode.MAX)] * lanes
         for lane in range(lanes):
             cur = Signal(signed(32), name=f"pool_{lane}", reset_less=True)
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
-            m.d.comb += new.eq(Mux(pin.first, val,
-                                   Mux(pin.mode == isa.PoolMode.MAX,
-                                       Mux(val > cur, val, cur), cur + val)))
-            with m.If(pin.valid):
+            l_valid, l_first, l_max = ctl[lane]
+            m.d.comb += new.eq(Mux(l_first, val, Mux(l_max, Mux(val > cur, val, cur), cur + val)))
+            with m.If(l_valid):
                 m.d.sync += cur.eq(new)
             m.d.sync += pr_data[lane].eq(new)
         for lane in range(lanes, cols):
@@ -530,12 +536,17 @@ class ExecuteUnit(wiring.Component):
                                                           u_data)
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
             prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at s
-            fwd_new, fwd_prev = Signal(), Signal()
-            m.d.sync += [fwd_new.eq(u_valid & (u_addr == s_addr)),
-                         fwd_prev.eq(t_valid & (t_addr == s_addr)),
-                         prev.eq(self.acc_wr.data),
-                         t_old.eq(Mux(fwd_new, self.acc_wr.data,
-                                      Mux(fwd_prev, prev, self.acc_rd.data)))]
+            # (each lane with its own copy of the two forwarding choices: no one flip-flop
+            # steers all lanes' multiplexers)
+            fwd = kept_copies(m, Cat(u_valid & (u_addr == s_addr), t_valid & (t_addr == s_addr)),
+                              cols, "acc_fwd")
+            m.d.sync += prev.eq(self.acc_wr.data)
+            for lane in range(cols):
+                fwd_new, fwd_prev = fwd[lane]
+                m.d.sync += t_old[lane].eq(Mux(fwd_new, self.acc_wr.data[lane],
+                                               Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
+            # (each lane with its own copy of the update's operation, as of the forwarding)
+            w_ops = kept_copies(m, u_op, cols, "acc_op")
             w_valid, w_done, w_op, w_addr, w_new, w_old = (t_valid, t_done, t_op, t_addr,
                                                            t_data, t_old)
         else:
@@ -550,7 +561,7 @@ class ExecuteUnit(wiring.Component):
         ]
         for lane in range(cols):
             old, new = w_old[lane], w_new[lane]
-            with m.Switch(w_op):
+            with m.Switch(w_ops[lane] if cfg.slices else w_op):
                 with m.Case(AccOp.OVERWRITE):
                     m.d.comb += self.acc_wr.data[lane].eq(new)
                 with m.Case(AccOp.ADD):

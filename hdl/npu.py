@@ -10,12 +10,13 @@ from .command import CommandProcessor
 from .csr import CsrBank
 from .dma import DmaLoad, DmaStore
 from .exec_top import ExecTop
+from .slices import KEEP_MARK
 
 __all__ = ["Npu", "TRACE_SIGNATURE", "RUNNING_COPIES"]
 
 #: Name prefix of the units' copies of the run flag (a fast clock's): flip-flops with the same
 #: inputs, which synthesis would merge into one unless told to keep them (gen.bitstream does).
-RUNNING_COPIES = "running_copy_"
+RUNNING_COPIES = f"running_{KEEP_MARK}_"
 
 #: The simulation trace port: per unit, the program index of the command completing this cycle.
 TRACE_SIGNATURE = wiring.Signature({
@@ -98,7 +99,7 @@ class Npu(wiring.Component):
         # The units are held in reset while not running. For a fast clock each unit has a copy
         # of `running` of its own (assigned as `running` is), so no one flip-flop drives the
         # reset of every unit across the die (the FPGA flow keeps the copies from being merged:
-        # RUNNING_COPIES).
+        # their names hold KEEP_MARK).
         copies = {n: (Signal(name=f"{RUNNING_COPIES}{n}") if c.slices else running)
                   for n in units}
         for name, unit in units.items():

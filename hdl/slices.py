@@ -1,9 +1,25 @@
-"""Register slices: a valid/ready handshake cut by a FIFO of two entries."""
+"""Register slices: a valid/ready handshake cut by a FIFO of two entries; kept copies of a
+register for its groups of consumers."""
 
-from amaranth.hdl import Shape, Signal
+from amaranth.hdl import Shape, Signal, Value
 from amaranth.lib import fifo, stream
 
-__all__ = ["register_slice", "stream_slice"]
+__all__ = ["register_slice", "stream_slice", "kept_copies", "KEEP_MARK"]
+
+#: Part of the name of every flip-flop that is a deliberate copy of another (same inputs):
+#: synthesis would merge such copies into one, so the FPGA flow marks the flip-flops driving
+#: the wires whose name holds it ``keep`` (``gen.bitstream``).
+KEEP_MARK = "keep_copy"
+
+
+def kept_copies(m, value, n, name):
+    """``n`` registers each holding ``value`` a cycle later, one for each group of consumers,
+    so that no one flip-flop drives all of them across the die (a fast clock's high fan-out
+    control). Returns the list of signals."""
+    shape = Value.cast(value).shape()
+    copies = [Signal(shape, name=f"{name}_{KEEP_MARK}{k}") for k in range(n)]
+    m.d.sync += [c.eq(value) for c in copies]
+    return copies
 
 
 def register_slice(m, name, valid, payload, shape):

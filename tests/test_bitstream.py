@@ -232,8 +232,8 @@ def test_build_plan_of_every_board(board, config):
     cmds = [c[0] for c in json.loads(files["build_top.json"])["commands"]]
     assert "booth top.system.npu top.system.npu.command" in ys
     # the units' copies of the run flag are kept from being merged (fast clocks: small)
-    assert "setattr -set keep 1 w:running_copy_* %ci1:+$dff[Q] t:$dff %i" in ys
-    assert ("running_copy_datapath" in il) == cfg.slices
+    assert "setattr -set keep 1 w:*keep_copy* %ci1:+$dff[Q] t:$dff %i" in ys
+    assert ("running_keep_copy_datapath" in il) == cfg.slices
     if b.device == "ice40-up5k":
         assert "SB_PLL40_PAD" in il and il.count("SB_SPRAM256KA") >= 4
         assert "synth_ice40 -dsp" in ys
