@@ -55,7 +55,9 @@ class CommandProcessor(wiring.Component):
       buffer row ranges, memory window), in program order; the spans (the last buffer row and
       byte a strided block touches) take one multiply-add a cycle on a single shared
       multiplier, pipelined over three register stages (6 terms for LOAD, STORE and POOL, 9
-      for COMPUTE); the first failing
+      for COMPUTE), or with ``queues.span_steps`` > 1 one term every ``span_steps + 2``
+      cycles on a narrow multiplier and an adder (:attr:`~hdl.config.NpuConfig.span_steps`);
+      the first failing
       check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
       here: FETCH_STALL); END stops decoding.
     - *Units*: each reads the head of its queue in place (the FIFO's output register; a queue's
@@ -71,7 +73,9 @@ class CommandProcessor(wiring.Component):
       seen END, for 3 cycles in a row, the error is TOKEN_DEADLOCK at the oldest blocked command.
 
     Latency: a command reaches its queue 7 cycles after its fetch-buffer entry is at the head,
-    plus one per span term (0 to 9), plus 2 for COMPUTE (its second term waits for its first),
+    plus one per span term (0 to 9), plus 2 for COMPUTE (its second term waits for its first)
+    (with ``span_steps`` > 1 a term takes ``span_steps + 2`` cycles, and COMPUTE's second
+    term waits no more than any other),
     plus 2 for a fast clock (:attr:`~hdl.config.NpuConfig.slices`: the window compares and
     the verdict are registered).
 
@@ -375,40 +379,64 @@ class CommandProcessor(wiring.Component):
                             with m.Case(k):
                                 m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d), msub.eq(sub),
                                              reads_tiles.eq(b is tiles_operand)]
-        # Three register stages a term (operands; product; accumulate), one term a cycle: the
-        # multiplier has neither the operand multiplexers nor the accumulating adder in its path.
-        # COMPUTE's second term reads `tiles`, written by its first: it waits for it.
-        ma_r = Signal(13)
-        mb_r = Signal(24)
         product = Signal(37)
-        # (for a fast clock the product takes two stages: 7- and 6-bit partial products, then
-        # their sum; one term a cycle still)
-        stages = 2 + c.slices
-        dest_r = [Signal(2, name=f"span_dest_{k}") for k in range(stages)]
-        valid_r = [Signal(name=f"span_valid_{k}") for k in range(stages)]
-        sub_r = Signal()
-        stride_r = Signal(24)       # the stride to subtract, beside the product
         span_init = Signal()        # decode: load the bases (CHECK1)
         span_step = Signal()        # decode: one term (SPAN)
         span_busy = Signal()        # a term is in the pipeline
-        tiles_busy = Signal()       # a term writing `tiles` is in the pipeline
-        m.d.comb += [
-            span_busy.eq(Cat(*valid_r).any()),
-            tiles_busy.eq(Cat(*[v & (d == T) for v, d in zip(valid_r, dest_r)]).any()),
-        ]
-        m.d.sync += [ma_r.eq(ma), mb_r.eq(mb), dest_r[0].eq(dest), valid_r[0].eq(span_step),
-                     sub_r.eq(msub), stride_r.eq(Mux(sub_r, mb_r, 0))]
-        if c.slices:
-            p_lo, p_hi = Signal(31), Signal(30)
-            stride_r1 = Signal(24)
-            m.d.sync += [p_lo.eq(ma_r[:7] * mb_r), p_hi.eq(ma_r[7:] * mb_r),
-                         product.eq(p_lo + (p_hi << 7)), stride_r1.eq(stride_r)]
-            stride = stride_r1
+        can_step = Signal()         # SPAN may start a term this cycle
+        acc_valid = Signal()        # `product` is a finished term, to accumulate into span[dest]
+        acc_dest = Signal(2)
+        if c.span_steps == 1:
+            # Three register stages a term (operands; product; accumulate), one term a cycle:
+            # the multiplier has neither the operand multiplexers nor the accumulating adder in
+            # its path. COMPUTE's second term reads `tiles`, written by its first: it waits.
+            ma_r = Signal(13)
+            mb_r = Signal(24)
+            # (for a fast clock the product takes two stages: 7- and 6-bit partial products,
+            # then their sum; one term a cycle still)
+            stages = 2 + c.slices
+            dest_r = [Signal(2, name=f"span_dest_{k}") for k in range(stages)]
+            valid_r = [Signal(name=f"span_valid_{k}") for k in range(stages)]
+            sub_r = Signal()
+            stride_r = Signal(24)       # the stride to subtract, beside the product
+            tiles_busy = Signal()       # a term writing `tiles` is in the pipeline
+            m.d.comb += [
+                span_busy.eq(Cat(*valid_r).any()),
+                tiles_busy.eq(Cat(*[v & (d == T) for v, d in zip(valid_r, dest_r)]).any()),
+                can_step.eq(~(reads_tiles & tiles_busy)),
+                acc_valid.eq(valid_r[-1]), acc_dest.eq(dest_r[-1]),
+            ]
+            m.d.sync += [ma_r.eq(ma), mb_r.eq(mb), dest_r[0].eq(dest), valid_r[0].eq(span_step),
+                         sub_r.eq(msub), stride_r.eq(Mux(sub_r, mb_r, 0))]
+            if c.slices:
+                p_lo, p_hi = Signal(31), Signal(30)
+                stride_r1 = Signal(24)
+                m.d.sync += [p_lo.eq(ma_r[:7] * mb_r), p_hi.eq(ma_r[7:] * mb_r),
+                             product.eq(p_lo + (p_hi << 7)), stride_r1.eq(stride_r)]
+                stride = stride_r1
+            else:
+                m.d.sync += product.eq(ma_r * mb_r)
+                stride = stride_r
+            m.d.sync += [r.eq(prev) for lst in (dest_r, valid_r)
+                         for r, prev in zip(lst[1:], lst[:-1])]
         else:
-            m.d.sync += product.eq(ma_r * mb_r)
-            stride = stride_r
-        m.d.sync += [r.eq(prev) for lst in (dest_r, valid_r)
-                     for r, prev in zip(lst[1:], lst[:-1])]
+            # `span_steps` cycles a term, one term at a time, on a (13 / steps)-bit by 24-bit
+            # multiplier and a 37-bit adder: the size less one (the stride is not subtracted
+            # afterwards) enters most significant digit first, and the product is formed by
+            # Horner's rule, product = product * 2^k + digit * stride.
+            k = -(-13 // c.span_steps)
+            mcand = Signal(k * c.span_steps)
+            mplier = Signal(24)
+            mcount = Signal(range(c.span_steps + 1))
+            with m.If(span_step):
+                m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
+                             product.eq(0), mcount.eq(c.span_steps)]
+            with m.Elif(mcount != 0):
+                m.d.sync += [product.eq((product << k) + mcand[-k:] * mplier),
+                             mcand.eq(mcand << k), mcount.eq(mcount - 1)]
+            m.d.sync += acc_valid.eq(mcount == 1)
+            m.d.comb += [span_busy.eq((mcount != 0) | acc_valid), can_step.eq(~span_busy)]
+            stride = 0
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]
             with m.Switch(op):
@@ -418,7 +446,7 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [span[d].eq(b) for d, b in bases]
         with m.If(span_step):
             m.d.sync += step.eq(step + 1)
-        with m.If(valid_r[-1]), m.Switch(dest_r[-1]):
+        with m.If(acc_valid), m.Switch(acc_dest):
             for i in range(3):
                 with m.Case(i):
                     m.d.sync += span[i].eq(span[i] + product - stride)
@@ -555,7 +583,7 @@ class CommandProcessor(wiring.Component):
             with m.State("SPAN"):
                 with m.If(step == nsteps), m.If(~span_busy):
                     m.next = "SPAN_DONE"
-                with m.Elif(~(reads_tiles & tiles_busy)):
+                with m.Elif(can_step):
                     m.d.comb += span_step.eq(1)
             with m.State("SPAN_DONE"):
                 m.next = "WINDOW" if c.slices else "CHECK2"

@@ -203,6 +203,10 @@ def _power_of_two(lo: int | None = None, hi: int | None = None) -> Rule:
 #: multipliers into parts of ``ceil(bits / steps)`` bits, none of them empty.
 POSTPROC_STEPS = (1, 2, 4, 8, 16)
 
+#: The allowed ``queues.span_steps``: each forms a span term's 13-bit size times its stride
+#: ``ceil(13 / steps)`` bits a cycle, taking exactly ``steps`` cycles.
+SPAN_STEPS = (1, 2, 3, 4, 5, 7, 13)
+
 
 def _one_of(*choices: Any, why: str = "") -> Rule:
     listed = ", ".join(_render(c) for c in choices)
@@ -434,6 +438,11 @@ SCHEMA: tuple[Key, ...] = (
     _queue("store", "STORE"),
     Key("queues", "token_depth", "token_depth", "integer", 16, (_between(1, 255),),
         "most tokens outstanding on one dependency channel"),
+    Key("queues", "span_steps", "span_steps", "integer", 1, (_one_of(*SPAN_STEPS),),
+        "cycles per multiplication of the command checks (the last buffer row or byte a strided "
+        "command touches: a size times a stride, 6 to 9 a command): 1 on one multiplier, more "
+        "on an adder that many times narrower (in logic, for a device whose DSPs the array "
+        "uses up)"),
 
     Key("memory", "window_base", "window_base", "integer", 0,
         (_between(0, ADDRESS_SPACE - 1, fmt=_hex), _multiple_of(PAGE, "4 KiB")),
@@ -545,6 +554,7 @@ class NpuConfig:
     execute_depth: int
     store_depth: int
     token_depth: int
+    span_steps: int
     # [memory]
     window_base: int
     window_size: int

@@ -498,7 +498,7 @@ OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes",
              "bus.id_width", "bus.max_burst", "bus.max_reads", "bus.max_writes",
              "queues.fetch_depth",
              "queues.load_depth", "queues.execute_depth", "queues.store_depth",
-             "queues.token_depth", "memory.window_base", "perf.counter_bits", "target.device",
+             "queues.token_depth", "queues.span_steps", "memory.window_base", "perf.counter_bits", "target.device",
              "target.clock_mhz"]
 
 
@@ -525,6 +525,7 @@ def valid_dicts(draw):
     d["queues"] = {f"{q}_depth": draw(pow2_between(1, 256))
                    for q in ["fetch", "load", "execute", "store"]}
     d["queues"]["token_depth"] = draw(st.integers(1, 255))
+    d["queues"]["span_steps"] = draw(st.sampled_from([1, 2, 3, 4, 5, 7, 13]))
     base_pages = draw(st.integers(0, (1 << 20) - 1))
     d["memory"] = {"window_base": base_pages * 4096,
                    "window_size": draw(st.integers(1, (1 << 20) - base_pages)) * 4096}
@@ -618,6 +619,7 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
         "bus.max_reads": (lambda v: is_pow2(v) and v <= 16, [0, 3, 32]),
         "bus.max_writes": (lambda v: is_pow2(v) and v <= 16, [0, 3, 32]),
         "queues.token_depth": (lambda v: 1 <= v <= 255, [0, 256]),
+        "queues.span_steps": (lambda v: v in (1, 2, 3, 4, 5, 7, 13), [0, 6, 8, 12, 14]),
         "memory.window_base": (lambda v: 0 <= v < 1 << 32 and v % 4096 == 0,
                                [-4096, 1, 4097, 1 << 32]),
         "memory.window_size": (lambda v: v > 0 and v % 4096 == 0 and v <= end,
