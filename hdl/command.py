@@ -428,11 +428,14 @@ class CommandProcessor(wiring.Component):
             mcand = Signal(k * c.span_steps)
             mplier = Signal(24)
             mcount = Signal(range(c.span_steps + 1))
+            digit = mcand[-k:]
+            # (the digit's product as shifted adds: a multiplier this narrow would take a DSP)
+            partial = sum(Mux(digit[j], mplier << j, 0) for j in range(k))
             with m.If(span_step):
                 m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
                              product.eq(0), mcount.eq(c.span_steps)]
             with m.Elif(mcount != 0):
-                m.d.sync += [product.eq((product << k) + mcand[-k:] * mplier),
+                m.d.sync += [product.eq((product << k) + partial),
                              mcand.eq(mcand << k), mcount.eq(mcount - 1)]
             m.d.sync += acc_valid.eq(mcount == 1)
             m.d.comb += [span_busy.eq((mcount != 0) | acc_valid), can_step.eq(~span_busy)]
