@@ -1,6 +1,8 @@
 """The command processor: fetch, static checks, dispatch into the LOAD/EXECUTE/STORE queues,
 dependency tokens, deadlock detection and completion."""
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -44,10 +46,11 @@ class CommandProcessor(wiring.Component):
 
     - *Fetch*: one command (32 bytes) at a time through read port ``rd_req``/``rd_data``, into a
       fetch buffer of ``fetch_depth`` entries (the next command is read while the buffer is
-      full, and waits in the fetch unit's assembly register). A command outside the memory
-      window is not read: a WINDOW entry is queued instead; so is PAST_END at index PROG_LEN,
-      and a BUS_ERROR entry for a read answered with an error. Fetching stops after such an
-      entry. (For a fast clock the first command's window and length checks take a cycle
+      full, and waits in the fetch unit's assembly register; a buffer of one entry is that
+      register itself, and the next command is read when it is free). A command outside the
+      memory window is not read: a WINDOW entry is queued instead; so is PAST_END at index
+      PROG_LEN, and a BUS_ERROR entry for a read answered with an error. Fetching stops after
+      such an entry. (For a fast clock the first command's window and length checks take a cycle
       after the start, the next ones' compare with bounds formed ahead.)
     - *Decode*: each entry is checked at the buffer's head, in place (it leaves the buffer as
       it is dispatched), exactly as ``firmware.golden.GoldenNpu._fetch`` and the
@@ -142,6 +145,28 @@ class CommandProcessor(wiring.Component):
             "load_active": Out(1), "store_active": Out(1),
         })
 
+    @staticmethod
+    def _fetch_slot(m, f_cmd):
+        """A fetch buffer of one entry with the FIFO's interface, whose command is the fetch
+        unit's assembly register ``f_cmd`` itself (written only while the slot is free): the
+        command is held once, not twice."""
+        meta = data.StructLayout({"index": 32, "kind": 2, "addr": 32})
+        slot = SimpleNamespace(w_en=Signal(name="slot_w_en"), w_rdy=Signal(name="slot_w_rdy"),
+                               w_data=Signal(_FETCH_ENTRY, name="slot_w_data"),
+                               r_en=Signal(name="slot_r_en"), r_rdy=Signal(name="slot_r_rdy"),
+                               r_data=Signal(_FETCH_ENTRY, name="slot_r_data"))
+        full = Signal(name="slot_full")
+        held = Signal(meta, name="slot_meta")
+        m.d.comb += [slot.w_rdy.eq(~full), slot.r_rdy.eq(full),
+                     slot.r_data.cmd.eq(f_cmd), slot.r_data.index.eq(held.index),
+                     slot.r_data.kind.eq(held.kind), slot.r_data.addr.eq(held.addr)]
+        with m.If(slot.w_en & ~full):
+            m.d.sync += [full.eq(1), held.index.eq(slot.w_data.index),
+                         held.kind.eq(slot.w_data.kind), held.addr.eq(slot.w_data.addr)]
+        with m.Elif(slot.r_en):
+            m.d.sync += full.eq(0)
+        return slot
+
     def elaborate(self, platform):
         m = Module()
         c = self._config
@@ -159,11 +184,14 @@ class CommandProcessor(wiring.Component):
         raised = []   # (condition, code, index, addr), in priority order
 
         # ---- fetch -------------------------------------------------------------------------
-        fbuf = fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth)
-        m.submodules.fetch_buffer = fbuf
         f_idx = Signal(32)
         f_addr = Signal(40)
         f_cmd = Signal(isa.CMD_BITS, reset_less=True)
+        if c.fetch_depth > 1:
+            fbuf = fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth)
+            m.submodules.fetch_buffer = fbuf
+        else:
+            fbuf = self._fetch_slot(m, f_cmd)
         f_beat = Signal(range(beats + 1))
         f_err = Signal()
         entry = Signal(_FETCH_ENTRY)
@@ -226,8 +254,9 @@ class CommandProcessor(wiring.Component):
                                  entry.addr.eq(Mux(f_below, f_addr, f_hi))]
                     with m.If(fbuf.w_rdy):
                         m.next = "STOP"
-                with m.Else():
-                    # (the command is assembled in f_cmd while the buffer may still be full)
+                with m.Elif(fbuf.w_rdy if c.fetch_depth == 1 else 1):
+                    # (the command is assembled in f_cmd while the buffer may still be full;
+                    # a one-entry buffer is f_cmd itself, read when it is free)
                     m.d.comb += [self.rd_req.valid.eq(1),
                                  self.rd_req.payload.addr.eq(f_addr),
                                  self.rd_req.payload.beats.eq(beats)]
