@@ -498,8 +498,8 @@ OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes",
              "bus.id_width", "bus.max_burst", "bus.max_reads", "bus.max_writes",
              "queues.fetch_depth",
              "queues.load_depth", "queues.execute_depth", "queues.store_depth",
-             "queues.token_depth", "queues.span_steps", "memory.window_base", "perf.counter_bits", "target.device",
-             "target.clock_mhz"]
+             "queues.token_depth", "queues.span_steps", "memory.window_base",
+             "perf.counter_bits", "target.device", "target.clock_mhz"]
 
 
 @st.composite
