@@ -343,6 +343,8 @@ class AxiMaster(wiring.Component):
                     with m.If(self.rd_data[k].ready):
                         m.d.comb += take.eq(1)
         else:
+            for k in range(nclients):
+                m.d.comb += self.rd_data[k].payload.eq(beat)
             with m.If(inflight.r_rdy):
                 with m.If(self.flush):
                     m.d.comb += bus.rready.eq(1)
@@ -350,7 +352,6 @@ class AxiMaster(wiring.Component):
                     for k in range(nclients):
                         with m.If(h_client == k):
                             m.d.comb += [self.rd_data[k].valid.eq(bus.rvalid),
-                                         self.rd_data[k].payload.eq(beat),
                                          bus.rready.eq(self.rd_data[k].ready)]
         m.d.comb += inflight.r_en.eq(bus.rvalid & bus.rready & bus.rlast)
 

@@ -144,8 +144,9 @@ class CsrBank(wiring.Component):
             value = Value.cast(port)
             hit = do_write & (w_word == reg.offset // 4)
             if reg.access == isa.Access.RW:
-                with m.If(hit):
-                    m.d.sync += value.eq((value & ~byte_mask) | (w_data & byte_mask))
+                for i in range(0, len(value), 8):
+                    with m.If(hit & w_strb[i // 8]):
+                        m.d.sync += value[i:i + 8].eq(w_data[i:i + 8])
             elif reg.access == isa.Access.WO:
                 pulse = getattr(self, f"{port_name(reg)}_write")
                 m.d.sync += [pulse.eq(hit), value.eq(w_data)]
