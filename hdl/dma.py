@@ -271,9 +271,10 @@ class _Walker:
     ``walk.add(name, base, (z_stride, y_stride, x_stride), gates)`` keeps ``base + z*zs + y*ys
     + x*xs`` where each step only counts while its gate (a function of the position) is true."""
 
-    def __init__(self, m, name):
+    def __init__(self, m, name, one_adder):
         self.m = m
         self.name = name
+        self.one_adder = one_adder
         self.z = Signal(12, name=f"{name}_z")
         self.y = Signal(12, name=f"{name}_y")
         self.x = Signal(12, name=f"{name}_x")
@@ -286,27 +287,36 @@ class _Walker:
 
     def step(self, sizes, strides, gates=None):
         """Statements advancing to the next row. ``strides[i]`` is (zs, ys, xs) of address i;
-        ``gates[i]`` is (ygate, xgate): increments along y/x only count where the gate holds."""
+        ``gates[i]`` is (ygate, xgate): increments along y/x only count where the gate holds.
+        With ``one_adder``, each address has one adder: a step moves along one level only, so
+        the level's register and stride are chosen first and added once (fewer LUTs; for a
+        fast clock the three levels' sums are formed beside the compares that choose one)."""
         m = self.m
         zs_, ys_, xs_ = sizes
         last = Signal(name=f"{self.name}_last")
         m.d.comb += last.eq((self.x + 1 == xs_) & (self.y + 1 == ys_) & (self.z + 1 == zs_))
-        with m.If(self.x + 1 != xs_):
+        x_step, y_step = Signal(name=f"{self.name}_xstep"), Signal(name=f"{self.name}_ystep")
+        m.d.comb += [x_step.eq(self.x + 1 != xs_), y_step.eq(self.y + 1 != ys_)]
+        sums = []   # per address: the new x, y and z level values
+        for i, (a, (zs, ys, xs)) in enumerate(zip(self.addrs, strides)):
+            yg, xg = gates[i] if gates else (1, 1)
+            if self.one_adder:
+                s = Signal(len(a[0]), name=f"{a[0].name}_sum")
+                m.d.comb += s.eq(Mux(x_step, a[2], Mux(y_step, a[1], a[0])) +
+                                 Mux(x_step, Mux(xg, xs, 0), Mux(y_step, Mux(yg, ys, 0), zs)))
+                sums.append((s, s, s))
+            else:
+                sums.append((a[2] + Mux(xg, xs, 0), a[1] + Mux(yg, ys, 0), a[0] + zs))
+        with m.If(x_step):
             m.d.sync += self.x.eq(self.x + 1)
-            for i, (a, (_, _, xs)) in enumerate(zip(self.addrs, strides)):
-                g = gates[i][1] if gates else 1
-                m.d.sync += a[2].eq(a[2] + Mux(g, xs, 0))
-        with m.Elif(self.y + 1 != ys_):
+            m.d.sync += [a[2].eq(sx) for a, (sx, _, _) in zip(self.addrs, sums)]
+        with m.Elif(y_step):
             m.d.sync += [self.x.eq(0), self.y.eq(self.y + 1)]
-            for i, (a, (_, ys, _)) in enumerate(zip(self.addrs, strides)):
-                g = gates[i][0] if gates else 1
-                ny = a[1] + Mux(g, ys, 0)
-                m.d.sync += [a[1].eq(ny), a[2].eq(ny)]
+            m.d.sync += [a[k].eq(sy) for a, (_, sy, _) in zip(self.addrs, sums) for k in (1, 2)]
         with m.Else():
             m.d.sync += [self.x.eq(0), self.y.eq(0), self.z.eq(self.z + 1)]
-            for a, (zs, _, _) in zip(self.addrs, strides):
-                nz = a[0] + zs
-                m.d.sync += [a[0].eq(nz), a[1].eq(nz), a[2].eq(nz)]
+            m.d.sync += [a[k].eq(sz) for a, (_, _, sz) in zip(self.addrs, sums)
+                         for k in (0, 1, 2)]
         return last
 
     def start(self, bases):
@@ -380,7 +390,7 @@ class DmaLoad(wiring.Component):
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        w = _Walker(m, "ld")
+        w = _Walker(m, "ld", one_adder=not c.slices)
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
         d = w.add("dram", 32)
         wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
@@ -516,10 +526,9 @@ class DmaStore(wiring.Component):
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        w = _Walker(m, "st")
+        w = _Walker(m, "st", one_adder=not c.slices)
         a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
-        dr = w.add("dram", 32)
-        rs = w.add("res", 32)
+        off = w.add("off", 32)     # the dram and residual addresses less their bases
         par = Signal(16)
         m.d.sync += self.done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
@@ -529,23 +538,23 @@ class DmaStore(wiring.Component):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += gen.eq(1)
-            w.start([p.acc_addr, p.dram_addr, p.res_addr])
+            w.start([p.acc_addr, 0])
 
         last = Signal()
         m.d.comb += [
             rd.desc.valid.eq(gen),
-            rd.desc.payload.addr.eq(rs[2]),
+            rd.desc.payload.addr.eq(cmd.res_addr + off[2]),
             rd.desc.payload.nbytes.eq(cmd.elems),
             rd.desc.payload.skip.eq(~cmd.residual),
             rd.desc.payload.user.acc.eq(a[2]),
             rd.desc.payload.user.param.eq(par),
-            rd.desc.payload.user.dram.eq(dr[2]),
+            rd.desc.payload.user.dram.eq(cmd.dram_addr + off[2]),
             rd.desc.payload.user.last.eq(last),
         ]
         dstr = (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)
         with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
-                           [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr, dstr])
+                           [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr])
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)

@@ -477,7 +477,15 @@ class ExecuteUnit(wiring.Component):
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
             l_valid, l_first, l_max = ctl[lane]
-            m.d.comb += new.eq(Mux(l_first, val, Mux(l_max, Mux(val > cur, val, cur), cur + val)))
+            if cfg.slices:
+                m.d.comb += new.eq(Mux(l_first, val,
+                                       Mux(l_max, Mux(val > cur, val, cur), cur + val)))
+            else:
+                # one adder for the sum and the max compare (fewer LUTs; a fast clock keeps
+                # them apart): cur - val when max, its sign says val > cur
+                d = Signal(signed(33), name=f"pool_d_{lane}")
+                m.d.comb += d.eq(cur + Mux(l_max, ~val, val) + l_max)
+                m.d.comb += new.eq(Mux(l_first | (l_max & d[32]), val, Mux(l_max, cur, d[:32])))
             with m.If(l_valid):
                 m.d.sync += cur.eq(new)
             m.d.sync += pr_data[lane].eq(new)
@@ -561,13 +569,22 @@ class ExecuteUnit(wiring.Component):
         ]
         for lane in range(cols):
             old, new = w_old[lane], w_new[lane]
-            with m.Switch(w_ops[lane] if cfg.slices else w_op):
+            op = w_ops[lane] if cfg.slices else w_op
+            if cfg.slices:
+                total, new_wins = (old + new)[:32], new > old
+            else:
+                # one adder for ADD and MAX's compare, as in the pool reducer: old - new for MAX
+                is_max = op == AccOp.MAX
+                d = Signal(signed(33), name=f"acc_d_{lane}")
+                m.d.comb += d.eq(old + Mux(is_max, ~new, new) + is_max)
+                total, new_wins = d[:32], d[32]
+            with m.Switch(op):
                 with m.Case(AccOp.OVERWRITE):
                     m.d.comb += self.acc_wr.data[lane].eq(new)
                 with m.Case(AccOp.ADD):
-                    m.d.comb += self.acc_wr.data[lane].eq((old + new)[:32])
+                    m.d.comb += self.acc_wr.data[lane].eq(total)
                 with m.Case(AccOp.MAX):
-                    m.d.comb += self.acc_wr.data[lane].eq(Mux(new > old, new, old))
+                    m.d.comb += self.acc_wr.data[lane].eq(Mux(new_wins, new, old))
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |

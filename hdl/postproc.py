@@ -329,9 +329,8 @@ class PostProcessor(wiring.Component):
             shift2 = Signal(6, name=f"shift2_{c}", reset_less=True)
             shift3 = Signal(6, name=f"shift3_{c}", reset_less=True)
             prod = Signal(signed(64), name=f"prod_{c}", reset_less=True)
-            rq = Signal(signed(65 if not split else 16), name=f"rq_{c}", reset_less=True)
-            # (split: rq is the saturated quotient, its rounding increment beside it)
-            rq_up = Signal(name=f"rq_up_r_{c}", reset_less=True) if split else 0
+            rq = Signal(signed(16), name=f"rq_{c}", reset_less=True)
+            rq_up = Signal(name=f"rq_up_r_{c}", reset_less=True)
             a = Signal(signed(8), name=f"a_{c}", reset_less=True)
             a5 = Signal(signed(8), name=f"a5_{c}", reset_less=True)
             da = Signal(signed(9), name=f"da_{c}", reset_less=True)
@@ -386,15 +385,18 @@ class PostProcessor(wiring.Component):
                 dp = Signal(signed(ADD_SUM_BITS), name=f"dp_{c}", reset_less=True)
                 m.d.comb += dp.eq(shift_add_mul(m, pa, da, f"dpa{c}") +
                                   shift_add_mul(m, pb, dr, f"dpb{c}"))
+                pacc_n = Signal(signed(64), name=f"prod_acc_next_{c}")
+                sacc_n = Signal(signed(ADD_SUM_BITS), name=f"sum2_acc_next_{c}")
+                m.d.comb += [pacc_n.eq(Mux(ph == 0, 0, pacc << b) + vp),
+                             sacc_n.eq(Mux(ph == 0, 0, sacc << b2) + dp)]
                 with m.If(ce):
-                    m.d.sync += [pacc.eq(Mux(ph == 0, 0, pacc << b) + vp),
-                                 sacc.eq(Mux(ph == 0, 0, sacc << b2) + dp)]
+                    m.d.sync += [pacc.eq(pacc_n), sacc.eq(sacc_n)]
                 # stage 2: the product; stage 3 holds it (the stage the halves' sum takes above)
                 prod2 = Signal(signed(64), name=f"prod2_{c}", reset_less=True)
                 with m.If(adv):
-                    m.d.sync += prod2.eq((pacc << b) + vp)
+                    m.d.sync += prod2.eq(pacc_n)     # (adv: ph == steps - 1, not 0)
                 prod_next = prod2
-                s2_next = (sacc << b2) + dp
+                s2_next = sacc_n
                 if split:
                     # stage 6a: the sum registered (the stage 6a of one-cycle products)
                     s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a_{c}", reset_less=True)
@@ -410,9 +412,35 @@ class PostProcessor(wiring.Component):
                     # (4b: the quotient saturated, its increment added with the zero point)
                     m.d.sync += [q4.eq(q4n), up4.eq(up4n), rq.eq(saturate16(q4)),
                                  rq_up.eq(up4), res[4].eq(res[3])]
+            elif steps > 1 and 4 * (steps - 1) >= 60:
+                # the shift by shift3 done 4 bits a cycle between two advances, in place in
+                # prod (which nothing else reads); the rest (< 4) at the advance
+                cnt = Signal(6, name=f"rq_cnt_{c}")
+                lastb = Signal(name=f"rq_last_{c}")
+                stk = Signal(name=f"rq_sticky_acc_{c}")
+                stepping = Signal(name=f"rq_step_{c}")
+                m.d.comb += stepping.eq(ce & ~adv & (cnt >= 4))
+                with m.If(adv):
+                    m.d.sync += [cnt.eq(shift2), lastb.eq(0), stk.eq(0)]
+                with m.Elif(stepping):
+                    m.d.sync += [cnt.eq(cnt - 4), lastb.eq(prod[3]),
+                                 stk.eq(stk | lastb | prod[:3].any())]
+                xr, r = prod, cnt[:2]
+                qv = Signal(signed(64), name=f"rq_qv_{c}")
+                m.d.comb += qv.eq(xr >> r)
+                sign = xr[63]
+                fits = Cat(*[(r > i - 9) | (xr[i] == sign) for i in range(9, 63)]).all()
+                sat = Mux(fits, qv[:10].as_signed(),
+                          Mux(sign, Const(-2**9, signed(10)), Const(2**9 - 1, signed(10))))
+                half = Mux(r == 0, lastb, (xr.as_unsigned() >> (r - 1)[:2])[0])
+                below = Mux(r == 0, 0, Mux(r == 1, 0, Mux(r == 2, xr[0], xr[:2].any())))
+                sticky = Mux(r == 0, stk, stk | lastb | below)
+                with m.If(adv):
+                    m.d.sync += [rq.eq(sat), rq_up.eq(half & (sticky | qv[0]))]
             else:
                 with m.If(adv):
-                    m.d.sync += rq.eq(round_shift(m, prod, shift3, f"rq{c}"))
+                    q4n, up4n = round_sat(m, prod, shift3, 10, f"rq{c}")
+                    m.d.sync += [rq.eq(q4n), rq_up.eq(up4n)]
             with m.If(adv):
                 m.d.sync += [
                     # stage 1: bias (wrapping int32)
@@ -423,7 +451,7 @@ class PostProcessor(wiring.Component):
                     # stage 2: the partial products (above); stage 3: the 64-bit product
                     shift2.eq(shift1),
                     res[1].eq(res[0]),
-                    prod.eq(prod_next),
+                    prod.eq(prod_next),   # (then shifted in place: see rq)
                     shift3.eq(shift2),
                     res[2].eq(res[1]),
                     # stage 4: round half to even
@@ -436,6 +464,9 @@ class PostProcessor(wiring.Component):
                     # stage 6: residual rescale, exact
                     s2.eq(s2_next),
                 ]
+            if steps > 1 and not split and 4 * (steps - 1) >= 60:
+                with m.If(stepping):
+                    m.d.sync += prod.eq(prod >> 4)
             if split:
                 a6a = Signal(signed(8), name=f"a6a_{c}", reset_less=True)
                 with m.If(adv):
@@ -468,7 +499,31 @@ class PostProcessor(wiring.Component):
                                  q7s.eq(saturate16(q7)), up7s.eq(up7), a7.eq(a6)]
                 r_q, r_up, a_out = q7s, up7s, a7
             else:
-                r_q, r_up = round_parts(m, s2x, shift6, f"add{c}")
+                if steps > 1 and 3 * (steps - 1) >= ADD_SUM_BITS - 2:
+                    # as rq: the shift done 3 bits a cycle in place in s2, the rest at adv
+                    cnt2 = Signal(6, name=f"add_cnt_{c}")
+                    last2 = Signal(name=f"add_last_{c}")
+                    stk2 = Signal(name=f"add_sticky_acc_{c}")
+                    step2 = Signal(name=f"add_step_{c}")
+                    m.d.comb += step2.eq(ce & ~adv & (cnt2 >= 3))
+                    with m.If(adv):
+                        m.d.sync += [cnt2.eq(shift6), last2.eq(0), stk2.eq(0)]
+                    with m.Elif(step2):
+                        m.d.sync += [cnt2.eq(cnt2 - 3), last2.eq(s2[2]),
+                                     stk2.eq(stk2 | last2 | s2[:2].any()), s2.eq(s2 >> 3)]
+                    r2 = cnt2[:2]
+                    w2 = len(s2)
+                    qv2 = Signal(signed(w2), name=f"add_qv_{c}")
+                    m.d.comb += qv2.eq(s2 >> r2)
+                    sg2 = s2[w2 - 1]
+                    fits2 = Cat(*[(r2 > i - 9) | (s2[i] == sg2) for i in range(9, w2 - 1)]).all()
+                    r_q = Mux(fits2, qv2[:10].as_signed(),
+                              Mux(sg2, Const(-2**9, signed(10)), Const(2**9 - 1, signed(10))))
+                    half2 = Mux(r2 == 0, last2, Mux(r2 == 1, s2[0], s2[1]))
+                    sticky2 = Mux(r2 == 0, stk2, stk2 | last2 | ((r2 == 2) & s2[0]))
+                    r_up = half2 & (sticky2 | qv2[0])
+                else:
+                    r_q, r_up = round_sat(m, s2x, shift6, 10, f"add{c}")
                 a_out = a5
             y = Signal(signed(8), name=f"y_{c}", reset_less=True)
             m.d.comb += y.eq(Mux(use_res[n - 2],
@@ -480,3 +535,29 @@ class PostProcessor(wiring.Component):
                         with m.If(beat[n - 2] == bt):
                             m.d.sync += self.o.payload[bt * lanes + c].eq(y)
         return m
+
+
+def round_sat(m, x, s, bits, name):
+    """``(saturate_bits(x >> s), up)``: the quotient of :func:`round_parts` saturated to ``bits``
+    bits, without shifting the whole of ``x``: it fits when every bit of ``x`` from ``s + bits
+    - 1`` up equals the sign, and then its low ``bits`` bits are the shift's."""
+    w = len(x)
+    sign = x[w - 1]
+    ok = Signal(name=f"{name}_fits")
+    m.d.comb += ok.eq(Cat(*[(s > i - (bits - 1)) | (x[i] == sign)
+                            for i in range(bits - 1, w - 1)]).all())
+    lo = Signal(bits, name=f"{name}_qlo")
+    m.d.comb += lo.eq(x >> s)
+    half = Signal(name=f"{name}_half")
+    sticky = Signal(name=f"{name}_sticky")
+    up = Signal(name=f"{name}_up")
+    mask = Signal(w - 1, name=f"{name}_mask")
+    m.d.comb += [
+        half.eq((s != 0) & (x.as_unsigned() >> (s - 1)[:len(s)])[0]),
+        mask.eq(Cat(*[s > i + 1 for i in range(w - 1)])),
+        sticky.eq((x[:w - 1] & mask).any()),
+        up.eq(half & (sticky | lo[0])),
+    ]
+    sat = Mux(ok, lo.as_signed(), Mux(sign, Const(-2**(bits - 1), signed(bits)),
+                                      Const(2**(bits - 1) - 1, signed(bits))))
+    return sat, up

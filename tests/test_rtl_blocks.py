@@ -255,6 +255,11 @@ def _pp_golden(cfg, acc, bias, mult, shift, residual, use):
     # multi-cycle multiplications (array.postproc_steps), lane-serial or not
     (13, "random", 2, 1, 8), (14, "ties", 3, None, 2), (15, "extreme:41", 2, 1, 4),
     (16, "normal", 5, 2, 16), (17, "extreme:31", 1, None, 8), (18, "random", 3, None, 4),
+    # 16 steps: both roundings' shifts done in place over the steps, the rest at the advance
+    # (every remainder of the shift by 4 and by 3, ties, the widest shifts)
+    (24, "ties", 2, 1, 16), (25, "ties", 3, 2, 16), (26, "extreme:0", 2, 1, 16),
+    (27, "extreme:1", 2, 1, 16), (28, "extreme:2", 2, 1, 16), (29, "extreme:3", 2, 1, 16),
+    (30, "extreme:5", 2, 1, 16), (31, "extreme:42", 2, 1, 16), (32, "extreme:63", 2, 1, 16),
     # two stages per rounding (a fast clock's split pipeline)
     (19, "random", 3, None, -1), (20, "ties", 4, 2, -1), (21, "extreme:41", 2, 1, -1),
     (22, "extreme:63", 3, None, -1), (23, "random", 3, None, -4)])
