@@ -22,7 +22,7 @@ import struct
 import time
 
 from hdl.bridge import PROTOCOL_VERSION, SYNC, BridgeCommand, BridgeStatus, crc8_update
-from hdl.isa import ErrorCode, PerfCounter, registers
+from hdl.isa import ErrorCode, perf_counters, registers
 
 from .driver import DriverError
 
@@ -246,7 +246,7 @@ class BoardBackend:
             self._sleep(self.poll_interval)
         err_index, err_addr = c.read_regs(regs["ERR_INDEX"], 2)
         perf = {}
-        for pc in PerfCounter:
+        for pc in perf_counters(cfg):           # (only the counters the hardware has)
             lo_w, hi_w = c.read_regs(regs[f"PERF_{pc.name}_LO"], 2)
             perf[pc.name] = hi_w << 32 | lo_w
         self.last = {"status": status, "perf": perf, "link_errors": c.errors}

@@ -374,6 +374,12 @@ def render_c_header(config):
     out.comment(f"Configuration {config.name}")
     hex_fields = {key.field for key in SCHEMA if key.hex}
     for field, value in _config_values(config):
+        if field == "perf_counters":
+            # the counters the hardware has, as a mask: bit i is NPU_PERF_COUNTER value i
+            mask = sum(1 << isa.PerfCounter[n].value for n in value)
+            out.define(f"NPU_CFG_{field.upper()}", _c_uint(mask),
+                       "mask of the performance counters present (bit = counter number)")
+            continue
         shown = _c_uint(value) if field in hex_fields and isinstance(value, int) \
             else _c_value(value)
         out.define(f"NPU_CFG_{field.upper()}", shown)

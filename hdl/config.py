@@ -207,6 +207,26 @@ POSTPROC_STEPS = (1, 2, 4, 8, 16)
 #: ``ceil(13 / steps)`` bits a cycle, taking exactly ``steps`` cycles.
 SPAN_STEPS = (1, 2, 3, 4, 5, 7, 13)
 
+#: The performance counters' names, in register order (:class:`hdl.isa.PerfCounter`).
+PERF_COUNTERS = ("CYCLES", "COMMANDS", "LOAD_BUSY", "EXECUTE_BUSY", "STORE_BUSY", "MAC_ACTIVE",
+                 "LOAD_WAIT_TOKEN", "EXECUTE_WAIT_TOKEN", "STORE_WAIT_TOKEN", "FETCH_STALL",
+                 "EXECUTE_STARVED", "LOAD_BUS_STALL", "STORE_BUS_STALL", "BYTES_READ",
+                 "BYTES_WRITTEN")
+
+
+def _counter_names() -> Rule:
+    def check(v, _):
+        for name in v:
+            if name not in PERF_COUNTERS:
+                return f"unknown counter {_render(name)} (counters: {', '.join(PERF_COUNTERS)})"
+        dup = next((n for i, n in enumerate(v) if n in v[:i]), None)
+        if dup is not None:
+            return f"{dup} is listed twice"
+        if "CYCLES" not in v:
+            return "must include CYCLES (runs are reported in cycles)"
+        return None
+    return Rule("names of counters, each once, CYCLES among them", check)
+
 
 def _one_of(*choices: Any, why: str = "") -> Rule:
     listed = ", ".join(_render(c) for c in choices)
@@ -291,6 +311,8 @@ _TYPES = {
     "number": ("must be a number",
                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     "string": ("must be a string", lambda v: isinstance(v, str)),
+    "list": ("must be a list of strings",
+             lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
 }
 
 
@@ -324,7 +346,7 @@ class Key:
     field : str
         The :class:`NpuConfig` field it becomes.
     type : str
-        ``"integer"``, ``"number"`` (integer or float) or ``"string"``.
+        ``"integer"``, ``"number"`` (integer or float), ``"string"`` or ``"list"`` (of strings).
     default : object
         The value when the key is absent; :data:`REQUIRED` if it must be given.
     rules : tuple of Rule
@@ -455,6 +477,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("perf", "counter_bits", "perf_bits", "integer", 64, (_between(32, 64),),
         "width of each performance counter (it wraps at 2^bits; the high word reads bits 32 and "
         "up): 32 on a device with little logic"),
+    Key("perf", "counters", "perf_counters", "list",
+        _Derived("all 15", lambda earlier, _: PERF_COUNTERS), (_counter_names(),),
+        "the performance counters the hardware has (a counter left out reads 0, and drivers "
+        "report only those listed): fewer on a device with little logic"),
 
     Key("target", "device", "device", "string", "none",
         (_one_of("none", "ice40-up5k", "ecp5-85f"),), "FPGA the configuration is sized for"),
@@ -509,6 +535,8 @@ def _resolve(raw: Mapping[str, Any], source: str, default_name: str) -> dict[str
                 raise fail(reason)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, list):
+            value = tuple(value)        # (hashable, as the frozen NpuConfig must be)
         values[key.field] = value
     return values
 
@@ -560,6 +588,7 @@ class NpuConfig:
     window_size: int
     # [perf]
     perf_bits: int
+    perf_counters: tuple[str, ...]
     # [target]
     device: str
     clock_mhz: int | float
@@ -673,7 +702,8 @@ class NpuConfig:
         out: dict[str, Any] = {}
         for key in SCHEMA:
             table = out if key.section is None else out.setdefault(key.section, {})
-            table[key.key] = getattr(self, key.field)
+            value = getattr(self, key.field)
+            table[key.key] = list(value) if isinstance(value, tuple) else value
         return out
 
     def to_toml(self) -> str:

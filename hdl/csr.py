@@ -52,7 +52,8 @@ class CsrBank(wiring.Component):
     - the performance counters: ``perf``, an array of 64-bit ``In`` ports indexed by
       :class:`hdl.isa.PerfCounter`. Reading a low word latches that counter's high word into
       one latch shared by all counters, which a read of any high word returns (read a counter's
-      low word, then its high word).
+      low word, then its high word). A counter the configuration leaves out
+      (``perf.counters``) is not driven: it reads 0.
 
     Unmapped addresses read as zero and ignore writes; every response is OKAY. Byte strobes are
     honoured for RW registers.

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
+from .config import PERF_COUNTERS
+
 __all__ = [
     "ISA_VERSION", "CMD_BITS", "CMD_BYTES", "NPU_ID",
     "Opcode", "Queue", "Buffer", "PoolMode", "ErrorCode", "PerfCounter",
     "HEADER", "LOAD", "STORE", "COMPUTE", "POOL", "SETPP", "END", "COMMAND", "COMMANDS",
     "QUEUE_OF", "FIELD_DOCS", "Field", "fields", "encode", "decode", "EncodeError",
-    "Register", "registers", "register_by_name", "PERF_BASE", "PERF_DOCS", "SEMANTICS",
+    "Register", "registers", "register_by_name", "PERF_BASE", "PERF_DOCS", "perf_counters",
+    "SEMANTICS",
 ]
 
 #: (major, minor, patch) of the ISA and register map. Bump minor on additions, major on changes.
@@ -89,7 +92,8 @@ class ErrorCode(enum.Enum, shape=8):
 class PerfCounter(enum.Enum, shape=5):
     """Performance counters of ``perf.counter_bits`` bits (64 by default, zero-extended to the
     64 bits of a LO/HI register pair; a counter wraps at 2^bits), cleared by START, counting
-    while busy (what each counts: :data:`PERF_DOCS`)."""
+    while busy (what each counts: :data:`PERF_DOCS`). A configuration may leave counters out
+    (``perf.counters``): their registers read 0."""
     CYCLES = 0
     COMMANDS = 1
     LOAD_BUSY = 2
@@ -105,6 +109,14 @@ class PerfCounter(enum.Enum, shape=5):
     STORE_BUS_STALL = 12
     BYTES_READ = 13
     BYTES_WRITTEN = 14
+
+
+assert tuple(c.name for c in PerfCounter) == PERF_COUNTERS, "PerfCounter and PERF_COUNTERS differ"
+
+
+def perf_counters(config) -> tuple[PerfCounter, ...]:
+    """The counters a configuration has (``perf.counters``), in register order."""
+    return tuple(c for c in PerfCounter if c.name in config.perf_counters)
 
 
 #: What each performance counter counts.

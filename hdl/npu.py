@@ -266,7 +266,7 @@ class Npu(wiring.Component):
         events[PC.BYTES_READ] = read_bytes
         events[PC.BYTES_WRITTEN] = written
         gated = {PC.BYTES_READ, PC.BYTES_WRITTEN}
-        for counter in PC:
+        for counter in isa.perf_counters(c):     # (the others' registers read 0)
             name = f"perf_{counter.name.lower()}"
             value = Signal(c.perf_bits, name=name)
             event = Value.cast(events[counter])

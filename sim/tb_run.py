@@ -23,7 +23,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from hdl.config import NpuConfig
-from hdl.isa import ErrorCode, PerfCounter, registers
+from hdl.isa import ErrorCode, perf_counters, registers
 from sim.memfile import from_writememh, to_readmemh
 
 JOB = Path(os.environ.get("NPU_JOB", "."))
@@ -166,7 +166,7 @@ class Session:
             "start_macs": start_macs,
             "perf": {},
         }
-        for pc in PerfCounter:
+        for pc in perf_counters(self.cfg):      # (only the counters the hardware has)
             lo = await self.reg(f"PERF_{pc.name}_LO")
             hi = await self.reg(f"PERF_{pc.name}_HI")
             out["perf"][pc.name] = (hi << 32) | lo

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from hdl.config import (
     CONFIG_DIR,
+    PERF_COUNTERS,
     SCHEMA,
     ConfigError,
     NpuConfig,
@@ -499,7 +500,7 @@ OMITTABLE = ["name", "description", "array.dataflow", "array.postproc_lanes",
              "queues.fetch_depth",
              "queues.load_depth", "queues.execute_depth", "queues.store_depth",
              "queues.token_depth", "queues.span_steps", "memory.window_base",
-             "perf.counter_bits", "target.device", "target.clock_mhz"]
+             "perf.counter_bits", "perf.counters", "target.device", "target.clock_mhz"]
 
 
 @st.composite
@@ -529,7 +530,9 @@ def valid_dicts(draw):
     base_pages = draw(st.integers(0, (1 << 20) - 1))
     d["memory"] = {"window_base": base_pages * 4096,
                    "window_size": draw(st.integers(1, (1 << 20) - base_pages)) * 4096}
-    d["perf"] = {"counter_bits": draw(st.integers(32, 64))}
+    others = draw(st.lists(st.sampled_from(PERF_COUNTERS[1:]), unique=True))
+    counters = draw(st.permutations(["CYCLES"] + others))
+    d["perf"] = {"counter_bits": draw(st.integers(32, 64)), "counters": counters}
     d["target"] = {"device": draw(st.sampled_from(["none", "ice40-up5k", "ecp5-85f"])),
                    "clock_mhz": draw(st.one_of(
                        st.integers(1, 1000),
@@ -596,6 +599,13 @@ def invalid_values(dotted: str, d) -> st.SearchStrategy:
         allowed = {"array.dataflow": {"weight_stationary", "output_stationary"},
                    "target.device": {"none", "ice40-up5k", "ecp5-85f"}}[dotted]
         return st.one_of(st.text().filter(lambda s: s not in allowed), WRONG_FOR_STR)
+    if dotted == "perf.counters":
+        given = get(d, "perf.counters", list(PERF_COUNTERS))
+        return st.one_of(
+            st.just([n for n in given if n != "CYCLES"]),                      # no CYCLES
+            st.sampled_from(given).map(lambda n: given + [n]),                 # twice
+            st.text().filter(lambda t: t not in PERF_COUNTERS).map(lambda t: given + [t]),
+            st.sampled_from(["CYCLES", ["CYCLES", 1], 3, None, {"a": "CYCLES"}]))
     if dotted == "target.clock_mhz":
         return st.one_of(st.floats().filter(lambda x: not 0 < x <= 1000),
                          st.integers().filter(lambda x: not 0 < x <= 1000), WRONG_FOR_NUMBER)

@@ -274,7 +274,12 @@ def c_test_program(config):
     # Config macros, and the HW_CONFIG reset values read back through the field macros.
     for name, value in [(f, getattr(config, f)) for f in config.__dataclass_fields__]:
         macro = f"NPU_CFG_{name.upper()}"
-        if isinstance(value, str):
+        if name == "perf_counters":     # a mask, bit = counter number (each bit tested)
+            for pc in isa.PerfCounter:
+                bit = int(pc.name in value)
+                lines.append(f"    CHECK((({macro} >> NPU_PERF_COUNTER_{pc.name}) & 1u) == "
+                             f"{bit}u);")
+        elif isinstance(value, str):
             lines.append(f"    CHECK(strcmp({macro}, {c_str(value)}) == 0);")
         elif isinstance(value, int):
             lines.append(f"    CHECK({macro} == {value}ull);")
