@@ -415,28 +415,9 @@ class PostProcessor(wiring.Component):
             elif steps > 1 and 4 * (steps - 1) >= 60:
                 # the shift by shift3 done 4 bits a cycle between two advances, in place in
                 # prod (which nothing else reads); the rest (< 4) at the advance
-                cnt = Signal(6, name=f"rq_cnt_{c}")
-                lastb = Signal(name=f"rq_last_{c}")
-                stk = Signal(name=f"rq_sticky_acc_{c}")
-                stepping = Signal(name=f"rq_step_{c}")
-                m.d.comb += stepping.eq(ce & ~adv & (cnt >= 4))
+                sat, up, stepping = serial_round_sat(m, prod, shift2, 4, ce, adv, 10, f"rq{c}")
                 with m.If(adv):
-                    m.d.sync += [cnt.eq(shift2), lastb.eq(0), stk.eq(0)]
-                with m.Elif(stepping):
-                    m.d.sync += [cnt.eq(cnt - 4), lastb.eq(prod[3]),
-                                 stk.eq(stk | lastb | prod[:3].any())]
-                xr, r = prod, cnt[:2]
-                qv = Signal(signed(64), name=f"rq_qv_{c}")
-                m.d.comb += qv.eq(xr >> r)
-                sign = xr[63]
-                fits = Cat(*[(r > i - 9) | (xr[i] == sign) for i in range(9, 63)]).all()
-                sat = Mux(fits, qv[:10].as_signed(),
-                          Mux(sign, Const(-2**9, signed(10)), Const(2**9 - 1, signed(10))))
-                half = Mux(r == 0, lastb, (xr.as_unsigned() >> (r - 1)[:2])[0])
-                below = Mux(r == 0, 0, Mux(r == 1, 0, Mux(r == 2, xr[0], xr[:2].any())))
-                sticky = Mux(r == 0, stk, stk | lastb | below)
-                with m.If(adv):
-                    m.d.sync += [rq.eq(sat), rq_up.eq(half & (sticky | qv[0]))]
+                    m.d.sync += [rq.eq(sat), rq_up.eq(up)]
             else:
                 with m.If(adv):
                     q4n, up4n = round_sat(m, prod, shift3, 10, f"rq{c}")
@@ -501,27 +482,9 @@ class PostProcessor(wiring.Component):
             else:
                 if steps > 1 and 3 * (steps - 1) >= ADD_SUM_BITS - 2:
                     # as rq: the shift done 3 bits a cycle in place in s2, the rest at adv
-                    cnt2 = Signal(6, name=f"add_cnt_{c}")
-                    last2 = Signal(name=f"add_last_{c}")
-                    stk2 = Signal(name=f"add_sticky_acc_{c}")
-                    step2 = Signal(name=f"add_step_{c}")
-                    m.d.comb += step2.eq(ce & ~adv & (cnt2 >= 3))
-                    with m.If(adv):
-                        m.d.sync += [cnt2.eq(shift6), last2.eq(0), stk2.eq(0)]
-                    with m.Elif(step2):
-                        m.d.sync += [cnt2.eq(cnt2 - 3), last2.eq(s2[2]),
-                                     stk2.eq(stk2 | last2 | s2[:2].any()), s2.eq(s2 >> 3)]
-                    r2 = cnt2[:2]
-                    w2 = len(s2)
-                    qv2 = Signal(signed(w2), name=f"add_qv_{c}")
-                    m.d.comb += qv2.eq(s2 >> r2)
-                    sg2 = s2[w2 - 1]
-                    fits2 = Cat(*[(r2 > i - 9) | (s2[i] == sg2) for i in range(9, w2 - 1)]).all()
-                    r_q = Mux(fits2, qv2[:10].as_signed(),
-                              Mux(sg2, Const(-2**9, signed(10)), Const(2**9 - 1, signed(10))))
-                    half2 = Mux(r2 == 0, last2, Mux(r2 == 1, s2[0], s2[1]))
-                    sticky2 = Mux(r2 == 0, stk2, stk2 | last2 | ((r2 == 2) & s2[0]))
-                    r_up = half2 & (sticky2 | qv2[0])
+                    r_q, r_up, step2 = serial_round_sat(m, s2, shift6, 3, ce, adv, 10, f"add{c}")
+                    with m.If(step2):
+                        m.d.sync += s2.eq(s2 >> 3)
                 else:
                     r_q, r_up = round_sat(m, s2x, shift6, 10, f"add{c}")
                 a_out = a5
@@ -535,6 +498,36 @@ class PostProcessor(wiring.Component):
                         with m.If(beat[n - 2] == bt):
                             m.d.sync += self.o.payload[bt * lanes + c].eq(y)
         return m
+
+
+def serial_round_sat(m, x, shift, k, ce, adv, bits, name):
+    """``(sat, up, stepping)`` as :func:`round_sat` of ``x >> shift``, for a register ``x`` the
+    caller shifts right by ``k`` in place whenever ``stepping`` (between two advances ``adv``,
+    on the cycles ``ce`` that leave room): ``shift`` is loaded at ``adv`` (the shift of the value
+    ``x`` takes then), each step takes ``k`` off it and keeps the last bit shifted out and the
+    sticky OR of the ones below it, and the remainder (< ``k``, there must be steps enough)
+    is shifted at the next advance, where ``sat`` and ``up`` are read."""
+    w = len(x)
+    cnt = Signal(len(shift), name=f"{name}_cnt")
+    last = Signal(name=f"{name}_last")
+    stk = Signal(name=f"{name}_sticky_acc")
+    stepping = Signal(name=f"{name}_step")
+    m.d.comb += stepping.eq(ce & ~adv & (cnt >= k))
+    with m.If(adv):
+        m.d.sync += [cnt.eq(shift), last.eq(0), stk.eq(0)]
+    with m.Elif(stepping):
+        m.d.sync += [cnt.eq(cnt - k), last.eq(x[k - 1]), stk.eq(stk | last | x[:k - 1].any())]
+    r = cnt[:(k - 1).bit_length()]
+    qv = Signal(signed(w), name=f"{name}_qv")
+    m.d.comb += qv.eq(x >> r)
+    sign = x[w - 1]
+    fits = Cat(*[(r > i - (bits - 1)) | (x[i] == sign) for i in range(bits - 1, w - 1)]).all()
+    sat = Mux(fits, qv[:bits].as_signed(), Mux(sign, Const(-2**(bits - 1), signed(bits)),
+                                                 Const(2**(bits - 1) - 1, signed(bits))))
+    half = Mux(r == 0, last, (x.as_unsigned() >> (r - 1)[:len(r)])[0])
+    below = Cat(*[(r > j + 1) & x[j] for j in range(k - 2)]).any()
+    sticky = Mux(r == 0, stk, stk | last | below)
+    return sat, half & (sticky | qv[0]), stepping
 
 
 def round_sat(m, x, s, bits, name):
