@@ -3,12 +3,13 @@ dependency tokens, deadlock detection and completion."""
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout
+from .postproc import shift_add_mul
 
 __all__ = ["CommandProcessor", "QUEUE_ENTRY", "RETIRE", "FetchKind"]
 
@@ -190,8 +191,10 @@ class CommandProcessor(wiring.Component):
         if c.fetch_depth > 1:
             fbuf = fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth)
             m.submodules.fetch_buffer = fbuf
+            may_read = 1        # the next command is assembled in f_cmd while the buffer is full
         else:
             fbuf = self._fetch_slot(m, f_cmd)
+            may_read = fbuf.w_rdy   # f_cmd is the one entry: read the next when it is free
         f_beat = Signal(range(beats + 1))
         f_err = Signal()
         entry = Signal(_FETCH_ENTRY)
@@ -254,9 +257,7 @@ class CommandProcessor(wiring.Component):
                                  entry.addr.eq(Mux(f_below, f_addr, f_hi))]
                     with m.If(fbuf.w_rdy):
                         m.next = "STOP"
-                with m.Elif(fbuf.w_rdy if c.fetch_depth == 1 else 1):
-                    # (the command is assembled in f_cmd while the buffer may still be full;
-                    # a one-entry buffer is f_cmd itself, read when it is free)
+                with m.Elif(may_read):
                     m.d.comb += [self.rd_req.valid.eq(1),
                                  self.rd_req.payload.addr.eq(f_addr),
                                  self.rd_req.payload.beats.eq(beats)]
@@ -457,9 +458,9 @@ class CommandProcessor(wiring.Component):
             mcand = Signal(k * c.span_steps)
             mplier = Signal(24)
             mcount = Signal(range(c.span_steps + 1))
-            digit = mcand[-k:]
-            # (the digit's product as shifted adds: a multiplier this narrow would take a DSP)
-            partial = sum(Mux(digit[j], mplier << j, 0) for j in range(k))
+            # (the digit's product as shifted adds: a multiplier this narrow would take a DSP;
+            # a zero top bit makes the digit unsigned for shift_add_mul)
+            partial = shift_add_mul(m, Cat(mcand[-k:], Const(0, 1)), mplier, "span_digit")
             with m.If(span_step):
                 m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
                              product.eq(0), mcount.eq(c.span_steps)]

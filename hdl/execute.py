@@ -57,6 +57,18 @@ def job_layout(config):
     })
 
 
+def _sum_or_max(m, old, new, is_max, fast, name):
+    """``(old + new wrapped to 32 bits, new > old)`` for signed 32-bit values. With ``fast``
+    (a fast clock) on an adder and a comparator side by side; otherwise on one adder, which
+    forms ``old - new`` when ``is_max`` (its sign: ``new > old``) and the sum otherwise, so
+    only the result ``is_max`` selects is right."""
+    if fast:
+        return (old + new)[:32], new > old
+    d = Signal(signed(33), name=name)
+    m.d.comb += d.eq(old + Mux(is_max, ~new, new) + is_max)
+    return d[:32], d[32]
+
+
 def _walk(job, src, pool):
     """Statements setting ``job``'s walk fields from a COMPUTE or (``pool``) POOL view."""
     names = ["acc_addr", "x_size", "y_size", "in_x_stride", "in_y_stride", "acc_x_stride",
@@ -477,15 +489,8 @@ class ExecuteUnit(wiring.Component):
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
             l_valid, l_first, l_max = ctl[lane]
-            if cfg.slices:
-                m.d.comb += new.eq(Mux(l_first, val,
-                                       Mux(l_max, Mux(val > cur, val, cur), cur + val)))
-            else:
-                # one adder for the sum and the max compare (fewer LUTs; a fast clock keeps
-                # them apart): cur - val when max, its sign says val > cur
-                d = Signal(signed(33), name=f"pool_d_{lane}")
-                m.d.comb += d.eq(cur + Mux(l_max, ~val, val) + l_max)
-                m.d.comb += new.eq(Mux(l_first | (l_max & d[32]), val, Mux(l_max, cur, d[:32])))
+            total, val_wins = _sum_or_max(m, cur, val, l_max, cfg.slices, f"pool_d_{lane}")
+            m.d.comb += new.eq(Mux(l_first | (l_max & val_wins), val, Mux(l_max, cur, total)))
             with m.If(l_valid):
                 m.d.sync += cur.eq(new)
             m.d.sync += pr_data[lane].eq(new)
@@ -570,14 +575,8 @@ class ExecuteUnit(wiring.Component):
         for lane in range(cols):
             old, new = w_old[lane], w_new[lane]
             op = w_ops[lane] if cfg.slices else w_op
-            if cfg.slices:
-                total, new_wins = (old + new)[:32], new > old
-            else:
-                # one adder for ADD and MAX's compare, as in the pool reducer: old - new for MAX
-                is_max = op == AccOp.MAX
-                d = Signal(signed(33), name=f"acc_d_{lane}")
-                m.d.comb += d.eq(old + Mux(is_max, ~new, new) + is_max)
-                total, new_wins = d[:32], d[32]
+            total, new_wins = _sum_or_max(m, old, new, op == AccOp.MAX, cfg.slices,
+                                          f"acc_d_{lane}")
             with m.Switch(op):
                 with m.Case(AccOp.OVERWRITE):
                     m.d.comb += self.acc_wr.data[lane].eq(new)

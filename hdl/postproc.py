@@ -520,37 +520,27 @@ def serial_round_sat(m, x, shift, k, ce, adv, bits, name):
     r = cnt[:(k - 1).bit_length()]
     qv = Signal(signed(w), name=f"{name}_qv")
     m.d.comb += qv.eq(x >> r)
-    sign = x[w - 1]
-    fits = Cat(*[(r > i - (bits - 1)) | (x[i] == sign) for i in range(bits - 1, w - 1)]).all()
-    sat = Mux(fits, qv[:bits].as_signed(), Mux(sign, Const(-2**(bits - 1), signed(bits)),
-                                                 Const(2**(bits - 1) - 1, signed(bits))))
+    sat = _saturate_shifted(x, r, qv, bits)
     half = Mux(r == 0, last, (x.as_unsigned() >> (r - 1)[:len(r)])[0])
     below = Cat(*[(r > j + 1) & x[j] for j in range(k - 2)]).any()
     sticky = Mux(r == 0, stk, stk | last | below)
     return sat, half & (sticky | qv[0]), stepping
 
 
-def round_sat(m, x, s, bits, name):
-    """``(saturate_bits(x >> s), up)``: the quotient of :func:`round_parts` saturated to ``bits``
-    bits, without shifting the whole of ``x``: it fits when every bit of ``x`` from ``s + bits
-    - 1`` up equals the sign, and then its low ``bits`` bits are the shift's."""
+def _saturate_shifted(x, s, q, bits):
+    """``x >> s`` saturated to ``bits`` bits, from ``q`` (at least the low ``bits`` bits of
+    ``x >> s``) without shifting the whole of ``x``: it fits when every bit of ``x`` from
+    ``s + bits - 1`` up equals the sign, and then its low ``bits`` bits are the shift's."""
     w = len(x)
     sign = x[w - 1]
-    ok = Signal(name=f"{name}_fits")
-    m.d.comb += ok.eq(Cat(*[(s > i - (bits - 1)) | (x[i] == sign)
-                            for i in range(bits - 1, w - 1)]).all())
-    lo = Signal(bits, name=f"{name}_qlo")
-    m.d.comb += lo.eq(x >> s)
-    half = Signal(name=f"{name}_half")
-    sticky = Signal(name=f"{name}_sticky")
-    up = Signal(name=f"{name}_up")
-    mask = Signal(w - 1, name=f"{name}_mask")
-    m.d.comb += [
-        half.eq((s != 0) & (x.as_unsigned() >> (s - 1)[:len(s)])[0]),
-        mask.eq(Cat(*[s > i + 1 for i in range(w - 1)])),
-        sticky.eq((x[:w - 1] & mask).any()),
-        up.eq(half & (sticky | lo[0])),
-    ]
-    sat = Mux(ok, lo.as_signed(), Mux(sign, Const(-2**(bits - 1), signed(bits)),
-                                      Const(2**(bits - 1) - 1, signed(bits))))
-    return sat, up
+    fits = Cat(*[(s > i - (bits - 1)) | (x[i] == sign) for i in range(bits - 1, w - 1)]).all()
+    return Mux(fits, q[:bits].as_signed(), Mux(sign, Const(-2**(bits - 1), signed(bits)),
+                                               Const(2**(bits - 1) - 1, signed(bits))))
+
+
+def round_sat(m, x, s, bits, name):
+    """``(saturate_bits(x >> s), up)``: :func:`round_parts` with its quotient saturated to
+    ``bits`` bits (only the quotient's low ``bits`` bits are used: synthesis keeps no more of
+    its shifter)."""
+    q, up = round_parts(m, x, s, name)
+    return _saturate_shifted(x, s, q, bits), up

@@ -34,6 +34,7 @@ from hdl.isa import (
 from sim.npu_programs import cost, expect, image_of, mutate, random_program
 
 CONFIG = NpuConfig.load(os.environ.get("NPU_CONFIG", "tiny"))
+PRESENT = {pc.name for pc in perf_counters(CONFIG)}    # the counters CONFIG has
 SEED = int(os.environ.get("NPU_SEED", "1"))
 REGS = {r.name: r for r in registers(CONFIG)}
 #: The memory the tests model: the configuration's window, at most 1 MiB of it (the window
@@ -179,16 +180,15 @@ class TB:
                                         f"{got[diff[0]]:#x} != {case.memory[diff[0]]:#x}")
             if case.counters is not None:
                 # the counters the golden model keeps too (low words: the runs are short)
-                present = {pc.name for pc in perf_counters(CONFIG)}
                 for reg, key in (("COMMANDS", "commands"), ("MAC_ACTIVE", "mac_vectors"),
                                  ("BYTES_WRITTEN", "bytes_written")):
                     got = await self.read(f"PERF_{reg}_LO")
-                    want = case.counters[key] if reg in present else 0
+                    want = case.counters[key] if reg in PRESENT else 0
                     assert got == want, \
                         f"{label}: PERF_{reg} {got}, expected {want} (golden model)"
                 # a counter the configuration leaves out (perf.counters) reads 0
                 for pc in PerfCounter:
-                    if pc.name not in present:
+                    if pc.name not in PRESENT:
                         got = await self.read(f"PERF_{pc.name}_LO")
                         assert got == 0, f"{label}: PERF_{pc.name} {got}: not in perf.counters"
         else:
@@ -474,8 +474,7 @@ async def test_overlap(dut):
     names = ("CYCLES", "LOAD_BUSY", "EXECUTE_BUSY", "STORE_BUSY", "MAC_ACTIVE",
              "EXECUTE_WAIT_TOKEN", "EXECUTE_STARVED", "LOAD_WAIT_TOKEN", "STORE_WAIT_TOKEN",
              "LOAD_BUS_STALL", "STORE_BUS_STALL", "BYTES_READ", "BYTES_WRITTEN", "COMMANDS")
-    present = {pc.name for pc in perf_counters(CONFIG)}
-    perf = {n: await tb.read(f"PERF_{n}_LO") for n in names if n in present}
+    perf = {n: await tb.read(f"PERF_{n}_LO") for n in names if n in PRESENT}
     dut._log.info(f"overlap, {tiles} tiles: {perf}")
     macs = tiles * 16 * 9
     assert perf["MAC_ACTIVE"] == macs, perf
