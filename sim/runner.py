@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdl.config import REPO, NpuConfig
+from hdl.config import REPO, NpuConfig, shipped_configs
 
 __all__ = ["SIMULATORS", "TOPS", "simulator_available", "build_key", "build_dir", "build",
            "run"]
@@ -229,7 +229,14 @@ def run(config, test_module, simulator="verilator", testcase=None, extra_env=Non
     from gen.toolchain import tool_environment
     config = NpuConfig.load(config)
     out = build(config, simulator, top, waves, extra_args)
-    env = {"NPU_CONFIG": config.name, **(extra_env or {})}
+    # (a configuration that is not a shipped one reaches the testbench as a TOML file)
+    from gen.header import write_if_changed
+    if config.name in shipped_configs() and NpuConfig.load(config.name) == config:
+        named = config.name
+    else:
+        named = out / "config.toml"
+        write_if_changed(named, config.to_toml())
+    env = {"NPU_CONFIG": str(named), **(extra_env or {})}
     if str(REPO) not in sys.path:    # the runner passes sys.path on as PYTHONPATH
         sys.path.insert(0, str(REPO))
     name = testcase if isinstance(testcase, str) else "all"

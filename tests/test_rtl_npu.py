@@ -4,11 +4,13 @@ Each test runs one cocotb test of ``sim/tb_npu.py`` on the cached ``npu_tb`` bui
 configuration (``sim/runner.py``); each cocotb test runs many programs in one simulation.
 """
 
+import dataclasses
 import shutil
 
 import pytest
 
 from gen.toolchain import tool_env
+from hdl.config import NpuConfig
 from sim import runner
 
 CONFIG = "tiny"
@@ -19,7 +21,8 @@ def _run(testcase, config=CONFIG, simulator="verilator", **env):
     tests, failed = runner.run(config, "tb_npu", testcase=testcase, simulator=simulator,
                                extra_env={k: str(v) for k, v in env.items()})
     assert tests == (1 if isinstance(testcase, str) else len(testcase)), f"{testcase} did not run"
-    assert failed == 0, f"{testcase} failed: see build/sim/npu_tb-{config}-{simulator}-*/*.log"
+    name = NpuConfig.load(config).name
+    assert failed == 0, f"{testcase} failed: see build/sim/npu_tb-{name}-{simulator}-*/*.log"
 
 
 def test_npu_registers():
@@ -94,3 +97,16 @@ def test_npu_default_config(testcase, count):
     """The default configuration (16x16 array, 128-bit bus): a second bus width and array size
     (one more Verilator build, a few minutes, hence slow)."""
     _run(testcase, config="default", NPU_COUNT=count or 1, NPU_SEED=21)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", [2, 3, 4, 5, 13])
+def test_npu_span_steps(steps):
+    """The command checks' serial size x stride products (``queues.span_steps``) at the
+    values the shipped configurations do not use (tiny has 7, the others 1): tiny with
+    ``steps`` instead: the register map (its CONFIG_HASH says the testbench has the same
+    configuration as the hardware), random and damaged command streams and the injected
+    errors against the golden model (one more Verilator build each, hence slow)."""
+    config = dataclasses.replace(NpuConfig.load(CONFIG), name=f"tiny-span{steps}",
+                                 span_steps=steps)
+    _run(["test_registers", "test_fuzz", "test_errors"], config=config, NPU_COUNT=200, NPU_SEED=30 + steps)
