@@ -338,6 +338,9 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         # router2 (nextpnr's default is router1, which did not converge on the 85F's
         # 240,000 arcs in 30 minutes)
         nextpnr_opts += f" --threads {threads} --router router2"
+        # the placed and routed netlist, whose paths `benchmarks/logic_depth.py --placed`
+        # ranks by block (nextpnr's report names only the worst)
+        nextpnr_opts += " --write top.routed.json"
     overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
