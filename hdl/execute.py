@@ -317,6 +317,10 @@ class ExecuteUnit(wiring.Component):
         in_cur = Signal(ib)     # TILE: vector (y, x); POOL: window origin of output (y, x)
         win_row = Signal(ib)    # POOL: window row wy
         win_cur = Signal(ib)    # POOL: window element (wy, wx)
+        # the INPUT read address: in_cur (TILE) or win_cur (POOL), kept in a register of its
+        # own (the block RAMs' address comes from a flip-flop, not from a multiplexer that
+        # the job's kind and the pool's wait select)
+        rd_cur = Signal(ib)
         acc_row = Signal(len(c_job.acc_addr))
         acc_cur = Signal(len(c_job.acc_addr))
         inflight = Signal(range(alat + 3))
@@ -351,52 +355,52 @@ class ExecuteUnit(wiring.Component):
         with m.Elif(inflight != 0):
             m.d.sync += inflight.eq(inflight - 1)
 
-        m.d.comb += self.input_rd.en.eq(1)
+        m.d.comb += [self.input_rd.en.eq(1), self.input_rd.addr.eq(rd_cur)]
         with m.If(c_valid), m.Switch(c_job.kind):
             with m.Case(JobKind.MARKER):
                 m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
             with m.Case(JobKind.TILE):
                 m.d.comb += [
                     a_issue.eq(1),
-                    self.input_rd.addr.eq(in_cur),
                     job_end.eq(last_x & last_y),
                     a_done.eq(last_x & last_y & c_job.last),
                 ]
                 m.d.sync += c_first.eq(0)
                 with m.If(~last_x):
+                    nin = in_cur + c_job.in_x_stride
                     m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end),
-                                 in_cur.eq(in_cur + c_job.in_x_stride),
+                                 in_cur.eq(nin), rd_cur.eq(nin),
                                  acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
                     nin = in_row + c_job.in_y_stride
                     nacc = acc_row + c_job.acc_y_stride
                     m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
                                  last_y.eq(y + 1 == y_end), in_row.eq(nin), in_cur.eq(nin),
-                                 acc_row.eq(nacc), acc_cur.eq(nacc)]
+                                 rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
             with m.Case(JobKind.POOL), m.If(inflight == 0):
                 m.d.comb += [
                     p_issue.eq(1),
-                    self.input_rd.addr.eq(win_cur),
                     p_first.eq((wx == 0) & (wy == 0)),
                     p_last.eq(last_wx & last_wy),
                     p_done.eq(last_wx & last_wy & last_x & last_y),
                     job_end.eq(last_wx & last_wy & last_x & last_y),
                 ]
                 with m.If(~last_wx):
+                    nwin = win_cur + c_job.win_x_stride
                     m.d.sync += [wx.eq(wx + 1), last_wx.eq(wx + 1 == wx_end),
-                                 win_cur.eq(win_cur + c_job.win_x_stride)]
+                                 win_cur.eq(nwin), rd_cur.eq(nwin)]
                 with m.Elif(~last_wy):
                     nwin = win_row + c_job.win_y_stride
                     m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(wy + 1),
                                  last_wy.eq(wy + 1 == wy_end), win_row.eq(nwin),
-                                 win_cur.eq(nwin)]
+                                 win_cur.eq(nwin), rd_cur.eq(nwin)]
                 with m.Else():
                     m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(0),
                                  last_wy.eq(wy_end == 0)]
                     with m.If(~last_x):
                         nin = in_cur + c_job.in_x_stride
                         m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end), in_cur.eq(nin),
-                                     win_row.eq(nin), win_cur.eq(nin),
+                                     win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
                                      acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                     with m.Else():
                         nin = in_row + c_job.in_y_stride
@@ -404,7 +408,7 @@ class ExecuteUnit(wiring.Component):
                         m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
                                      last_y.eq(y + 1 == y_end), in_row.eq(nin),
                                      in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
-                                     acc_row.eq(nacc), acc_cur.eq(nacc)]
+                                     rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
 
         # Taking the next job comes last: it overrides the counter updates above.
         with m.If(l_take):
@@ -417,7 +421,7 @@ class ExecuteUnit(wiring.Component):
                 last_x.eq(nj.x_size == 1), last_y.eq(nj.y_size == 1),
                 last_wx.eq(nj.win_w == 1), last_wy.eq(nj.win_h == 1),
                 in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
-                win_row.eq(nj.in_base), win_cur.eq(nj.in_base),
+                win_row.eq(nj.in_base), win_cur.eq(nj.in_base), rd_cur.eq(nj.in_base),
                 acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),
             ]
         with m.Elif(job_end):
