@@ -174,10 +174,9 @@ def _placed_graph(top):
     return arcs, starts, ends, _names(top)
 
 
-def longest_paths(netlist, count=20, to=None, placed=False):
-    """The ``count`` longest paths to distinct endpoints (of distinct start and end names),
-    longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``; ``placed``
-    reads nextpnr's placed netlist instead of Yosys'."""
+def _arrivals(netlist, placed):
+    """``(arrival, pred, ends, names)``: each bit's latest arrival (ns) and the input it
+    comes from on that path, and the endpoints ``[(bit, setup, cell)]``."""
     graph = _placed_graph if placed else _graph
     arcs, starts, ends, names = graph(netlist["modules"]["top"])
     arrival, pred = {}, {}
@@ -199,6 +198,14 @@ def longest_paths(netlist, count=20, to=None, placed=False):
                 arrival[x], pred[x] = max(((arrival[i] + d, i) for i, d in arcs[x]),
                                           key=lambda t: t[0])
                 stack.pop()
+    return arrival, pred, ends, names
+
+
+def longest_paths(netlist, count=20, to=None, placed=False):
+    """The ``count`` longest paths to distinct endpoints (of distinct start and end names),
+    longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``; ``placed``
+    reads nextpnr's placed netlist instead of Yosys'."""
+    arrival, pred, ends, names = _arrivals(netlist, placed)
     ranked = sorted(((arrival[b] + su, b, cn) for b, su, cn in ends
                      if arrival[b] > -1e6), reverse=True)
     out, seen = [], set()
@@ -225,6 +232,33 @@ def longest_paths(netlist, count=20, to=None, placed=False):
     return out, dict(sorted(histogram.items()))
 
 
+def _block(name, depth):
+    """The block a net or cell belongs to: its first ``depth`` dotted name parts below
+    ``system.npu`` (``datapath.execute``), or the top's own (``bridge``, ``ram``)."""
+    parts = _CELL_SUFFIX.sub("", name).split(".")
+    if parts[:2] == ["system", "npu"]:
+        parts = parts[2:]
+    elif parts[:1] == ["system"]:
+        parts = parts[1:]
+    return ".".join(parts[:depth - 1] + [re.sub(r"\d+$", "#", p) for p in parts[depth - 1:depth]]
+                    ) if len(parts) > 1 else "(top)"
+
+
+def blocks_over(netlist, over, placed=False, depth=2):
+    """Endpoints whose path is longer than ``over`` ns, counted by the blocks their path
+    starts and ends in: ``[(count, from_block, to_block)]``, most first."""
+    arrival, pred, ends, names = _arrivals(netlist, placed)
+    count = collections.Counter()
+    for b, su, cn in ends:
+        if arrival[b] + su <= over:
+            continue
+        x = b
+        while x in pred:
+            x = pred[x]
+        count[(_block(names.get(x, "?"), depth), _block(cn, depth))] += 1
+    return [(n, a, z) for (a, z), n in count.most_common()]
+
+
 def synthesise(board, config, workdir):
     from gen.bitstream import build_plan
     from gen.toolchain import tool_env
@@ -245,6 +279,10 @@ def main():
     ap.add_argument("--config", default="small")
     ap.add_argument("--paths", type=int, default=20)
     ap.add_argument("--to", help="only paths ending at cells whose name contains this")
+    ap.add_argument("--over", type=float, metavar="NS",
+                    help="also count the endpoints over NS by the blocks their paths join")
+    ap.add_argument("--depth", type=int, default=2,
+                    help="name parts below system.npu that make a block (--over)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.placed or args.json
@@ -254,18 +292,28 @@ def main():
             start = time.time()
             path = synthesise(args.board, args.config, tmp)
             print(f"  done in {time.time() - start:.0f} s")
-        paths, histogram = longest_paths(json.loads(Path(path).read_text()), args.paths,
-                                         args.to, placed=args.placed is not None)
+        netlist = json.loads(Path(path).read_text())
+        paths, histogram = longest_paths(netlist, args.paths, args.to,
+                                         placed=args.placed is not None)
+        by_block = (blocks_over(netlist, args.over, args.placed is not None, args.depth)
+                    if args.over is not None else None)
     for p in paths:
         print(f"{p['ns']:6.1f} ns  {p['cells']:3d} cells  to {p['to']}")
         for ns, name in p["through"]:
             print(f"          {ns:6.1f}  {name}")
     print("endpoints per 2 ns of estimated arrival:",
           ", ".join(f"{k}-{k + 2}: {v}" for k, v in histogram.items()))
+    if by_block is not None:
+        print(f"endpoints over {args.over:g} ns by the blocks their paths join "
+              f"({sum(n for n, _, _ in by_block):,}):")
+        for n, a, z in by_block[:args.paths]:
+            print(f"  {n:7,}  {a} -> {z}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"source": str(path if args.placed or args.json
                                                  else f"{args.board}/{args.config}"),
-                                   "paths": paths, "histogram_2ns": histogram}, indent=1) + "\n")
+                                   "paths": paths, "histogram_2ns": histogram,
+                                   "over_ns": args.over,
+                                   "by_block": by_block}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -109,4 +109,5 @@ def test_npu_span_steps(steps):
     errors against the golden model (one more Verilator build each, hence slow)."""
     config = dataclasses.replace(NpuConfig.load(CONFIG), name=f"tiny-span{steps}",
                                  span_steps=steps)
-    _run(["test_registers", "test_fuzz", "test_errors"], config=config, NPU_COUNT=200, NPU_SEED=30 + steps)
+    _run(["test_registers", "test_fuzz", "test_errors"], config=config, NPU_COUNT=200,
+         NPU_SEED=30 + steps)
