@@ -293,6 +293,13 @@ class CommandProcessor(wiring.Component):
         cur = Signal(_FETCH_ENTRY)
         m.d.comb += cur.eq(fbuf.r_data)
         cmd = cur.cmd
+        if c.slices:
+            # For a fast clock the checks read a copy of it, taken every cycle (the head holds
+            # still from NEXT until DISPATCH pops it, so the copy is the command from CHECK1
+            # on, when the first checks start): the fetch buffer's outputs drive the queues
+            # and this copy, not the checks' logic spread beside them.
+            cmd = Signal(isa.COMMAND, name="chk_cmd", reset_less=True)
+            m.d.sync += cmd.eq(cur.cmd)
         op = cmd.header.op
         queues = {
             isa.Queue.LOAD: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size, depth=c.load_depth),
@@ -303,7 +310,7 @@ class CommandProcessor(wiring.Component):
         for q, f in queues.items():
             m.submodules[f"{q.name.lower()}_queue"] = f
         qentry = Signal(QUEUE_ENTRY)
-        m.d.comb += [qentry.cmd.eq(cmd), qentry.index.eq(cur.index)]
+        m.d.comb += [qentry.cmd.eq(cur.cmd), qentry.index.eq(cur.index)]
         for f in queues.values():
             m.d.comb += f.w_data.eq(qentry)
 

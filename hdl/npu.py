@@ -124,7 +124,13 @@ class Npu(wiring.Component):
 
         # ---- units
         wiring.connect(m, cp.load_cmd, ld.cmd)
-        m.d.comb += [cp.load_done.eq(ld.done), cp.load_err.eq(ld.err),
+        # (for a fast clock LOAD's rows reach the scratchpads a cycle later, from registers
+        # below: its completion is delayed with them)
+        ld_done = ld.done
+        if c.slices:
+            ld_done = Signal(name="load_done_r")
+            m.d.sync += ld_done.eq(ld.done)
+        m.d.comb += [cp.load_done.eq(ld_done), cp.load_err.eq(ld.err),
                      cp.load_err_addr.eq(ld.err_addr)]
         wiring.connect(m, cp.exec_cmd, exe.cmd)
         m.d.comb += cp.exec_done.eq(exe.done)
@@ -149,12 +155,22 @@ class Npu(wiring.Component):
             exe_busy = Signal(name="exe_busy_r")
             m.d.sync += exe_busy.eq(exe.busy)
         m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe_busy))
+        # (for a fast clock each buffer's write comes from registers of its own, which the
+        # placer can put beside that buffer: one write bus from LOAD to all four buffers was
+        # a net across the die)
         for port, buf, lanes, bits in ((exe.input_wr, isa.Buffer.INPUT, c.rows, 8),
                                        (exe.weight_wr, isa.Buffer.WEIGHT, c.cols, 8),
                                        (exe.acc_wr, isa.Buffer.ACC, c.cols, 32),
                                        (exe.param_wr, isa.Buffer.PARAM, c.cols, 32)):
-            m.d.comb += [port.en.eq(wr.en & (tgt == buf)), port.addr.eq(wr.addr),
-                         port.data.eq(wr.data[:lanes * bits]),
+            en, addr, data_ = wr.en & (tgt == buf), wr.addr, wr.data[:lanes * bits]
+            if c.slices:
+                name = f"load_{buf.name.lower()}"
+                en_r = Signal(name=f"{name}_en")
+                addr_r = Signal.like(port.addr, name=f"{name}_addr", reset_less=True)
+                data_r = Signal(lanes * bits, name=f"{name}_data", reset_less=True)
+                m.d.sync += [en_r.eq(en), addr_r.eq(addr), data_r.eq(data_)]
+                en, addr, data_ = en_r, addr_r, data_r
+            m.d.comb += [port.en.eq(en), port.addr.eq(addr), port.data.eq(data_),
                          port.mask.eq((1 << lanes) - 1)]
 
         # ---- run control

@@ -40,10 +40,13 @@ class _Port(wiring.Component):
 
 
 class _BlockRam(_Port):
-    """Inferred block RAM: one ``lib.memory.Memory``, one write and one read port."""
+    """Inferred block RAM: one ``lib.memory.Memory``, one write and one read port. With
+    ``registered`` the address, enables and write data reach the memories from registers, a
+    cycle later (read data two cycles after ``re``)."""
 
-    def __init__(self, words, width):
+    def __init__(self, words, width, registered=False):
         self._words, self._width = words, width
+        self.latency = 1 + registered
         super().__init__(words, width)
 
     def elaborate(self, platform):
@@ -51,9 +54,16 @@ class _BlockRam(_Port):
         m.submodules.mem = mem = memory.Memory(shape=self._width, depth=self._words, init=[])
         wp = mem.write_port(granularity=8)
         rp = mem.read_port(domain="sync")
-        m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.wdata),
-                     wp.en.eq(self.wmask & self.we.replicate(len(self.wmask))),
-                     rp.addr.eq(self.addr), rp.en.eq(self.re), self.rdata.eq(rp.data)]
+        addr, re, we, wdata, wmask = self.addr, self.re, self.we, self.wdata, self.wmask
+        if self.latency == 2:
+            regs = [Signal.like(v, name=f"{n}_r", reset_less=n in ("addr", "wdata", "wmask"))
+                    for n, v in (("addr", addr), ("re", re), ("we", we), ("wdata", wdata),
+                                 ("wmask", wmask))]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, (addr, re, we, wdata, wmask))]
+            addr, re, we, wdata, wmask = regs
+        m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
+                     wp.en.eq(wmask & we.replicate(len(wmask))),
+                     rp.addr.eq(addr), rp.en.eq(re), self.rdata.eq(rp.data)]
         return m
 
 
@@ -107,12 +117,14 @@ class OnChipRam(wiring.Component):
 
     Latency: the first R beat is valid two cycles after AR is accepted; B one cycle after the
     last W beat. A host read's byte comes one cycle after the access is taken (for a fast
-    clock two: the request is registered first, and the next is taken after it). For a fast
+    clock three: the request is registered first, and the next is taken after it). For a fast
     clock (:attr:`~hdl.config.NpuConfig.slices`) the port is registered on both sides: R
-    beats leave from a four-entry FIFO (RREADY only pops it: three cycles to the first beat)
+    beats leave from a five-entry FIFO (RREADY only pops it: four cycles to the first beat)
     and each W beat is written to the memory a cycle after it is taken, so no path runs from
     the NPU's ready and valid logic into the memory's address and enables; a read burst's
-    next word and range check are registered as its address steps.
+    next word and range check are registered as its address steps, and the memories'
+    address, enables and write data are registered once more beside them (reads take a
+    cycle more).
 
     Parameters
     ----------
@@ -163,7 +175,11 @@ class OnChipRam(wiring.Component):
         bb = dw // 8
         shift = bb.bit_length() - 1
         words = self._size // bb
-        core = (_Spram if self._kind == "spram" else _BlockRam)(words, dw)
+        # (sliced: the block RAMs' address, enables and data come from registers beside
+        # them, not from this state machine's multiplexers: reads take a cycle more)
+        core = (_Spram(words, dw) if self._kind == "spram" else
+                _BlockRam(words, dw, registered=self._sliced))
+        late = getattr(core, "latency", 1) == 2
         m.submodules.core = core
         bus, host = self.axi, self.host
 
@@ -175,8 +191,16 @@ class OnChipRam(wiring.Component):
 
         # ---- host byte port: a cycle of its own between bursts
         h_lane = Signal(range(bb))
-        m.d.sync += host.rvalid.eq(0)
-        m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane, 8))
+        h_read = Signal()               # a host read was taken this cycle
+        m.d.sync += h_read.eq(0)
+        if late:
+            # the byte's lane and valid follow the read through the core's registers
+            h_lane_d = Signal.like(h_lane, name="h_lane_d")
+            m.d.sync += [host.rvalid.eq(h_read), h_lane_d.eq(h_lane)]
+            m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane_d, 8))
+        else:
+            m.d.comb += [host.rvalid.eq(h_read),
+                         host.rdata.eq(core.rdata.word_select(h_lane, 8))]
         # (sliced: a host request is registered first and performed from the register, so the
         # bridge's state logic does not reach the memories' address and enables)
         if self._sliced:
@@ -196,21 +220,30 @@ class OnChipRam(wiring.Component):
         hold, h_data, h_last, h_err = Signal(), Signal(dw), Signal(), Signal()
         rid = Signal(len(bus.arid))
         m.d.comb += bus.rid.eq(rid)
-        m.d.sync += pend.eq(0)
+        # (a beat issued to the core: `pend` the cycle its data returns; with a registered
+        # core the issue sets `a_pend`, and `pend` follows a cycle later)
+        if late:
+            a_pend, a_last, a_err = Signal(), Signal(), Signal()
+            m.d.sync += [a_pend.eq(0), pend.eq(a_pend), p_last.eq(a_last), p_err.eq(a_err)]
+            i_pend, i_last, i_err = a_pend, a_last, a_err
+        else:
+            m.d.sync += pend.eq(0)
+            i_pend, i_last, i_err = pend, p_last, p_err
         beat = Signal(data.StructLayout({"data": dw, "last": 1, "err": 1}))
         m.d.comb += [beat.data.eq(core.rdata & ~p_err.replicate(dw)), beat.last.eq(p_last),
                      beat.err.eq(p_err)]
         if self._sliced:
             # R beats leave from a FIFO's registers: RREADY only pops it, and a beat is read
             # from the core only while the FIFO has room for it and the one returning.
-            rq = fifo.SyncFIFOBuffered(width=beat.shape().size, depth=4)
+            # (room for the beats in flight: one a cycle with RREADY high)
+            rq = fifo.SyncFIFOBuffered(width=beat.shape().size, depth=4 + late)
             m.submodules.r_fifo = rq
             head = Signal(beat.shape())
             m.d.comb += [rq.w_en.eq(pend), rq.w_data.eq(beat), head.eq(rq.r_data),
                          bus.rvalid.eq(rq.r_rdy), bus.rdata.eq(head.data),
                          bus.rlast.eq(head.last), bus.rresp.eq(head.err.replicate(2) & Resp.DECERR),
                          rq.r_en.eq(bus.rready)]
-            r_room = rq.level + pend < rq.depth
+            r_room = rq.level + pend + (a_pend if late else 0) < rq.depth
         else:
             m.d.comb += bus.rvalid.eq(pend | hold)
             with m.If(hold):
@@ -253,7 +286,7 @@ class OnChipRam(wiring.Component):
                                  core.wdata.eq(h_wdata.replicate(bb)),
                                  core.wmask.eq(1 << h_addr[:shift] if shift else 1)]
                     m.d.sync += [h_lane.eq(h_addr[:shift] if shift else 0),
-                                 host.rvalid.eq(~h_we)]
+                                 h_read.eq(~h_we)]
                     if self._sliced:
                         m.d.sync += hq.valid.eq(0)
                     else:
@@ -277,12 +310,12 @@ class OnChipRam(wiring.Component):
                 with m.If(issue):
                     if self._sliced:
                         m.d.comb += [core.addr.eq(r_word), core.re.eq(r_ok)]
-                        m.d.sync += [p_err.eq(~r_ok), r_word.eq(r_word + 1),
+                        m.d.sync += [i_err.eq(~r_ok), r_word.eq(r_word + 1),
                                      r_ok.eq(in_range(addr + bb))]
                     else:
                         m.d.comb += [core.addr.eq(word_of(addr)), core.re.eq(in_range(addr))]
-                        m.d.sync += p_err.eq(~in_range(addr))
-                    m.d.sync += [pend.eq(1), p_last.eq(left == 1), addr.eq(addr + bb),
+                        m.d.sync += i_err.eq(~in_range(addr))
+                    m.d.sync += [i_pend.eq(1), i_last.eq(left == 1), addr.eq(addr + bb),
                                  left.eq(left - 1)]
                 with m.If((left == 0) & bus.rvalid & bus.rready & bus.rlast):
                     m.next = "IDLE"
