@@ -90,8 +90,9 @@ class RowReader(wiring.Component):
     after it reaches the head). With ``slice`` (for fast clocks,
     :attr:`~hdl.config.NpuConfig.slices`), descriptors pass a two-entry register slice first
     (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
-    descriptor to its row's collection), and rows leave through a FIFO of two, so the
-    consumer's ready reaches neither the beat collection nor its word registers' enables.
+    descriptor to its row's collection), and rows leave through a register (one cycle more)
+    and a FIFO of three, so the consumer's ready reaches neither the beat collection nor its
+    word registers' enables, and the FIFO's write port sees only flip-flops.
 
     Members
     -------
@@ -222,16 +223,26 @@ class RowReader(wiring.Component):
         beat = self.rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
         if self._slice:
+            # A row is registered (without an enable: no control fans out to its bits) and
+            # written into the output FIFO a cycle later, from that register: the FIFO's
+            # write port sees flip-flops only. The FIFO keeps room for the registered row.
             out_layout = self.out.payload.shape()
-            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=2)
+            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=3)
             m.submodules.out_fifo = ofifo
             row_out = Signal(out_layout)
-            m.d.comb += [ofifo.w_data.eq(row_out), self.out.valid.eq(ofifo.r_rdy),
-                         self.out.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.out.ready)]
-            out_free = ofifo.w_rdy
+            row_r = Signal(out_layout, name="row_r", reset_less=True)
+            row_r_valid = Signal()
+            emitted = Signal()
+            m.d.sync += [row_r.eq(row_out), row_r_valid.eq(emitted)]
+            m.d.comb += [ofifo.w_en.eq(row_r_valid), ofifo.w_data.eq(row_r),
+                         self.out.valid.eq(ofifo.r_rdy), self.out.payload.eq(ofifo.r_data),
+                         ofifo.r_en.eq(self.out.ready)]
+            out_free = Signal(init=1)   # room for one more row, registered
+            m.d.sync += out_free.eq(ofifo.level + row_r_valid + emitted -
+                                    (ofifo.r_en & ofifo.r_rdy) < ofifo.depth)
 
             def emit(skip, bytes_):
-                m.d.comb += [ofifo.w_en.eq(1), row_out.skip.eq(skip),
+                m.d.comb += [emitted.eq(1), row_out.skip.eq(skip),
                              row_out.user.eq(head.user), row_out.bytes.eq(bytes_)]
         else:
             out_free = ~self.out.valid | self.out.ready
