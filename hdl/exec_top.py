@@ -34,11 +34,13 @@ class ExecTop(wiring.Component):
 
     ``acc_wr`` may only be used while the execute unit is idle (the execute unit's writes win).
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
-    Latency: ``acc_rd`` 1 cycle; ``pp_req`` to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles
-    (for a fast clock, :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split
-    pipeline and four more: the requests pass through a FIFO of two, their addresses are
-    registered, the rows read wait in a FIFO of four and leave through another; the ACC
-    buffer's writes reach its memories a cycle later, from registers).
+    Latency: ``acc_rd`` 1 cycle (2 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
+    to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles (for a fast clock,
+    :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline and five
+    more: the requests pass through a FIFO of two, their addresses are
+    registered, the ACC rows are registered at the block RAMs' outputs, the rows read wait
+    in a FIFO of four and leave through another; the ACC buffer's writes reach its memories
+    a cycle later, from registers).
 
     Parameters
     ----------
@@ -93,6 +95,12 @@ class ExecTop(wiring.Component):
     def config(self):
         return self._config
 
+    @staticmethod
+    def acc_read_latency(config):
+        """Cycles from an :attr:`acc_rd` address to its row: 2 for a fast clock (the ACC
+        rows are registered at the block RAMs), else 1."""
+        return 2 if config.slices else 1
+
     def elaborate(self, platform):
         m = Module()
         c = self._config
@@ -104,7 +112,7 @@ class ExecTop(wiring.Component):
         m.submodules.acc_buf = acc = Scratchpad(c.acc_depth, c.cols, signed(32), c.acc_banks,
                                                 read_ports=2, transparent=True,
                                                 write_register=c.slices,
-                                                read_registers=(0,) if c.slices else ())
+                                                read_registers=(0, 1) if c.slices else ())
         m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                   read_ports=3)
         m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,
@@ -144,10 +152,11 @@ class ExecTop(wiring.Component):
             # For a fast clock the post-processor's pipeline never stalls: its rows go into a
             # FIFO with room for every row in flight, and a row enters only while it has a
             # credit (a free place in that FIFO), so no pipeline enable fans out to its
-            # stages. In front of it, a request's buffer addresses are registered (stage A:
-            # the ACC and PARAM read addresses come from flip-flops), the rows read (B) go
-            # into a FIFO of four, and a request is taken only while that FIFO has room for
-            # it and those in A and B: neither stage stalls, and nothing from the
+            # stages. In front of it, a request's ACC address is registered (stage A: the
+            # ACC read address comes from flip-flops), the ACC row is registered at the block
+            # RAMs (B) while the PARAM rows are read from B's addresses, and the rows (C) go
+            # into a FIFO of four; a request is taken only while that FIFO has room for it
+            # and those in A, B and C: no stage stalls, and nothing from the
             # post-processor's input handshake reaches the buffers' addresses.
             depth = pp.LATENCY + pp.beats + 2
             m.submodules.pp_out_fifo = ofifo = fifo.SyncFIFO(
@@ -156,18 +165,22 @@ class ExecTop(wiring.Component):
             has_credit = Signal(init=1)         # credits != 0, registered with them
             m.submodules.pp_in_fifo = ififo = fifo.SyncFIFO(
                 width=Shape.cast(row.shape()).width, depth=4)
-            queued = Signal(range(5))           # requests in A, B and the input FIFO
-            a_valid, b_valid = Signal(), Signal()
+            queued = Signal(range(5))           # requests in A, B, C and the input FIFO
+            a_valid, b_valid, c_valid = Signal(), Signal(), Signal()
             a_acc = Signal.like(req.payload.acc_addr, reset_less=True)
             a_par = [Signal.like(req.payload.param_addr, name=f"a_param{k}", reset_less=True)
                      for k in range(3)]
             a_res = Signal.like(req.payload.residual, reset_less=True)
+            b_par = [Signal.like(a, name=f"b_param{k}", reset_less=True)
+                     for k, a in enumerate(a_par)]
             b_res = Signal.like(req.payload.residual, reset_less=True)
-            a_use, b_use = Signal(reset_less=True), Signal(reset_less=True)
+            c_res = Signal.like(req.payload.residual, reset_less=True)
+            a_use, b_use, c_use = (Signal(reset_less=True) for _ in range(3))
             take = Signal()
             m.d.comb += [req.ready.eq(queued != 4), take.eq(req.valid & req.ready)]
-            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), b_res.eq(a_res),
-                         b_use.eq(a_use)]
+            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), c_valid.eq(b_valid),
+                         b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
+            m.d.sync += [b.eq(a) for b, a in zip(b_par, a_par)]
             with m.If(take):
                 m.d.sync += [a_acc.eq(req.payload.acc_addr), a_res.eq(req.payload.residual),
                              a_use.eq(req.payload.use_residual)]
@@ -175,13 +188,13 @@ class ExecTop(wiring.Component):
             m.d.comb += [
                 rd.addr.eq(Mux(a_valid, a_acc, self.acc_rd.addr)),
                 rd.en.eq(a_valid | self.acc_rd.en),
-                row.residual.eq(b_res), row.use_residual.eq(b_use),
-                ififo.w_en.eq(b_valid), ififo.w_data.eq(row),
+                row.residual.eq(c_res), row.use_residual.eq(c_use),
+                ififo.w_en.eq(c_valid), ififo.w_data.eq(row),
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(ififo.r_data),
                 ififo.r_en.eq(pp.i.valid & pp.i.ready),
             ]
-            m.d.comb += [p.en.eq(a_valid) for p in par.read]
-            m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, a_par)]
+            m.d.comb += [p.en.eq(b_valid) for p in par.read]
+            m.d.comb += [p.addr.eq(b) for p, b in zip(par.read, b_par)]
             m.d.sync += queued.eq(queued + take - ififo.r_en)
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),

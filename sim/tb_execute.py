@@ -126,14 +126,16 @@ class TB:
             await FallingEdge(dut.clk)
         await FallingEdge(dut.clk)
 
-    async def read_acc(self, depth, lanes):
+    async def read_acc(self, depth, lanes, latency=1):
+        """The first ``depth`` ACC rows, an address a cycle; a row comes ``latency`` cycles
+        after its address."""
         dut = self.dut
         rows = []
         dut.acc_rd__en.value = 1
-        for addr in range(depth + 1):
+        for addr in range(depth + latency):
             dut.acc_rd__addr.value = min(addr, depth - 1)
             await FallingEdge(dut.clk)
-            if addr < depth:
+            if latency - 1 <= addr < depth + latency - 1:
                 rows.append(unpack(dut.acc_rd__data.value, lanes, 32))
         dut.acc_rd__en.value = 0
         return np.array(rows, dtype=np.int64)
@@ -180,7 +182,7 @@ async def run_case(dut):
     tb.first_mac = tb.last_done = None
     await tb.push_commands(cmds, p_idle=float(case["p_idle"]))
     await tb.wait_done(len(cmds))
-    acc = await tb.read_acc(case["expect_acc"].shape[0], lanes)
+    acc = await tb.read_acc(case["expect_acc"].shape[0], lanes, int(case["acc_latency"]))
     expect = case["expect_acc"].astype(np.int64)
     bad = np.nonzero((acc != expect).any(axis=1))[0]
     assert bad.size == 0, f"ACC rows differ from the golden model: {bad[:8].tolist()}"

@@ -13,7 +13,7 @@ import pytest
 from firmware import numerics
 from firmware.golden import GoldenNpu
 from hdl.config import NpuConfig
-from hdl.exec_top import pp_request_layout
+from hdl.exec_top import ExecTop, pp_request_layout
 from hdl.isa import Buffer, Opcode, PoolMode, encode
 from sim import runner
 
@@ -55,6 +55,7 @@ def _run_case(tmp_path, simulator, cfg, buffers, cmds, pp=None, seed=1, p_idle=0
     npu = _golden(cfg, buffers, cmds)
     case = {
         "seed": seed, "cols": cfg.cols, "p_idle": p_idle,
+        "acc_latency": ExecTop.acc_read_latency(cfg),
         "input": buffers[Buffer.INPUT], "weight": buffers[Buffer.WEIGHT],
         "acc": buffers[Buffer.ACC], "param": buffers[Buffer.PARAM],
         "cmds": np.array([list(encode(op, **f)) for op, f in cmds], dtype=np.uint8),
