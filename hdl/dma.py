@@ -84,7 +84,7 @@ class RowReader(wiring.Component):
     few requests in flight cover the memory's latency. A run is issued as soon as it cannot grow
     in a cycle. The reader collects each row's beats and shifts the row down to byte 0. A
     ``skip`` descriptor reads nothing and comes out in its turn with ``skip`` set (LOAD uses it
-    for padding rows, STORE for rows without a residual).
+    for padding rows, STORE for rows without a residual; its bytes are unspecified).
 
     Latency: a row comes out in the cycle after its last beat arrives (a skipped row one cycle
     after it reaches the head). With ``slice`` (for fast clocks,
@@ -241,9 +241,14 @@ class RowReader(wiring.Component):
             m.d.sync += out_free.eq(ofifo.level + row_r_valid + emitted -
                                     (ofifo.r_en & ofifo.r_rdy) < ofifo.depth)
 
+            # (the register's inputs do not depend on whether a row is emitted: a skipped
+            # row's bytes are whatever the beat words hold, which every consumer ignores)
+            m.d.comb += [row_out.skip.eq(head.skip), row_out.user.eq(head.user),
+                         row_out.bytes.eq((Cat(*nxt) >> Cat(Const(0, 3), head.off))
+                                          [:8 * self._bytes])]
+
             def emit(skip, bytes_):
-                m.d.comb += [emitted.eq(1), row_out.skip.eq(skip),
-                             row_out.user.eq(head.user), row_out.bytes.eq(bytes_)]
+                m.d.comb += emitted.eq(1)
         else:
             out_free = ~self.out.valid | self.out.ready
             with m.If(self.out.valid & self.out.ready):
