@@ -372,10 +372,12 @@ class ExecHarness:
                 await ctx.tick()
             ctx.set(dut.acc_rd.en, 1)
             rows = []
-            for addr in range(c.acc_depth):
-                ctx.set(dut.acc_rd.addr, addr)
+            latency = ExecTop.acc_read_latency(c)
+            for addr in range(c.acc_depth + latency - 1):
+                ctx.set(dut.acc_rd.addr, min(addr, c.acc_depth - 1))
                 await ctx.tick()
-                rows.append([int(v) for v in ctx.get(dut.acc_rd.data)])
+                if addr >= latency - 1:
+                    rows.append([int(v) for v in ctx.get(dut.acc_rd.data)])
             out["acc"] = np.array(rows)
 
         async def count(ctx):
