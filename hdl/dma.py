@@ -222,6 +222,9 @@ class RowReader(wiring.Component):
         words = [Signal(8 * bb, name=f"buf{j}", reset_less=True) for j in range(maxb)]
         beat = self.rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
+        # the row with this beat, shifted down to byte 0 (emitted on its last beat)
+        row = Signal(8 * self._bytes, name="row")
+        m.d.comb += row.eq((Cat(*nxt) >> Cat(Const(0, 3), head.off))[:8 * self._bytes])
         if self._slice:
             # A row is registered (without an enable: no control fans out to its bits) and
             # written into the output FIFO a cycle later, from that register: the FIFO's
@@ -244,26 +247,25 @@ class RowReader(wiring.Component):
             # (the register's inputs do not depend on whether a row is emitted: a skipped
             # row's bytes are whatever the beat words hold, which every consumer ignores)
             m.d.comb += [row_out.skip.eq(head.skip), row_out.user.eq(head.user),
-                         row_out.bytes.eq((Cat(*nxt) >> Cat(Const(0, 3), head.off))
-                                          [:8 * self._bytes])]
+                         row_out.bytes.eq(row)]
 
-            def emit(skip, bytes_):
+            def emit(skip):
                 m.d.comb += emitted.eq(1)
         else:
             out_free = ~self.out.valid | self.out.ready
             with m.If(self.out.valid & self.out.ready):
                 m.d.sync += self.out.valid.eq(0)
 
-            def emit(skip, bytes_):
+            def emit(skip):
                 m.d.sync += [self.out.valid.eq(1), self.out.payload.skip.eq(skip),
                              self.out.payload.user.eq(head.user),
-                             self.out.payload.bytes.eq(bytes_)]
+                             self.out.payload.bytes.eq(0 if skip else row)]
         last_beat = Signal()
         m.d.comb += last_beat.eq(k + 1 == head.nbeats)
         with m.If(pend.r_rdy):
             with m.If(head.skip), m.If(out_free):
                 m.d.comb += pend.r_en.eq(1)
-                emit(1, 0)
+                emit(1)
             with m.Else():
                 m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
                              self.stall.eq(~self.rd_data.valid)]
@@ -271,10 +273,9 @@ class RowReader(wiring.Component):
                     with m.If(beat.err):
                         m.d.comb += [self.err.eq(1), self.err_addr.eq(beat.addr)]
                     with m.If(last_beat):
-                        row = Cat(*nxt) >> Cat(Const(0, 3), head.off)
                         m.d.comb += pend.r_en.eq(1)
                         m.d.sync += k.eq(0)
-                        emit(0, row[:8 * self._bytes])
+                        emit(0)
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
                         for j in range(maxb):

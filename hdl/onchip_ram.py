@@ -30,7 +30,10 @@ def host_signature(size):
 
 
 class _Port(wiring.Component):
-    """One access per cycle to a word memory: read data arrives the cycle after ``re``."""
+    """One access per cycle to a word memory: read data arrives ``latency`` cycles after
+    ``re`` (one unless a subclass says otherwise)."""
+
+    latency = 1
 
     def __init__(self, words, width):
         super().__init__({
@@ -179,7 +182,7 @@ class OnChipRam(wiring.Component):
         # them, not from this state machine's multiplexers: reads take a cycle more)
         core = (_Spram(words, dw) if self._kind == "spram" else
                 _BlockRam(words, dw, registered=self._sliced))
-        late = getattr(core, "latency", 1) == 2
+        late = core.latency == 2
         m.submodules.core = core
         bus, host = self.axi, self.host
 
