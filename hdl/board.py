@@ -28,7 +28,8 @@ from .npu import Npu
 from .onchip_ram import RAM_KINDS, OnChipRam
 from .uart import UartRx, UartTx, check_divisor, divisor_for
 
-__all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40_pll_params"]
+__all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
+           "ecp5_global_buffer"]
 
 #: Depth of the receive FIFO between the UART and the bridge, in bytes.
 RX_FIFO_DEPTH = 16
@@ -109,6 +110,8 @@ class NpuSystem(wiring.Component):
         Bytes of RAM (default: the memory window).
     timeout : int or None
         Bridge timeout in cycles (default: 200 byte times).
+    reset_buffer : callable or None
+        What drives the units' run resets (:class:`~hdl.npu.Npu`).
 
     Members
     -------
@@ -127,7 +130,8 @@ class NpuSystem(wiring.Component):
     error: Out(1)
     link: Out(1)
 
-    def __init__(self, config, *, divisor, ram_kind="bram", ram_size=None, timeout=None):
+    def __init__(self, config, *, divisor, ram_kind="bram", ram_size=None, timeout=None,
+                 reset_buffer=None):
         if not isinstance(config, NpuConfig):
             raise TypeError(f"config must be an NpuConfig, not {config!r}")
         if ram_kind not in RAM_KINDS:
@@ -137,6 +141,7 @@ class NpuSystem(wiring.Component):
         self._ram_kind = ram_kind
         self._ram_size = config.window_size if ram_size is None else ram_size
         self._timeout = 200 * 10 * divisor if timeout is None else timeout
+        self._reset_buffer = reset_buffer
         check_divisor(divisor)
         super().__init__()
 
@@ -151,7 +156,7 @@ class NpuSystem(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        m.submodules.npu = npu = Npu(c)
+        m.submodules.npu = npu = Npu(c, reset_buffer=self._reset_buffer)
         m.submodules.ram = ram = OnChipRam(c, c.window_base, self._ram_size, self._ram_kind)
         m.submodules.uart_rx = urx = UartRx(self._divisor)
         m.submodules.uart_tx = utx = UartTx(self._divisor)
@@ -227,12 +232,26 @@ def ice40_pll_params(f_in, f_out, at_most=False):
     return best[1:]
 
 
+def ecp5_global_buffer(m, signal, name):
+    """``signal`` through an ECP5 ``DCCA`` (submodule ``<name>_dcca`` of ``m``) onto one of the
+    die's global networks, as nextpnr routes the output of every DCCA: the reset of thousands
+    of flip-flops reaches all of them in a few nanoseconds however far apart they are placed
+    (through the fabric, one such net crossed the die in 11 ns), and the placer no longer draws
+    them together. Of the die's 16 global networks nextpnr gives nets that reach other than
+    clock inputs the first 8; the clock takes one."""
+    out = Signal(name=f"{name}_global")
+    m.submodules[f"{name}_dcca"] = Instance("DCCA", i_CLKI=signal, i_CE=1, o_CLKO=out)
+    return out
+
+
 class BoardTop(Elaboratable):
     """:class:`NpuSystem` on a board's platform (:data:`BOARDS`).
 
     The ``sync`` domain runs at the configuration's ``target.clock_mhz`` (or ``clock_mhz``): the
     board clock through an EHXPLLL (ECP5) or SB_PLL40_PAD (iCE40) when they differ, with reset
-    held until the PLL locks and for 16 cycles after. The UART runs at ``baud``; the LEDs show
+    held until the PLL locks and for 16 cycles after. On ECP5 the reset, a flip-flop, and the
+    Npu units' run resets reach their flip-flops through global buffers
+    (:func:`ecp5_global_buffer`). The UART runs at ``baud``; the LEDs show
     busy, done and error (iCEBreaker, two LEDs: green = busy or done, red = error).
 
     Parameters
@@ -334,11 +353,18 @@ class BoardTop(Elaboratable):
             m.d.por += count.eq(0)
         with m.Elif(~count[4]):
             m.d.por += count.eq(count + 1)
-        m.d.comb += ResetSignal("sync").eq(~count[4])
+        ecp5 = getattr(platform, "family", None) == "ecp5"
+        if ecp5:
+            por = Signal(init=1, name="por_reset")
+            m.d.por += por.eq(~count[4])
+            m.d.comb += ResetSignal("sync").eq(ecp5_global_buffer(m, por, "por_reset"))
+        else:
+            m.d.comb += ResetSignal("sync").eq(~count[4])
 
         ram_size = min(board.ram_size or self._config.window_size, self._config.window_size)
-        m.submodules.system = system = NpuSystem(self._config, divisor=self._divisor,
-                                                 ram_kind=board.ram, ram_size=ram_size)
+        m.submodules.system = system = NpuSystem(
+            self._config, divisor=self._divisor, ram_kind=board.ram, ram_size=ram_size,
+            reset_buffer=ecp5_global_buffer if ecp5 else None)
         if board.uart_pins is not None:
             tx, rx, conn = board.uart_pins
             platform.add_resources([Resource(

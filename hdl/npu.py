@@ -1,6 +1,15 @@
 """The NPU top: AXI4 memory master, AXI4-Lite control slave, interrupt."""
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    Module,
+    Mux,
+    ResetInserter,
+    Signal,
+    Value,
+)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,11 +21,11 @@ from .dma import DmaLoad, DmaStore
 from .exec_top import ExecTop
 from .slices import KEEP_MARK
 
-__all__ = ["Npu", "TRACE_SIGNATURE", "RUNNING_COPIES"]
+__all__ = ["Npu", "TRACE_SIGNATURE", "RUN_RESETS"]
 
-#: Name prefix of the units' copies of the run flag (a fast clock's): flip-flops with the same
+#: Name prefix of the units' run resets (a fast clock's): flip-flops with the same
 #: inputs, which synthesis would merge into one unless told to keep them (gen.bitstream does).
-RUNNING_COPIES = f"running_{KEEP_MARK}_"
+RUN_RESETS = f"run_reset_{KEEP_MARK}_"
 
 #: The simulation trace port: per unit, the program index of the command completing this cycle.
 TRACE_SIGNATURE = wiring.Signature({
@@ -58,11 +67,24 @@ class Npu(wiring.Component):
     trace : Out(TRACE_SIGNATURE)
         Only with ``trace=True`` (simulation): the command each unit completes in a cycle
         (``<unit>_valid``, ``<unit>_index``) and ``mac_active`` (the MAC_ACTIVE event).
+
+    Parameters
+    ----------
+    config : NpuConfig
+    trace : bool
+    reset_buffer : callable or None
+        For a fast clock (``config.slices``) each unit runs in a clock domain of its own
+        (``run_<unit>``, the ``sync`` clock) whose reset is a flip-flop of its own, set while
+        the NPU is not running; ``reset_buffer(m, signal, name)`` returns what drives that
+        reset (adding what it needs to the module ``m``), e.g. the signal through a global
+        buffer: an FPGA's clock network, which reaches the resets of thousands of flip-flops
+        in a few nanoseconds wherever they are placed. Default: the flip-flop.
     """
 
-    def __init__(self, config, *, trace=False):
+    def __init__(self, config, *, trace=False, reset_buffer=None):
         self._config = c = config
         self._trace = bool(trace)
+        self._reset_buffer = reset_buffer
         ports = {
             "m_axi": Out(axi4_signature(32, c.bus_data_width, c.bus_id_width)),
             "s_axil": In(axi4_lite_signature(CsrBank.ADDR_WIDTH, 32)),
@@ -96,19 +118,28 @@ class Npu(wiring.Component):
         st = DmaStore(c)
         exe = ExecTop(c, c.pp_lanes)
         units = {"command": cp, "dma_load": ld, "dma_store": st, "datapath": exe}
-        # The units are held in reset while not running. For a fast clock each unit has a copy
-        # of `running` of its own (assigned as `running` is), so no one flip-flop drives the
-        # reset of every unit across the die (the FPGA flow keeps the copies from being merged:
-        # their names hold KEEP_MARK).
-        copies = {n: (Signal(name=f"{RUNNING_COPIES}{n}") if c.slices else running)
-                  for n in units}
+        # The units are held in reset while not running. For a fast clock each unit runs in a
+        # domain of its own whose reset is a flip-flop of its own (`halts`, set as `running` is
+        # cleared; the sync reset sets it a cycle later): no one flip-flop drives the reset of
+        # every unit across the die, and the domain's reset is that flip-flop alone (or what the
+        # reset buffer makes of it), not an OR with the sync reset. (The FPGA flow keeps the
+        # flip-flops from being merged: their names hold KEEP_MARK.)
+        halts = {}
         for name, unit in units.items():
-            m.submodules[name] = ResetInserter(~copies[name])(unit)
+            if not c.slices:
+                m.submodules[name] = ResetInserter(~running)(unit)
+                continue
+            halts[name] = halt = Signal(init=1, name=f"{RUN_RESETS}{name}")
+            domain = ClockDomain(f"run_{name}", local=True)
+            m.domains += domain
+            buffer = self._reset_buffer
+            m.d.comb += [domain.clk.eq(ClockSignal("sync")),
+                         domain.rst.eq(halt if buffer is None else buffer(m, halt, name))]
+            m.submodules[name] = DomainRenamer({"sync": f"run_{name}"})(unit)
         m.d.comb += axi.flush.eq(~running)
 
         def set_running(value):
-            return [running.eq(value)] + [r.eq(value) for r in copies.values()
-                                          if r is not running]
+            return [running.eq(value)] + [h.eq(~value) for h in halts.values()]
 
         # ---- memory traffic
         wiring.connect(m, cp.rd_req, axi.rd_req[0])

@@ -21,6 +21,7 @@ from gen.bitstream import (
     yosys_cell_counts,
 )
 from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
+from hdl.npu import RUN_RESETS
 
 REPORT = {
     "utilization": {"TRELLIS_COMB": {"used": 41000, "available": 83640},
@@ -231,9 +232,13 @@ def test_build_plan_of_every_board(board, config):
     ys = files["top.ys"]
     cmds = [c[0] for c in json.loads(files["build_top.json"])["commands"]]
     assert "booth top.system.npu top.system.npu.command" in ys
-    # the units' copies of the run flag are kept from being merged (fast clocks: small)
+    # deliberate copies of a register are kept from being merged
     assert "setattr -set keep 1 w:*keep_copy* %ci1:+$dff[Q] t:$dff %i" in ys
-    assert ("running_keep_copy_datapath" in il) == cfg.slices
+    # a fast clock's units each have a run reset of their own (small); on ECP5 it, and the
+    # power-on reset, reach their flip-flops through global buffers: one DCCA each
+    assert (f"{RUN_RESETS}datapath" in il) == cfg.slices
+    dccas = il.count("cell \\DCCA ")
+    assert dccas == (0 if b.device == "ice40-up5k" else 1 + 4 * cfg.slices)
     if b.device == "ice40-up5k":
         assert "SB_PLL40_PAD" in il and il.count("SB_SPRAM256KA") >= 4
         assert "synth_ice40 -dsp" in ys
