@@ -105,7 +105,8 @@ class AxiMaster(wiring.Component):
     first burst is on AR/AW one cycle after the request is accepted (for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`, two on AW and three on AR: the granted read request
     waits in a FIFO of two before the splitter); read data reaches the client in the cycle its
-    R beat is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two).
+    R beat is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two for
+    each client).
 
     Parameters
     ----------
@@ -326,22 +327,24 @@ class AxiMaster(wiring.Component):
                      beat.last.eq(bus.rlast & h_last)]
         r_held = 0                                  # beats accepted, not yet delivered
         if c.slices:
-            # For a fast clock the R beats wait in a FIFO of two with their client, tagged as
-            # they enter: RREADY is its room, and the routing to the clients (and their
-            # READY) starts from its registers. A flush discards what it holds.
-            entry = data.StructLayout({"client": cbits, "beat": beat.shape()})
-            into = Signal(entry)
-            m.d.comb += [into.client.eq(h_client), into.beat.eq(beat)]
-            room, r_held, head, take = register_slice(
-                m, "r_beats", bus.rvalid & inflight.r_rdy & ~self.flush, into, entry)
-            m.d.comb += [bus.rready.eq(inflight.r_rdy & (room | self.flush)),
-                         take.eq(self.flush)]
+            # For a fast clock the R beats wait in a FIFO of two of their client's, which a
+            # beat enters by the client the in-flight FIFO names: RREADY is that FIFO's room,
+            # and each client reads flip-flops of its own, its READY going no further than its
+            # FIFO (one FIFO for all had the routing to every client, and every client's READY,
+            # on one path). A flush discards what they hold.
+            held, rooms = [], []
             for k in range(nclients):
-                with m.If(head.client == k):
-                    m.d.comb += [self.rd_data[k].valid.eq(r_held & ~self.flush),
-                                 self.rd_data[k].payload.eq(head.beat)]
-                    with m.If(self.rd_data[k].ready):
-                        m.d.comb += take.eq(1)
+                room, valid, head, take = register_slice(
+                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~self.flush & (h_client == k),
+                    beat, beat.shape())
+                held.append(valid)
+                rooms.append(room)
+                m.d.comb += [self.rd_data[k].valid.eq(valid & ~self.flush),
+                             self.rd_data[k].payload.eq(head),
+                             take.eq(self.rd_data[k].ready | self.flush)]
+            r_held = Cat(*held).any()
+            room = Cat(*rooms).bit_select(h_client, 1)
+            m.d.comb += bus.rready.eq(inflight.r_rdy & (room | self.flush))
         else:
             for k in range(nclients):
                 m.d.comb += self.rd_data[k].payload.eq(beat)

@@ -614,6 +614,11 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += room.eq(f.w_rdy)
         dec_stuck = Signal()
         static_err = Signal()
+        pop_r = Signal(name="dispatch_pop")
+        push_r = {q: Signal(name=f"dispatch_push_{q.name.lower()}") for q in queues}
+        if c.slices:
+            m.d.sync += [pop_r.eq(0)] + [push_r[q].eq(0) for q in queues]
+            m.d.comb += [fbuf.r_en.eq(pop_r)] + [f.w_en.eq(push_r[q]) for q, f in queues.items()]
         with m.FSM(name="decode"):
             with m.State("NEXT"), m.If(fbuf.r_rdy):
                 m.next = "CHECK1"
@@ -648,12 +653,22 @@ class CommandProcessor(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(room):
-                    for q, f in queues.items():
-                        m.d.comb += f.w_en.eq(target_q == q)
-                    m.d.comb += fbuf.r_en.eq(1)
-                    m.next = "NEXT"
+                    if c.slices:
+                        # a fast clock's push and pop come from registers, a cycle later
+                        # (POP): the head and the queue's room hold still until then
+                        m.d.sync += [push_r[q].eq(target_q == q) for q in queues]
+                        m.d.sync += pop_r.eq(1)
+                        m.next = "POP"
+                    else:
+                        for q, f in queues.items():
+                            m.d.comb += f.w_en.eq(target_q == q)
+                        m.d.comb += fbuf.r_en.eq(1)
+                        m.next = "NEXT"
                 with m.Else():
                     m.d.comb += [dec_stuck.eq(1), self.fetch_stall.eq(1)]
+            if c.slices:
+                with m.State("POP"):
+                    m.next = "NEXT"
             with m.State("STOP"):
                 m.d.comb += dec_stuck.eq(ended)
         raised.append((static_err, vr_code, cur.index, vr_addr))
@@ -707,10 +722,19 @@ class CommandProcessor(wiring.Component):
                                (~eh.push_prev | (tok[1] + pend[0] < D)) &
                                (~eh.push_next | (tok[2] + pend[1] < D)) &
                                infl.w_rdy & ~self.load_to_acc)
-        m.d.comb += [self.exec_cmd.valid.eq(e_held & e_ready),
-                     self.exec_cmd.payload.eq(e_e.cmd)]
         issue = Signal()
-        m.d.comb += issue.eq(self.exec_cmd.valid & self.exec_cmd.ready)
+        if c.slices:
+            # For a fast clock the head's token and in-flight checks are registered: a cycle
+            # late, they can only be stale on the safe side (the other units' token moves only
+            # make room), except after this unit's own issue or a new head, when the register
+            # is cleared. LOAD's writes into ACC are checked as they happen.
+            e_go = Signal(name="exec_ready_r")
+            m.d.sync += e_go.eq(e_held & e_ready & ~issue)
+            m.d.comb += self.exec_cmd.valid.eq(e_held & e_go & ~self.load_to_acc)
+        else:
+            m.d.comb += self.exec_cmd.valid.eq(e_held & e_ready)
+        m.d.comb += [self.exec_cmd.payload.eq(e_e.cmd),
+                     issue.eq(self.exec_cmd.valid & self.exec_cmd.ready)]
         ientry = Signal(_INFLIGHT)
         m.d.comb += [ientry.push_prev.eq(eh.push_prev), ientry.push_next.eq(eh.push_next),
                      ientry.index.eq(e_e.index), infl.w_data.eq(ientry), infl.w_en.eq(issue)]
