@@ -64,7 +64,7 @@ class ExecTop(wiring.Component):
     acc_rd : In(read_signature(acc_depth, cols, signed(32)))
         ACC read port.
     pp_config : In(hdl.isa.SETPP)
-        Post-processing parameters.
+        Post-processing parameters (for a fast clock, used a cycle after they are set).
     pp_req : In(stream.Signature(pp_request_layout(config)))
         Rows to post-process.
     pp_out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
@@ -142,7 +142,15 @@ class ExecTop(wiring.Component):
         # post-processor's input handshake are separate paths)
         req = stream_slice(m, "pp_req_fifo", self.pp_req) if c.slices else self.pp_req
         rd = acc.read[1]
-        m.d.comb += [pp.config.eq(self.pp_config), self.acc_rd.data.eq(rd.data)]
+        m.d.comb += self.acc_rd.data.eq(rd.data)
+        if c.slices:
+            # (fast clock) the post-processor reads a copy of its configuration, a cycle late:
+            # a STORE's first row reaches it several cycles after the SETPP before it
+            cfg = Signal(self.pp_config.shape(), name="pp_config_r")
+            m.d.sync += cfg.eq(self.pp_config)
+            m.d.comb += pp.config.eq(cfg)
+        else:
+            m.d.comb += pp.config.eq(self.pp_config)
         row = Signal(pp.i.payload.shape())      # the rows read, with the request's fields
         m.d.comb += [row.acc.eq(rd.data), row.bias.eq(par.read[0].data),
                      row.mult.eq(par.read[1].data)]
