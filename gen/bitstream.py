@@ -341,6 +341,9 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         # the placed and routed netlist, whose paths `benchmarks/logic_depth.py --placed`
         # ranks by block (nextpnr's report names only the worst)
         nextpnr_opts += " --write top.routed.json"
+        # with every routed connection's delay in the report, which logic_depth then uses
+        # in place of its estimates
+        nextpnr_opts += " --detailed-timing-report"
     overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
