@@ -22,6 +22,11 @@ placed.json``, after about 15 minutes of placement): the same cell delays, and e
 delay as nextpnr estimates it before routing from the distance between its driver and sink
 (``Arch::predictDelay``). nextpnr prints only the Fmax after placement; this names the paths
 behind it, with the tile of every cell on them.
+
+With a routed netlist (a build's ``top.routed.json``) whose ``top.report.json`` beside it holds
+nextpnr's detailed timing (``--detailed-timing-report``, which the ECP5 flow asks for), every
+endpoint is ranked and counted by its routed arrival time, as nextpnr's timing analysis has it;
+the cells on its path are still the estimate's longest.
 """
 
 import argparse
@@ -146,13 +151,13 @@ def _placed_graph(top):
                 arcs[o] += [(i, d + wire(i, cn, p)) for i, p in ins]
         if t == "TRELLIS_FF":
             starts.update((b, 0.5) for b, _ in bits("Q"))
-            ends += [(b, 0.1 + wire(b, cn, p), cn) for b, p in bits("DI", "CE", "LSR", "M")]
+            ends += [(b, 0.1 + wire(b, cn, p), cn, p) for b, p in bits("DI", "CE", "LSR", "M")]
         elif t == "TRELLIS_COMB":
             mode = c["parameters"].get("MODE", "LOGIC")
             lut = bits("A", "B", "C", "D")
             if mode == "DPRAM":
                 arc(bits("F"), lut, 0.6)
-                ends += [(b, 0.2 + wire(b, cn, p), cn)
+                ends += [(b, 0.2 + wire(b, cn, p), cn, p)
                          for b, p in bits("WD", "WAD0", "WAD1", "WAD2", "WAD3", "WRE")]
             elif mode == "CCU2":
                 arc(bits("FCO"), bits("FCI"), 0.05)
@@ -168,7 +173,7 @@ def _placed_graph(top):
                 arcs[o] += [(i, 0.0) for p in con if pd.get(p) == "input" for i, _ in bits(p)]
         elif t == "DP16KD":
             starts.update((b, 4.3) for b, p in bits(*con) if pd.get(p) == "output")
-            ends += [(b, 0.3 + wire(b, cn, p), cn) for b, p in bits(*con)
+            ends += [(b, 0.3 + wire(b, cn, p), cn, p) for b, p in bits(*con)
                      if pd.get(p) == "input" and not p.startswith("CLK")]
         elif t == "MULT18X18D":
             ins = [(b, p) for b, p in bits(*con) if pd.get(p) == "input" and p[0] in "AB"]
@@ -182,11 +187,12 @@ def _placed_graph(top):
 
 def _arrivals(netlist, placed):
     """``(arrival, pred, ends, names)``: each bit's latest arrival (ns) and the input it
-    comes from on that path, and the endpoints ``[(bit, setup, cell)]``."""
+    comes from on that path, and the endpoints ``[(bit, setup, cell, port)]``."""
     graph = _placed_graph if placed else _graph
     arcs, starts, ends, names = graph(netlist["modules"]["top"])
+    ends = [e if len(e) == 4 else (*e, None) for e in ends]     # (bit, setup, cell, port)
     arrival, pred = {}, {}
-    for b, _, _ in ends:
+    for b, _, _, _ in ends:
         stack = [b]
         while stack:                         # depth first, without recursion
             x = stack[-1]
@@ -207,13 +213,35 @@ def _arrivals(netlist, placed):
     return arrival, pred, ends, names
 
 
-def longest_paths(netlist, count=20, to=None, placed=False):
+def routed_arrivals(report):
+    """``{(cell, port): ns}``: each endpoint's latest arrival in nextpnr's detailed timing
+    report (``--detailed-timing-report``), or None if the report has none."""
+    nets = report.get("detailed_net_timings")
+    if not nets:
+        return None
+    out = {}
+    for net in nets:
+        for ep in net["endpoints"]:
+            key = (ep["cell"], ep["port"])
+            out[key] = max(out.get(key, 0.0), float(ep["delay"][-1]))
+    return out
+
+
+def _ranked(arrival, ends, routed):
+    """``[(ns, bit, cell)]`` for the timed endpoints: the routed arrival if ``routed``
+    (endpoints nextpnr does not time are left out), else the estimate."""
+    if routed is None:
+        return [(arrival[b] + su, b, cn) for b, su, cn, _ in ends if arrival[b] > -1e6]
+    return [(routed[cn, p], b, cn) for b, _, cn, p in ends if (cn, p) in routed]
+
+
+def longest_paths(netlist, count=20, to=None, placed=False, routed=None):
     """The ``count`` longest paths to distinct endpoints (of distinct start and end names),
     longest first: ``[{"ns", "cells", "to", "through": [(ns, name), ...]}]``; ``placed``
-    reads nextpnr's placed netlist instead of Yosys'."""
+    reads nextpnr's placed netlist instead of Yosys', ``routed`` (:func:`routed_arrivals`)
+    ranks by routed arrival (``through`` keeps the estimate's times)."""
     arrival, pred, ends, names = _arrivals(netlist, placed)
-    ranked = sorted(((arrival[b] + su, b, cn) for b, su, cn in ends
-                     if arrival[b] > -1e6), reverse=True)
+    ranked = sorted(_ranked(arrival, ends, routed), reverse=True)
     out, seen = [], set()
     for ns, b, cn in ranked:
         if to and to not in cn:
@@ -250,13 +278,14 @@ def _block(name, depth):
                     ) if len(parts) > 1 else "(top)"
 
 
-def blocks_over(netlist, over, placed=False, depth=2):
+def blocks_over(netlist, over, placed=False, depth=2, routed=None):
     """Endpoints whose path is longer than ``over`` ns, counted by the blocks their path
-    starts and ends in: ``[(count, from_block, to_block)]``, most first."""
+    starts and ends in: ``[(count, from_block, to_block)]``, most first (``routed``: by
+    routed arrival, the start of the estimate's longest path)."""
     arrival, pred, ends, names = _arrivals(netlist, placed)
     count = collections.Counter()
-    for b, su, cn in ends:
-        if arrival[b] + su <= over:
+    for ns, b, cn in _ranked(arrival, ends, routed):
+        if ns <= over:
             continue
         x = b
         while x in pred:
@@ -299,15 +328,22 @@ def main():
             path = synthesise(args.board, args.config, tmp)
             print(f"  done in {time.time() - start:.0f} s")
         netlist = json.loads(Path(path).read_text())
+        routed = None
+        report = Path(path).with_name("top.report.json")
+        if args.placed is not None and report.exists():
+            routed = routed_arrivals(json.loads(report.read_text()))
+        kind = "estimated" if routed is None else "routed"
+        if routed is not None:
+            print(f"routed arrivals from {report} ({len(routed):,} endpoints)")
         paths, histogram = longest_paths(netlist, args.paths, args.to,
-                                         placed=args.placed is not None)
-        by_block = (blocks_over(netlist, args.over, args.placed is not None, args.depth)
-                    if args.over is not None else None)
+                                         placed=args.placed is not None, routed=routed)
+        by_block = (blocks_over(netlist, args.over, args.placed is not None, args.depth,
+                                routed) if args.over is not None else None)
     for p in paths:
         print(f"{p['ns']:6.1f} ns  {p['cells']:3d} cells  to {p['to']}")
         for ns, name in p["through"]:
             print(f"          {ns:6.1f}  {name}")
-    print("endpoints per 2 ns of estimated arrival:",
+    print(f"endpoints per 2 ns of {kind} arrival:",
           ", ".join(f"{k}-{k + 2}: {v}" for k, v in histogram.items()))
     if by_block is not None:
         print(f"endpoints over {args.over:g} ns by the blocks their paths join "
@@ -318,7 +354,7 @@ def main():
     RESULTS.write_text(json.dumps({"source": str(path if args.placed or args.json
                                                  else f"{args.board}/{args.config}"),
                                    "paths": paths, "histogram_2ns": histogram,
-                                   "over_ns": args.over,
+                                   "arrival": kind, "over_ns": args.over,
                                    "by_block": by_block}, indent=1) + "\n")
 
 

@@ -288,3 +288,49 @@ def test_build_plan_at_another_clock(board, mhz, actual):
         assert f'attribute \\FREQUENCY_PIN_CLKOP "{actual:g}"' in il
         assert f"parameter \\CLKOP_DIV {op}" in il and f"parameter \\CLKFB_DIV {fb}" in il
         assert f_in / clki * fb == pytest.approx(actual * 1e6)
+
+
+def _logic_depth():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "logic_depth.py"
+    spec = importlib.util.spec_from_file_location("logic_depth", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_logic_depth_counts_routed_arrivals():
+    """With nextpnr's detailed timing report, the endpoints over a bound are those whose
+    routed arrival is over it, not those the placement estimate puts there; without it, the
+    estimate decides."""
+    ld = _logic_depth()
+
+    def ff(bel, q, d):
+        return {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": bel}, "parameters": {},
+                "connections": {"Q": [q], "DI": [d]},
+                "port_directions": {"Q": "output", "DI": "input"}}
+    cells = {
+        # a -> b across the die (the estimate: ~20 ns), c -> d side by side (under 2 ns)
+        "system.npu.far.a": ff("X2/Y2/SLICEA", 2, 9),
+        "system.npu.far.b": ff("X90/Y90/SLICEA", 3, 2),
+        "system.npu.near.c": ff("X5/Y5/SLICEA", 4, 9),
+        "system.npu.near.d": ff("X5/Y6/SLICEA", 5, 4),
+    }
+    netnames = {f"system.npu.{n}": {"bits": [b]} for n, b in
+                (("far.a_q", 2), ("far.b_q", 3), ("near.c_q", 4), ("near.d_q", 5), ("in", 9))}
+    netlist = {"modules": {"top": {"cells": cells, "netnames": netnames}}}
+    assert ld.blocks_over(netlist, 10, placed=True) == [(1, "far.a_q", "far.b")]
+    report = {"detailed_net_timings": [
+        {"net": "system.npu.far.a_q", "driver": "system.npu.far.a", "port": "Q",
+         "endpoints": [{"cell": "system.npu.far.b", "port": "DI", "delay": [2.0, 3.0]}]},
+        {"net": "system.npu.near.c_q", "driver": "system.npu.near.c", "port": "Q",
+         "endpoints": [{"cell": "system.npu.near.d", "port": "DI", "delay": [11.0, 12.5]}]},
+    ]}
+    routed = ld.routed_arrivals(report)
+    assert routed == {("system.npu.far.b", "DI"): 3.0, ("system.npu.near.d", "DI"): 12.5}
+    assert ld.blocks_over(netlist, 10, placed=True, routed=routed) == [
+        (1, "near.c_q", "near.d")]
+    paths, _ = ld.longest_paths(netlist, 1, placed=True, routed=routed)
+    assert paths[0]["ns"] == 12.5 and paths[0]["to"] == "system.npu.near.d"
+    assert ld.routed_arrivals({"utilization": {}}) is None
