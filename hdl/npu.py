@@ -35,6 +35,28 @@ TRACE_SIGNATURE = wiring.Signature({
 })
 
 
+def _command_wire(m, name, src, dst):
+    wiring.connect(m, src, dst)
+
+
+def _command_register(m, name, src, dst):
+    """A command from the command processor (``src``) to its unit (``dst``) through registers
+    (a fast clock's): the unit reads a copy of the command, so the queue head's outputs drive
+    one register each, not the unit's logic across the die.
+
+    The copy is the head a cycle late. The head holds still from the cycle a command is
+    offered until the unit's completion (EXECUTE's until its issue), and an offer is only
+    withdrawn by the issue (or, for EXECUTE, by a LOAD into ACC starting), so the unit is
+    offered the copy only from the second cycle of the processor's offer, and both sides see
+    the same transfer: ``valid`` is the processor's and the copy's, ``ready`` the unit's
+    while the copy is offered. Costs a cycle per command."""
+    payload = Signal(src.payload.shape(), name=f"{name}_r", reset_less=True)
+    offered = Signal(name=f"{name}_offered")
+    m.d.sync += [payload.eq(src.payload), offered.eq(src.valid & ~(src.valid & src.ready))]
+    m.d.comb += [dst.valid.eq(src.valid & offered), dst.payload.eq(payload),
+                 src.ready.eq(dst.ready & offered)]
+
+
 class Npu(wiring.Component):
     """The whole accelerator of one :class:`hdl.config.NpuConfig`.
 
@@ -154,7 +176,8 @@ class Npu(wiring.Component):
                      st.wr_idle.eq(axi.wr_idle)]
 
         # ---- units
-        wiring.connect(m, cp.load_cmd, ld.cmd)
+        command = _command_register if c.slices else _command_wire
+        command(m, "load_cmd", cp.load_cmd, ld.cmd)
         # (for a fast clock LOAD's rows reach the scratchpads a cycle later, from registers
         # below: its completion is delayed with them)
         ld_done = ld.done
@@ -163,9 +186,9 @@ class Npu(wiring.Component):
             m.d.sync += ld_done.eq(ld.done)
         m.d.comb += [cp.load_done.eq(ld_done), cp.load_err.eq(ld.err),
                      cp.load_err_addr.eq(ld.err_addr)]
-        wiring.connect(m, cp.exec_cmd, exe.cmd)
+        command(m, "exec_cmd", cp.exec_cmd, exe.cmd)
         m.d.comb += cp.exec_done.eq(exe.done)
-        wiring.connect(m, cp.store_cmd, st.cmd)
+        command(m, "store_cmd", cp.store_cmd, st.cmd)
         m.d.comb += [cp.store_done.eq(st.done), cp.store_err.eq(st.err),
                      cp.store_err_addr.eq(st.err_addr), st.param_addr.eq(cp.pp_param),
                      exe.pp_config.eq(cp.pp_config)]

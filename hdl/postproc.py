@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
+from .slices import kept_copies
 
 __all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "saturate16",
            "clamp_sum", "shift_add_mul", "STEPS"]
@@ -360,8 +361,14 @@ class PostProcessor(wiring.Component):
                 # logic
                 hi_a = Signal(signed(27), name=f"hi_a_{c}", reset_less=True)
                 hi_b = Signal(signed(27), name=f"hi_b_{c}", reset_less=True)
-                m.d.comb += [hi_a.eq(da * cfg.add_ma[ADD_SPLIT:]),
-                             hi_b.eq(dr * cfg.add_mb[ADD_SPLIT:])]
+                ma_hi, mb_hi = cfg.add_ma[ADD_SPLIT:], cfg.add_mb[ADD_SPLIT:]
+                if split:
+                    # (fast clock) each lane's DSPs take the configuration's multipliers from
+                    # copies of their own (set a cycle after the configuration, long before a
+                    # row), which the placer puts beside them
+                    ma_hi, = kept_copies(m, ma_hi, 1, f"add_ma_hi{c}")
+                    mb_hi, = kept_copies(m, mb_hi, 1, f"add_mb_hi{c}")
+                m.d.comb += [hi_a.eq(da * ma_hi), hi_b.eq(dr * mb_hi)]
                 lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
                 lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
                 if split:
