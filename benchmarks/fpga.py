@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="append", default=[],
                     help="directory of a finished build whose report.json to record")
+    ap.add_argument("--commit", help="the commit a --report build was made from (default: "
+                    "HEAD)")
     ap.add_argument("--append", action="store_true",
                     help="keep the recorded results of other builds (board, config, clock)")
     args = ap.parse_args()
@@ -95,7 +97,7 @@ def main():
         cfg = NpuConfig.load(rep["config"])
         entries.append({"board": rep["board"], "config": rep["config"], "macs": cfg.macs,
                         "clock_target_mhz": rep.get("clock_mhz") or cfg.clock_mhz,
-                        "commit": commit, "utilization": rep["utilization"],
+                        "commit": args.commit or commit, "utilization": rep["utilization"],
                         "fmax": rep["fmax"], "steps": rep["steps"],
                         "critical_path": rep["critical_path"], "seconds": rep["seconds"]})
     for board, config, mhz in todo:
