@@ -155,7 +155,9 @@ class PostProcessor(wiring.Component):
     ``ADD_SUM_BITS + 1`` bits wide. With ``split`` (for a fast clock) each rounding takes two
     stages, its parts (``q``, ``up`` of :func:`round_parts`) and their sum with what follows,
     and the residual rescale two (its products, their sum), and the residual's quotient is
-    saturated to 16 bits a stage before its clamp: :attr:`LATENCY` is 11 instead of 7. The
+    saturated to 16 bits a stage before its clamp; the residual products' operands and the
+    DSPs' products are registered twice (registers beside the DSPs on both sides):
+    :attr:`LATENCY` is 13 instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
@@ -216,9 +218,10 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 11 with ``split`` (the roundings and the residual rescale
-        take two stages, the residual's clamp a third)."""
-        return 11 if split else 7
+        """Pipeline stages: 7, or 13 with ``split`` (the roundings and the residual rescale
+        take two stages, the residual's clamp a third, its products' operands and the
+        products one more each)."""
+        return 13 if split else 7
 
     @property
     def cols(self):
@@ -368,16 +371,26 @@ class PostProcessor(wiring.Component):
                     # row), which the placer puts beside them
                     ma_hi, = kept_copies(m, ma_hi, 1, f"add_ma_hi{c}")
                     mb_hi, = kept_copies(m, mb_hi, 1, f"add_mb_hi{c}")
-                m.d.comb += [hi_a.eq(da * ma_hi), hi_b.eq(dr * mb_hi)]
-                lo_a = shift_add_mul(m, da, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
-                lo_b = shift_add_mul(m, dr, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
+                d_a, d_r = da, dr
                 if split:
-                    # stage 6a: the four products registered; 6: their sum
-                    terms = [Signal(signed(len(t)), name=f"{t.name}_r", reset_less=True) for t in
-                             (hi_a, hi_b, lo_a, lo_b)]
+                    # stage 5b: the operands registered again, and (6a, below) the products
+                    # twice: the DSPs (at the sites the array leaves, far from the rest) have
+                    # registers of their own on both sides, which the placer puts beside them
+                    d_a = Signal.like(da, name=f"da_p_{c}", reset_less=True)
+                    d_r = Signal.like(dr, name=f"dr_p_{c}", reset_less=True)
                     with m.If(adv):
-                        m.d.sync += [r.eq(t) for r, t in zip(terms, (hi_a, hi_b, lo_a, lo_b))]
-                    hi_a, hi_b, lo_a, lo_b = terms
+                        m.d.sync += [d_a.eq(da), d_r.eq(dr)]
+                m.d.comb += [hi_a.eq(d_a * ma_hi), hi_b.eq(d_r * mb_hi)]
+                lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
+                lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
+                if split:
+                    # stage 6a: the four products registered, 6b: again; 6: their sum
+                    for stage in ("r", "r2"):
+                        terms = [Signal(signed(len(t)), name=f"{t.name}_{stage}",
+                                        reset_less=True) for t in (hi_a, hi_b, lo_a, lo_b)]
+                        with m.If(adv):
+                            m.d.sync += [r.eq(t) for r, t in zip(terms, (hi_a, hi_b, lo_a, lo_b))]
+                        hi_a, hi_b, lo_a, lo_b = terms
                 s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
             else:
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
@@ -405,11 +418,13 @@ class PostProcessor(wiring.Component):
                 prod_next = prod2
                 s2_next = sacc_n
                 if split:
-                    # stage 6a: the sum registered (the stage 6a of one-cycle products)
-                    s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a_{c}", reset_less=True)
-                    with m.If(adv):
-                        m.d.sync += s2a.eq(s2_next)
-                    s2_next = s2a
+                    # stages 5b, 6a and 6b: the sum registered (as one-cycle products are)
+                    for k in range(3):
+                        s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a{k}_{c}",
+                                     reset_less=True)
+                        with m.If(adv):
+                            m.d.sync += s2a.eq(s2_next)
+                        s2_next = s2a
             if split:
                 # stage 4: the rounding's parts; 4b: their sum
                 q4 = Signal(signed(64), name=f"rq_q_{c}", reset_less=True)
@@ -456,9 +471,12 @@ class PostProcessor(wiring.Component):
                 with m.If(stepping):
                     m.d.sync += prod.eq(prod >> 4)
             if split:
+                # (stages 5b, 6a, 6b)
+                a5b = Signal(signed(8), name=f"a5b_{c}", reset_less=True)
                 a6a = Signal(signed(8), name=f"a6a_{c}", reset_less=True)
+                a6b = Signal(signed(8), name=f"a6b_{c}", reset_less=True)
                 with m.If(adv):
-                    m.d.sync += [a6a.eq(a), a5.eq(a6a)]
+                    m.d.sync += [a5b.eq(a), a6a.eq(a5b), a6b.eq(a6a), a5.eq(a6b)]
             else:
                 with m.If(adv):
                     m.d.sync += a5.eq(a)
