@@ -155,9 +155,10 @@ class PostProcessor(wiring.Component):
     ``ADD_SUM_BITS + 1`` bits wide. With ``split`` (for a fast clock) each rounding takes two
     stages, its parts (``q``, ``up`` of :func:`round_parts`) and their sum with what follows,
     and the residual rescale two (its products, their sum), and the residual's quotient is
-    saturated to 16 bits a stage before its clamp; the residual products' operands and the
-    DSPs' products are registered twice (registers beside the DSPs on both sides):
-    :attr:`LATENCY` is 13 instead of 7. The
+    saturated to 16 bits a stage before its clamp; every DSP's operands and products are
+    registered once more (registers beside the DSPs on both sides, two stages for the
+    requantization product and two for the residual products): :attr:`LATENCY` is 15
+    instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
@@ -218,10 +219,10 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 13 with ``split`` (the roundings and the residual rescale
-        take two stages, the residual's clamp a third, its products' operands and the
+        """Pipeline stages: 7, or 15 with ``split`` (the roundings and the residual rescale
+        take two stages, the residual's clamp a third, and both products' operands and
         products one more each)."""
-        return 13 if split else 7
+        return 15 if split else 7
 
     @property
     def cols(self):
@@ -346,16 +347,39 @@ class PostProcessor(wiring.Component):
             da4 = Signal(signed(9), name=f"da4_{c}", reset_less=True)
             a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up, less_zp=True)
             m.d.comb += [a4.eq(a4n), da4.eq(da4n)]
+            # what stages 2 and 3 take of the shift and the residual (with split, a stage
+            # later each: 1b and 2b, below)
+            sh1, r0, sh2, r1 = shift1, res[0], shift2, res[1]
+            if split:
+                sh1, sh2 = (Signal(6, name=f"shift{k}b_{c}", reset_less=True) for k in (1, 2))
+                r0, r1 = (Signal(signed(8), name=f"res{k}b_{c}", reset_less=True)
+                          for k in (1, 2))
+                with m.If(adv):
+                    m.d.sync += [sh1.eq(shift1), r0.eq(res[0]), sh2.eq(shift2), r1.eq(res[1])]
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
-                vh, vl = v[16:].as_signed(), v[:16]
-                mh, ml = mult1[16:].as_signed(), mult1[:16]
+                v_m, mult_m = v, mult1
+                if split:
+                    # stage 1b: the operands registered again, and (2b) the products: the
+                    # DSPs have registers of their own on both sides, as the residual's do
+                    v_m = Signal.like(v, name=f"v_p_{c}", reset_less=True)
+                    mult_m = Signal.like(mult1, name=f"mult_p_{c}", reset_less=True)
+                    with m.If(adv):
+                        m.d.sync += [v_m.eq(v), mult_m.eq(mult1)]
+                vh, vl = v_m[16:].as_signed(), v_m[:16]
+                mh, ml = mult_m[16:].as_signed(), mult_m[:16]
                 parts = [Signal(signed(34), name=f"part{k}_{c}", reset_less=True)
                          for k in range(4)]
                 with m.If(adv):
                     m.d.sync += [p.eq(a * b) for p, (a, b) in
                                  zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
+                if split:
+                    parts_r = [Signal(signed(34), name=f"part{k}_r_{c}", reset_less=True)
+                               for k in range(4)]
+                    with m.If(adv):
+                        m.d.sync += [r.eq(p) for r, p in zip(parts_r, parts)]
+                    parts = parts_r
                 # (the low halves' product is below 2**32: it and the high halves' shifted one
                 # are a concatenation, not a sum)
                 prod_next = (Cat(parts[3][:32], parts[0]).as_signed() +
@@ -416,6 +440,13 @@ class PostProcessor(wiring.Component):
                 with m.If(adv):
                     m.d.sync += prod2.eq(pacc_n)     # (adv: ph == steps - 1, not 0)
                 prod_next = prod2
+                if split:
+                    # (stages 1b and 2b of one-cycle products)
+                    for k in range(2):
+                        p2 = Signal(signed(64), name=f"prod2{'bc'[k]}_{c}", reset_less=True)
+                        with m.If(adv):
+                            m.d.sync += p2.eq(prod_next)
+                        prod_next = p2
                 s2_next = sacc_n
                 if split:
                     # stages 5b, 6a and 6b: the sum registered (as one-cycle products are)
@@ -452,11 +483,11 @@ class PostProcessor(wiring.Component):
                     shift1.eq(src.shift[c]),
                     res[0].eq(src.residual[c]),
                     # stage 2: the partial products (above); stage 3: the 64-bit product
-                    shift2.eq(shift1),
-                    res[1].eq(res[0]),
+                    shift2.eq(sh1),
+                    res[1].eq(r0),
                     prod.eq(prod_next),   # (then shifted in place: see rq)
-                    shift3.eq(shift2),
-                    res[2].eq(res[1]),
+                    shift3.eq(sh2),
+                    res[2].eq(r1),
                     # stage 4: round half to even
                     res[3].eq(res[2]),
                     # stage 5: zero point and clamp; both residual-stage inputs less their zero
