@@ -1,6 +1,6 @@
 """Post-processor: int32 accumulator rows to int8, STORE stages 1 and 2 of docs/isa.md."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -363,10 +363,7 @@ class PostProcessor(wiring.Component):
                 if split:
                     # stage 1b: the operands registered again, and (2b) the products: the
                     # DSPs have registers of their own on both sides, as the residual's do
-                    v_m = Signal.like(v, name=f"v_p_{c}", reset_less=True)
-                    mult_m = Signal.like(mult1, name=f"mult_p_{c}", reset_less=True)
-                    with m.If(adv):
-                        m.d.sync += [v_m.eq(v), mult_m.eq(mult1)]
+                    v_m, mult_m = _at_advance(m, adv, (v, mult1), ("v_p", "mult_p"), c)
                 vh, vl = v_m[16:].as_signed(), v_m[:16]
                 mh, ml = mult_m[16:].as_signed(), mult_m[:16]
                 parts = [Signal(signed(34), name=f"part{k}_{c}", reset_less=True)
@@ -375,11 +372,7 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [p.eq(a * b) for p, (a, b) in
                                  zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
                 if split:
-                    parts_r = [Signal(signed(34), name=f"part{k}_r_{c}", reset_less=True)
-                               for k in range(4)]
-                    with m.If(adv):
-                        m.d.sync += [r.eq(p) for r, p in zip(parts_r, parts)]
-                    parts = parts_r
+                    parts = _at_advance(m, adv, parts, [f"part{k}_r" for k in range(4)], c)
                 # (the low halves' product is below 2**32: it and the high halves' shifted one
                 # are a concatenation, not a sum)
                 prod_next = (Cat(parts[3][:32], parts[0]).as_signed() +
@@ -400,21 +393,17 @@ class PostProcessor(wiring.Component):
                     # stage 5b: the operands registered again, and (6a, below) the products
                     # twice: the DSPs (at the sites the array leaves, far from the rest) have
                     # registers of their own on both sides, which the placer puts beside them
-                    d_a = Signal.like(da, name=f"da_p_{c}", reset_less=True)
-                    d_r = Signal.like(dr, name=f"dr_p_{c}", reset_less=True)
-                    with m.If(adv):
-                        m.d.sync += [d_a.eq(da), d_r.eq(dr)]
+                    d_a, d_r = _at_advance(m, adv, (da, dr), ("da_p", "dr_p"), c)
                 m.d.comb += [hi_a.eq(d_a * ma_hi), hi_b.eq(d_r * mb_hi)]
                 lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
                 lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
                 if split:
                     # stage 6a: the four products registered, 6b: again; 6: their sum
                     for stage in ("r", "r2"):
-                        terms = [Signal(signed(len(t)), name=f"{t.name}_{stage}",
-                                        reset_less=True) for t in (hi_a, hi_b, lo_a, lo_b)]
-                        with m.If(adv):
-                            m.d.sync += [r.eq(t) for r, t in zip(terms, (hi_a, hi_b, lo_a, lo_b))]
-                        hi_a, hi_b, lo_a, lo_b = terms
+                        terms = (hi_a, hi_b, lo_a, lo_b)
+                        hi_a, hi_b, lo_a, lo_b = _at_advance(
+                            m, adv, terms, [f"{t.name.removesuffix(f'_{c}')}_{stage}"
+                                            for t in terms], c)
                 s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
             else:
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
@@ -554,6 +543,16 @@ class PostProcessor(wiring.Component):
                         with m.If(beat[n - 2] == bt):
                             m.d.sync += self.o.payload[bt * lanes + c].eq(y)
         return m
+
+
+def _at_advance(m, adv, values, names, lane):
+    """Registers holding ``values`` as the pipeline advances (``adv``), one each, named
+    ``<name>_<lane>``: a stage of the lane's pipeline."""
+    regs = [Signal(Value.cast(v).shape(), name=f"{n}_{lane}", reset_less=True)
+            for v, n in zip(values, names)]
+    with m.If(adv):
+        m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+    return regs
 
 
 def serial_round_sat(m, x, shift, k, ce, adv, bits, name):
