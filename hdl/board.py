@@ -26,7 +26,7 @@ from .bridge import UartBridge
 from .config import NpuConfig
 from .npu import Npu
 from .onchip_ram import RAM_KINDS, OnChipRam
-from .slices import register_slice
+from .slices import stream_slice
 from .uart import UartRx, UartTx, check_divisor, divisor_for
 
 __all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
@@ -175,9 +175,7 @@ class NpuSystem(wiring.Component):
         if c.slices:
             # (fast clock) the bytes reach the bridge through a FIFO of two as well: the
             # bridge, beside the RAM, and the receive FIFO, beside the UART's pin, are far apart
-            room, valid, head, take = register_slice(m, "rx_slice", rxq.r_rdy, rxq.r_data, 8)
-            m.d.comb += [rxq.r_en.eq(rxq.r_rdy & room), br.rx.valid.eq(valid),
-                         br.rx.payload.eq(head), take.eq(br.rx.ready)]
+            wiring.connect(m, stream_slice(m, "rx_slice", rxq.r_stream), br.rx)
         else:
             m.d.comb += [br.rx.valid.eq(rxq.r_rdy), br.rx.payload.eq(rxq.r_data),
                          rxq.r_en.eq(br.rx.ready)]

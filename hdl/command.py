@@ -614,9 +614,9 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += room.eq(f.w_rdy)
         dec_stuck = Signal()
         static_err = Signal()
-        pop_r = Signal(name="dispatch_pop")
-        push_r = {q: Signal(name=f"dispatch_push_{q.name.lower()}") for q in queues}
         if c.slices:
+            pop_r = Signal(name="dispatch_pop")
+            push_r = {q: Signal(name=f"dispatch_push_{q.name.lower()}") for q in queues}
             m.d.sync += [pop_r.eq(0)] + [push_r[q].eq(0) for q in queues]
             m.d.comb += [fbuf.r_en.eq(pop_r)] + [f.w_en.eq(push_r[q]) for q, f in queues.items()]
         with m.FSM(name="decode"):

@@ -52,7 +52,7 @@ def _command_register(m, name, src, dst):
     while the copy is offered. Costs a cycle per command."""
     payload = Signal(src.payload.shape(), name=f"{name}_r", reset_less=True)
     offered = Signal(name=f"{name}_offered")
-    m.d.sync += [payload.eq(src.payload), offered.eq(src.valid & ~(src.valid & src.ready))]
+    m.d.sync += [payload.eq(src.payload), offered.eq(src.valid & ~src.ready)]
     m.d.comb += [dst.valid.eq(src.valid & offered), dst.payload.eq(payload),
                  src.ready.eq(dst.ready & offered)]
 

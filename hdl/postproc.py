@@ -351,11 +351,8 @@ class PostProcessor(wiring.Component):
             # later each: 1b and 2b, below)
             sh1, r0, sh2, r1 = shift1, res[0], shift2, res[1]
             if split:
-                sh1, sh2 = (Signal(6, name=f"shift{k}b_{c}", reset_less=True) for k in (1, 2))
-                r0, r1 = (Signal(signed(8), name=f"res{k}b_{c}", reset_less=True)
-                          for k in (1, 2))
-                with m.If(adv):
-                    m.d.sync += [sh1.eq(shift1), r0.eq(res[0]), sh2.eq(shift2), r1.eq(res[1])]
+                sh1, r0, sh2, r1 = _at_advance(m, adv, (shift1, res[0], shift2, res[1]),
+                                               ("shift1b", "res1b", "shift2b", "res2b"), c)
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
@@ -400,10 +397,9 @@ class PostProcessor(wiring.Component):
                 if split:
                     # stage 6a: the four products registered, 6b: again; 6: their sum
                     for stage in ("r", "r2"):
-                        terms = (hi_a, hi_b, lo_a, lo_b)
                         hi_a, hi_b, lo_a, lo_b = _at_advance(
-                            m, adv, terms, [f"{t.name.removesuffix(f'_{c}')}_{stage}"
-                                            for t in terms], c)
+                            m, adv, (hi_a, hi_b, lo_a, lo_b),
+                            [f"{t}_{stage}" for t in ("hi_a", "hi_b", "lo_a", "lo_b")], c)
                 s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
             else:
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
@@ -431,20 +427,13 @@ class PostProcessor(wiring.Component):
                 prod_next = prod2
                 if split:
                     # (stages 1b and 2b of one-cycle products)
-                    for k in range(2):
-                        p2 = Signal(signed(64), name=f"prod2{'bc'[k]}_{c}", reset_less=True)
-                        with m.If(adv):
-                            m.d.sync += p2.eq(prod_next)
-                        prod_next = p2
+                    for k in "bc":
+                        prod_next, = _at_advance(m, adv, (prod_next,), (f"prod2{k}",), c)
                 s2_next = sacc_n
                 if split:
                     # stages 5b, 6a and 6b: the sum registered (as one-cycle products are)
                     for k in range(3):
-                        s2a = Signal(signed(ADD_SUM_BITS), name=f"sum2a{k}_{c}",
-                                     reset_less=True)
-                        with m.If(adv):
-                            m.d.sync += s2a.eq(s2_next)
-                        s2_next = s2a
+                        s2_next, = _at_advance(m, adv, (s2_next,), (f"sum2a{k}",), c)
             if split:
                 # stage 4: the rounding's parts; 4b: their sum
                 q4 = Signal(signed(64), name=f"rq_q_{c}", reset_less=True)
@@ -492,11 +481,11 @@ class PostProcessor(wiring.Component):
                     m.d.sync += prod.eq(prod >> 4)
             if split:
                 # (stages 5b, 6a, 6b)
-                a5b = Signal(signed(8), name=f"a5b_{c}", reset_less=True)
-                a6a = Signal(signed(8), name=f"a6a_{c}", reset_less=True)
-                a6b = Signal(signed(8), name=f"a6b_{c}", reset_less=True)
+                a_d = a
+                for stage in ("a5b", "a6a", "a6b"):
+                    a_d, = _at_advance(m, adv, (a_d,), (stage,), c)
                 with m.If(adv):
-                    m.d.sync += [a5b.eq(a), a6a.eq(a5b), a6b.eq(a6a), a5.eq(a6b)]
+                    m.d.sync += a5.eq(a_d)
             else:
                 with m.If(adv):
                     m.d.sync += a5.eq(a)
