@@ -173,10 +173,11 @@ class AxiMaster(wiring.Component):
         A burst's length is the least of the beats left, ``max_burst`` and the beats to the
         4 KiB boundary. For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) it and
         whether it is the request's last are registered a burst ahead: formed from the
-        request as it is latched, then from the current burst's registered length as it is
-        loaded (the beats to the boundary kept as a count that each burst decreases), so no
-        compare chain lies in front of the address adder. Otherwise they are formed from the
-        registers as the burst is loaded (fewer LUTs)."""
+        request as it is latched, then, a cycle after each burst is loaded, from the beats
+        left and the beats to the boundary (kept as a count that each burst decreases), so no
+        compare chain lies in front of the address adder, and a request's bursts are loaded
+        every other cycle. Otherwise they are formed from the registers as the burst is
+        loaded (fewer LUTs)."""
         c = self._config
         bb = self._beat
         shift = bb.bit_length() - 1
@@ -207,7 +208,7 @@ class AxiMaster(wiring.Component):
             if ahead:
                 tp = Signal(range(page + 1), name=f"{name}_start_tp")
                 m.d.comb += tp.eq(page - req_addr[shift:12])
-                stmts += [to_page.eq(tp), *plan(beats, tp)]
+                stmts += [to_page.eq(tp), *plan(beats, tp), planned.eq(1)]
             return stmts
 
         load = Signal(name=f"{name}_load")
@@ -225,8 +226,17 @@ class AxiMaster(wiring.Component):
             room = ~valid | handshake
             with m.If(valid & handshake):
                 m.d.sync += valid.eq(0)
+        planned = Const(1)
+        if ahead:
+            # (the next burst of a request is planned a cycle after its predecessor is loaded,
+            # from the registered beats left and to the boundary: a request's bursts go out
+            # every other cycle, and neither the subtraction nor the compares lie between
+            # one burst's length and the next's)
+            planned = Signal(init=1, name=f"{name}_planned")
+            with m.If(busy & ~planned):
+                m.d.sync += [planned.eq(1), *plan(remaining, to_page)]
         m.d.comb += [
-            load.eq(busy & (remaining != 0) & room & (credits != 0) & ~self.flush),
+            load.eq(busy & planned & (remaining != 0) & room & (credits != 0) & ~self.flush),
             # (a fast clock takes a request only into an empty splitter: a cycle between
             # requests, and no path from the burst planning into the next request's)
             free.eq(~busy if ahead else ~busy | (load & last)),
@@ -239,9 +249,8 @@ class AxiMaster(wiring.Component):
             m.d.comb += rem.eq(remaining - n)
             m.d.sync += [addr.eq(addr + (n << shift)), remaining.eq(rem)]
             if ahead:
-                tp = Signal(range(page + 1), name=f"{name}_tp_next")
-                m.d.comb += tp.eq(Mux(n == to_page, page, to_page - n))
-                m.d.sync += [to_page.eq(tp), *plan(rem, tp)]
+                m.d.sync += [to_page.eq(Mux(n == to_page, page, to_page - n)),
+                             planned.eq(last)]
             else:
                 m.d.sync += [valid.eq(1), b_addr.eq(addr), b_len.eq(n), b_last.eq(last)]
                 if tag is not None:

@@ -845,6 +845,18 @@ class CommandProcessor(wiring.Component):
             self.retire.store_index.eq(s_e.index),
         ]
 
+        if c.slices:
+            # For a fast clock every source of an error is registered first, all alike (their
+            # order of priority and the first-error-wins rule are the same a cycle later): the
+            # units' bus errors come through their row readers and the AXI master, from
+            # blocks across the die, and no longer run on into the error registers.
+            late = []
+            for k, (cond, code, index, addr) in enumerate(raised):
+                r = (Signal(name=f"err_src{k}"), Signal(E, name=f"err_src{k}_code"),
+                     Signal(32, name=f"err_src{k}_index"), Signal(32, name=f"err_src{k}_addr"))
+                m.d.sync += [r[0].eq(cond), r[1].eq(code), r[2].eq(index), r[3].eq(addr)]
+                late.append(r)
+            raised = late
         with m.If(~err_set & ~done):
             for cond, code, index, addr in reversed(raised):
                 with m.If(cond):

@@ -58,7 +58,7 @@ class CsrBank(wiring.Component):
     Unmapped addresses read as zero and ignore writes; every response is OKAY. Byte strobes are
     honoured for RW registers.
 
-    Latency: a read answers one cycle after AR is accepted (two for a fast clock,
+    Latency: a read answers one cycle after AR is accepted (three for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`); a write takes effect (and B is
     valid) one cycle after both AW and W have been accepted.
 
@@ -170,32 +170,49 @@ class CsrBank(wiring.Component):
         hi_latch = Signal(32, name="perf_hi")
         if self._config.slices:
             # for a fast clock the address is registered first: the read multiplexer starts
-            # from a register, not from the bus's ARVALID and ARADDR
-            r_pend = Signal()
+            # from a register, not from the bus's ARVALID and ARADDR. A performance counter's
+            # index is registered next (``r_perf``), and its value is read a cycle later: the
+            # counters lie across the die, and the address decode is not on their path.
+            r_pend, r_perf = Signal(), Signal()
             r_word = Signal(len(bus.araddr) - 2)
-            m.d.comb += bus.arready.eq(~r_valid & ~r_pend)
+            m.d.comb += bus.arready.eq(~r_valid & ~r_pend & ~r_perf)
             with m.If(bus.arvalid & bus.arready):
                 m.d.sync += [r_pend.eq(1), r_word.eq(bus.araddr[2:])]
             with m.If(r_pend):
-                m.d.sync += r_pend.eq(0)
+                m.d.sync += [r_pend.eq(0), r_perf.eq(1)]
             read = r_pend
+            perf_lo = Signal()
+            perf_idx = Signal(range(len(isa.PerfCounter)))
+            with m.If(r_perf):
+                m.d.sync += [r_perf.eq(0), r_valid.eq(1)]
+                with m.If(perf_lo), m.Switch(perf_idx):
+                    for idx in range(len(isa.PerfCounter)):
+                        with m.Case(idx):
+                            m.d.sync += [r_data.eq(self.perf[idx][:32]),
+                                         hi_latch.eq(self.perf[idx][32:])]
+            with m.If(read):
+                m.d.sync += perf_lo.eq(0)
         else:
             m.d.comb += bus.arready.eq(~r_valid)
             r_word = bus.araddr[2:]
             read = bus.arvalid & bus.arready
         m.d.comb += [bus.rvalid.eq(r_valid), bus.rdata.eq(r_data), bus.rresp.eq(Resp.OKAY)]
         with m.If(read):
-            m.d.sync += [r_valid.eq(1), r_data.eq(0)]
+            m.d.sync += r_data.eq(0)
+            if not self._config.slices:
+                m.d.sync += r_valid.eq(1)
             with m.Switch(r_word):
                 for reg in regs:
                     with m.Case(reg.offset // 4):
                         if _is_perf(reg):
                             idx = (reg.offset - isa.PERF_BASE) // 8
-                            if reg.name.endswith("_LO"):
+                            if not reg.name.endswith("_LO"):
+                                m.d.sync += r_data.eq(hi_latch)
+                            elif self._config.slices:
+                                m.d.sync += [perf_lo.eq(1), perf_idx.eq(idx)]
+                            else:
                                 m.d.sync += [r_data.eq(self.perf[idx][:32]),
                                              hi_latch.eq(self.perf[idx][32:])]
-                            else:
-                                m.d.sync += r_data.eq(hi_latch)
                         elif _is_constant(reg):
                             m.d.sync += r_data.eq(reg.reset)
                         elif reg.access == isa.Access.WO:

@@ -288,32 +288,50 @@ class _Walker:
     ``walk.add(name, base, (z_stride, y_stride, x_stride), gates)`` keeps ``base + z*zs + y*ys
     + x*xs`` where each step only counts while its gate (a function of the position) is true."""
 
-    def __init__(self, m, name, one_adder):
+    def __init__(self, m, name, one_adder, sizes):
         self.m = m
         self.name = name
         self.one_adder = one_adder
+        self.sizes = sizes          # (z, y, x): held still from start() to the last step
         self.z = Signal(12, name=f"{name}_z")
         self.y = Signal(12, name=f"{name}_y")
         self.x = Signal(12, name=f"{name}_x")
         self.addrs = []
+        if one_adder:
+            zs, ys, xs = sizes
+            self.z_end, self.y_end, self.x_end = (self.z + 1 == zs, self.y + 1 == ys,
+                                                  self.x + 1 == xs)
+        else:
+            # (a fast clock: whether each level is at its last position is a register, set
+            # as the walk steps, so a step's choice of level and adder starts from flip-flops)
+            self.z_end, self.y_end, self.x_end = (Signal(name=f"{name}_{lvl}_end")
+                                                  for lvl in "zyx")
+
+    def _ends(self, z, y, x):
+        """Statements setting the end flags for the position (z, y, x) the walk moves to."""
+        return [e.eq(v + 1 == n) for e, v, n in zip((self.z_end, self.y_end, self.x_end),
+                                                   (z, y, x), self.sizes)]
 
     def add(self, name, width):
         sig = [Signal(width, name=f"{self.name}_{name}_{lvl}") for lvl in "zyx"]
         self.addrs.append(sig)
         return sig
 
-    def step(self, sizes, strides, gates=None):
+    def last(self):
+        """The walk is at its last row."""
+        return self.x_end & self.y_end & self.z_end
+
+    def step(self, strides, gates=None):
         """Statements advancing to the next row. ``strides[i]`` is (zs, ys, xs) of address i;
         ``gates[i]`` is (ygate, xgate): increments along y/x only count where the gate holds.
         With ``one_adder``, each address has one adder: a step moves along one level only, so
         the level's register and stride are chosen first and added once (fewer LUTs; for a
         fast clock the three levels' sums are formed beside the compares that choose one)."""
         m = self.m
-        zs_, ys_, xs_ = sizes
         last = Signal(name=f"{self.name}_last")
-        m.d.comb += last.eq((self.x + 1 == xs_) & (self.y + 1 == ys_) & (self.z + 1 == zs_))
+        m.d.comb += last.eq(self.last())
         x_step, y_step = Signal(name=f"{self.name}_xstep"), Signal(name=f"{self.name}_ystep")
-        m.d.comb += [x_step.eq(self.x + 1 != xs_), y_step.eq(self.y + 1 != ys_)]
+        m.d.comb += [x_step.eq(~self.x_end), y_step.eq(~self.y_end)]
         sums = []   # per address: the new x, y and z level values
         for i, (a, (zs, ys, xs)) in enumerate(zip(self.addrs, strides)):
             yg, xg = gates[i] if gates else (1, 1)
@@ -324,21 +342,31 @@ class _Walker:
                 sums.append((s, s, s))
             else:
                 sums.append((a[2] + Mux(xg, xs, 0), a[1] + Mux(yg, ys, 0), a[0] + zs))
+        ends = not self.one_adder
         with m.If(x_step):
             m.d.sync += self.x.eq(self.x + 1)
             m.d.sync += [a[2].eq(sx) for a, (sx, _, _) in zip(self.addrs, sums)]
+            if ends:
+                m.d.sync += self.x_end.eq(self.x + 2 == self.sizes[2])
         with m.Elif(y_step):
             m.d.sync += [self.x.eq(0), self.y.eq(self.y + 1)]
             m.d.sync += [a[k].eq(sy) for a, (_, sy, _) in zip(self.addrs, sums) for k in (1, 2)]
+            if ends:
+                m.d.sync += [self.x_end.eq(self.sizes[2] == 1),
+                             self.y_end.eq(self.y + 2 == self.sizes[1])]
         with m.Else():
             m.d.sync += [self.x.eq(0), self.y.eq(0), self.z.eq(self.z + 1)]
             m.d.sync += [a[k].eq(sz) for a, (_, _, sz) in zip(self.addrs, sums)
                          for k in (0, 1, 2)]
+            if ends:
+                m.d.sync += self._ends(self.z + 1, 0, 0)
         return last
 
     def start(self, bases):
         m = self.m
         m.d.sync += [self.z.eq(0), self.y.eq(0), self.x.eq(0)]
+        if not self.one_adder:
+            m.d.sync += self._ends(0, 0, 0)
         for a, base in zip(self.addrs, bases):
             m.d.sync += [a[0].eq(base), a[1].eq(base), a[2].eq(base)]
 
@@ -407,7 +435,8 @@ class DmaLoad(wiring.Component):
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        w = _Walker(m, "ld", one_adder=not c.slices)
+        w = _Walker(m, "ld", one_adder=not c.slices,
+                    sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
         d = w.add("dram", 32)
         wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
@@ -439,16 +468,14 @@ class DmaLoad(wiring.Component):
             rd.desc.payload.user.last.eq(last),
         ]
         with m.If(rd.desc.valid & rd.desc.ready):
-            last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
-                           [(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
+            last_ = w.step([(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
                            gates=[(1, 1), (w.y >= cmd.pad_top, w.x >= cmd.pad_left)])
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)
         with m.Else():
-            m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
-                                (w.z + 1 == cmd.z_size))
+            m.d.comb += last.eq(w.last())
 
         # Row formatting: lanes past `elems` and padding rows carry pad_value.
         o = rd.out.payload
@@ -543,7 +570,8 @@ class DmaStore(wiring.Component):
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        w = _Walker(m, "st", one_adder=not c.slices)
+        w = _Walker(m, "st", one_adder=not c.slices,
+                    sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
         off = w.add("off", 32)     # the dram and residual addresses less their bases
         par = Signal(16)
@@ -570,16 +598,14 @@ class DmaStore(wiring.Component):
         ]
         dstr = (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)
         with m.If(rd.desc.valid & rd.desc.ready):
-            last_ = w.step((cmd.z_size, cmd.y_size, cmd.x_size),
-                           [(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr])
+            last_ = w.step([(cmd.acc_z_stride, cmd.acc_y_stride, cmd.acc_x_stride), dstr])
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)
-            with m.If(w.x + 1 == cmd.x_size), m.If(w.y + 1 == cmd.y_size):
+            with m.If(w.x_end & w.y_end):
                 m.d.sync += par.eq(par + 3)
         with m.Else():
-            m.d.comb += last.eq((w.x + 1 == cmd.x_size) & (w.y + 1 == cmd.y_size) &
-                                (w.z + 1 == cmd.z_size))
+            m.d.comb += last.eq(w.last())
 
         # Residual rows -> post-processor; the destination waits in a FIFO as deep as the rows
         # the post-processing path holds at its rate (pp_fifo_depth).

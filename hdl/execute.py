@@ -210,6 +210,27 @@ class ExecuteUnit(wiring.Component):
         compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
             (cp.ky_size != 0) & (cp.kz_size != 0)
         pool_work = (pp.x_size != 0) & (pp.y_size != 0)
+        if cfg.slices:
+            # (a fast clock: whether each of kx, ky and kz is at its last value is a register,
+            # set as they count, so the step's enables start from flip-flops)
+            last_x, last_y, last_z = (Signal(name=f"t_last_{k}") for k in "xyz")
+            with m.If(cmd.valid & cmd.ready):
+                m.d.sync += [last_x.eq(cp.kx_size == 1), last_y.eq(cp.ky_size == 1),
+                             last_z.eq(cp.kz_size == 1)]
+            with m.Elif(t_busy & can_emit):
+                with m.If(~last_x):
+                    m.d.sync += last_x.eq(kx + 1 == t_k.kx_size)
+                with m.Else():
+                    m.d.sync += last_x.eq(t_k.kx_size == 0)
+                    with m.If(~last_y):
+                        m.d.sync += last_y.eq(ky + 1 == t_k.ky_size)
+                    with m.Else():
+                        m.d.sync += [last_y.eq(t_k.ky_size == 0),
+                                     last_z.eq(kz + 1 == t_k.kz_size)]
+        else:
+            last_x = kx == t_k.kx_size
+            last_y = ky == t_k.ky_size
+            last_z = kz == t_k.kz_size
         with m.If(cmd.valid & cmd.ready):
             with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
                 m.d.sync += [
@@ -231,9 +252,6 @@ class ExecuteUnit(wiring.Component):
                     *_walk(g_job, pp, pool=True),
                 ]
         with m.Elif(t_busy & can_emit):
-            last_x = kx == t_k.kx_size
-            last_y = ky == t_k.ky_size
-            last_z = kz == t_k.kz_size
             m.d.sync += [
                 g_valid.eq(1),
                 g_job.eq(t_job),

@@ -117,6 +117,26 @@ def clamp_sum(v, zp, lo, hi, up=0, less_zp=False):
     return out
 
 
+def clamp_parts(v, zp, up=0, less_zp=False):
+    """The first half of :func:`clamp_sum`, for a pipeline stage between the two: ``v + up +
+    zp`` (and ``v + up``, with ``less_zp``), ``v`` saturated to 16 bits, 17 bits wide."""
+    v = saturate16(v)
+    t = v + up + zp
+    return (t, v + up) if less_zp else t
+
+
+def clamp_bounds(t, lo, hi, vu=None, lo_zp=None, hi_zp=None):
+    """The second half of :func:`clamp_sum`: ``clamp(t, lo, hi)`` for ``t`` from
+    :func:`clamp_parts`; with ``vu`` (its ``v + up``), also that value less ``zp``, with
+    ``lo_zp`` and ``hi_zp`` the bounds less ``zp``."""
+    over = (t > hi) | (lo > hi)
+    under = t < lo
+    out = Mux(over, hi, Mux(under, lo, t))
+    if vu is not None:
+        return out, Mux(over, hi_zp, Mux(under, lo_zp, vu))
+    return out
+
+
 def postproc_input_layout(cols):
     """One row into the post-processor: the accumulator row, its three PARAM rows (bias,
     multiplier, shift & 63), the residual row, and whether stage 2 applies."""
@@ -157,7 +177,9 @@ class PostProcessor(wiring.Component):
     and the residual rescale two (its products, their sum), and the residual's quotient is
     saturated to 16 bits a stage before its clamp; every DSP's operands and products are
     registered once more (registers beside the DSPs on both sides, two stages for the
-    requantization product and two for the residual products): :attr:`LATENCY` is 15
+    requantization product and two for the residual products), and each clamp's sum (the
+    value, its rounding increment and the zero point) is registered before it is compared
+    with the bounds, which each lane reads from copies of its own: :attr:`LATENCY` is 17
     instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
@@ -219,10 +241,10 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 15 with ``split`` (the roundings and the residual rescale
-        take two stages, the residual's clamp a third, and both products' operands and
-        products one more each)."""
-        return 15 if split else 7
+        """Pipeline stages: 7, or 17 with ``split`` (the roundings and the residual rescale
+        take two stages, the residual's clamp a third, both products' operands and
+        products one more each, and both clamps' sums a stage before their bounds)."""
+        return 17 if split else 7
 
     @property
     def cols(self):
@@ -342,10 +364,21 @@ class PostProcessor(wiring.Component):
             dr = Signal(signed(9), name=f"dr_{c}", reset_less=True)
             s2 = Signal(signed(ADD_SUM_BITS), name=f"sum2_{c}", reset_less=True)
             res = [Signal(signed(8), name=f"res{k + 1}_{c}", reset_less=True)
-                   for k in range(4 + split)]
+                   for k in range(4 + 2 * split)]
             a4 = Signal(signed(8), name=f"a4_{c}", reset_less=True)
             da4 = Signal(signed(9), name=f"da4_{c}", reset_less=True)
-            a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up, less_zp=True)
+            if split:
+                # (fast clock) stage 4c: the sums; 5: the bounds, from the lane's copies of the
+                # configuration's (set a cycle after it, long before a row)
+                zp, lo, hi, lo_zp, hi_zp, res_zp = _config_copies(
+                    m, ((cfg.zp, 8), (cfg.lo, 8), (cfg.hi, 8), (cfg.lo - cfg.zp, 9),
+                        (cfg.hi - cfg.zp, 9), (cfg.res_zp, 8)), f"clamp1_cfg{c}")
+                t4n, vu4n = clamp_parts(rq, zp, rq_up, less_zp=True)
+                t4, vu4 = _at_advance(m, adv, (t4n, vu4n), ("clamp_t", "clamp_vu"), c)
+                a4n, da4n = clamp_bounds(t4, lo, hi, vu4, lo_zp, hi_zp)
+            else:
+                a4n, da4n = clamp_sum(rq, cfg.zp, cfg.lo, cfg.hi, rq_up, less_zp=True)
+                res_zp = cfg.res_zp
             m.d.comb += [a4.eq(a4n), da4.eq(da4n)]
             # what stages 2 and 3 take of the shift and the residual (with split, a stage
             # later each: 1b and 2b, below)
@@ -442,7 +475,7 @@ class PostProcessor(wiring.Component):
                 with m.If(adv):
                     # (4b: the quotient saturated, its increment added with the zero point)
                     m.d.sync += [q4.eq(q4n), up4.eq(up4n), rq.eq(saturate16(q4)),
-                                 rq_up.eq(up4), res[4].eq(res[3])]
+                                 rq_up.eq(up4), res[4].eq(res[3]), res[5].eq(res[4])]
             elif steps > 1 and 4 * (steps - 1) >= 60:
                 # the shift by shift3 done 4 bits a cycle between two advances, in place in
                 # prod (which nothing else reads); the rest (< 4) at the advance
@@ -472,7 +505,7 @@ class PostProcessor(wiring.Component):
                     # points
                     a.eq(a4),
                     da.eq(da4),
-                    dr.eq(res[-1] - cfg.res_zp),
+                    dr.eq(res[-1] - res_zp),
                     # stage 6: residual rescale, exact
                     s2.eq(s2_next),
                 ]
@@ -508,11 +541,18 @@ class PostProcessor(wiring.Component):
                 q7s = Signal(signed(16), name=f"add_qs_{c}", reset_less=True)
                 up7s = Signal(name=f"add_ups_{c}", reset_less=True)
                 a7 = Signal(signed(8), name=f"a7_{c}", reset_less=True)
-                q7n, up7n = round_parts(m, s2x, shift6, f"add{c}")
+                # (the shift from the lane's copy of it, as the clamps' bounds below)
+                shift6_k, = kept_copies(m, shift6, 1, f"add_shift{c}")
+                q7n, up7n = round_parts(m, s2x, shift6_k, f"add{c}")
                 with m.If(adv):
                     m.d.sync += [q7.eq(q7n), up7.eq(up7n), a6.eq(a5),
                                  q7s.eq(saturate16(q7)), up7s.eq(up7), a7.eq(a6)]
-                r_q, r_up, a_out = q7s, up7s, a7
+                # 7d: the sum, then the bounds from the lane's copies of the configuration's
+                add_zp, add_lo, add_hi = _config_copies(
+                    m, ((cfg.add_zp, 8), (cfg.add_lo, 8), (cfg.add_hi, 8)), f"clamp2_cfg{c}")
+                t7, a_out = _at_advance(m, adv, (clamp_parts(q7s, add_zp, up7s), a7),
+                                        ("add_t", "a7d"), c)
+                y_res = clamp_bounds(t7, add_lo, add_hi)
             else:
                 if steps > 1 and 3 * (steps - 1) >= ADD_SUM_BITS - 2:
                     # as rq: the shift done 3 bits a cycle in place in s2, the rest at adv
@@ -522,16 +562,27 @@ class PostProcessor(wiring.Component):
                 else:
                     r_q, r_up = round_sat(m, s2x, shift6, 10, f"add{c}")
                 a_out = a5
+                y_res = clamp_sum(r_q, cfg.add_zp, cfg.add_lo, cfg.add_hi, r_up)
             y = Signal(signed(8), name=f"y_{c}", reset_less=True)
-            m.d.comb += y.eq(Mux(use_res[n - 2],
-                                 clamp_sum(r_q, cfg.add_zp, cfg.add_lo, cfg.add_hi, r_up),
-                                 a_out))
+            m.d.comb += y.eq(Mux(use_res[n - 2], y_res, a_out))
             with m.If(adv):
                 for bt in range(beats):
                     if bt * lanes + c < cols:
                         with m.If(beat[n - 2] == bt):
                             m.d.sync += self.o.payload[bt * lanes + c].eq(y)
         return m
+
+
+def _config_copies(m, fields, name):
+    """One lane's copy of configuration values (``(value, width)`` pairs, signed), in one kept
+    register (:func:`~hdl.slices.kept_copies`): set a cycle after the configuration, long
+    before a row reaches the stages that read them, and placed beside those stages."""
+    copy, = kept_copies(m, Cat(*[Value.cast(v)[:w] for v, w in fields]), 1, name)
+    out, at = [], 0
+    for _, w in fields:
+        out.append(copy[at:at + w].as_signed())
+        at += w
+    return out
 
 
 def _at_advance(m, adv, values, names, lane):

@@ -319,7 +319,7 @@ def test_postproc_latency(cols, lanes, steps, split):
         assert seen == [dut.LATENCY + (dut.beats if dut.beats > 1 else 0)]
     else:
         assert seen == [1 + (dut.LATENCY - 1) * steps]
-    assert dut.LATENCY == PostProcessor.latency(split) == (15 if split else 7)
+    assert dut.LATENCY == PostProcessor.latency(split) == (17 if split else 7)
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
