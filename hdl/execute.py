@@ -210,14 +210,28 @@ class ExecuteUnit(wiring.Component):
         compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
             (cp.ky_size != 0) & (cp.kz_size != 0)
         pool_work = (pp.x_size != 0) & (pp.y_size != 0)
+        # The walk's registers take the command on offer while the generator is idle, so
+        # that its enables are `t_busy` alone, not the command's opcode and size checks: only
+        # a COMPUTE with work that is taken starts the walk (`t_busy`).
+        with m.If(~t_busy):
+            m.d.sync += [
+                t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
+                t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
+                t_in_kz.eq(cp.in_addr),
+                *_walk(t_job, cp, pool=False),
+                *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
+                # (the sizes are kept less one: the last index, compared as it is)
+                *[getattr(t_k, n).eq(getattr(cp, n) - 1)
+                  for n in ("kx_size", "ky_size", "kz_size")],
+            ]
         if cfg.slices:
             # (a fast clock: whether each of kx, ky and kz is at its last value is a register,
             # set as they count, so the step's enables start from flip-flops)
             last_x, last_y, last_z = (Signal(name=f"t_last_{k}") for k in "xyz")
-            with m.If(cmd.valid & cmd.ready):
+            with m.If(~t_busy):
                 m.d.sync += [last_x.eq(cp.kx_size == 1), last_y.eq(cp.ky_size == 1),
                              last_z.eq(cp.kz_size == 1)]
-            with m.Elif(t_busy & can_emit):
+            with m.Elif(can_emit):
                 with m.If(~last_x):
                     m.d.sync += last_x.eq(kx + 1 == t_k.kx_size)
                 with m.Else():
@@ -233,16 +247,7 @@ class ExecuteUnit(wiring.Component):
             last_z = kz == t_k.kz_size
         with m.If(cmd.valid & cmd.ready):
             with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
-                m.d.sync += [
-                    t_busy.eq(1), t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
-                    t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
-                    t_in_kz.eq(cp.in_addr),
-                    *_walk(t_job, cp, pool=False),
-                    *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
-                    # (the sizes are kept less one: the last index, compared as it is)
-                    *[getattr(t_k, n).eq(getattr(cp, n) - 1)
-                      for n in ("kx_size", "ky_size", "kz_size")],
-                ]
+                m.d.sync += t_busy.eq(1)
             with m.Else():
                 m.d.sync += [
                     g_valid.eq(1),
@@ -548,8 +553,16 @@ class ExecuteUnit(wiring.Component):
         s_op = Signal(AccOp)
         s_addr = Signal(range(cfg.acc_depth))
         s_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
-        m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr),
-                     s_data.eq(r_data)]
+        m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr)]
+        if cfg.slices:
+            # (fast clock) each lane chooses between the pool's row and the array's with a copy
+            # of pr_valid of its own: no one flip-flop steers all lanes' multiplexers
+            pr_sel = kept_copies(m, pin.valid & pin.last, cols, "pr_sel")
+            for lane in range(cols):
+                m.d.sync += s_data[lane].eq(Mux(pr_sel[lane], pr_data[lane],
+                                                array.o_data[lane]))
+        else:
+            m.d.sync += s_data.eq(r_data)
         if cfg.slices:
             # For a fast clock the ACC read takes two cycles (``acc_rd`` is registered at the
             # block RAMs' outputs) and the old row is registered before the update: the row
