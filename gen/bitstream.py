@@ -238,17 +238,25 @@ def array_dsp_sites(rows, cols, site_rows=ECP5_85F_DSP_SITES):
     band (counted from the other end in every other band), so the PEs above and below one
     another (partial sums, the weights loaded down the columns) are neighbouring sites, left
     and right neighbours (the inputs) ``per_band`` sites apart, and a band's last PE row lies
-    straight above the next band's first. The sites left over at the right of each band are
-    the post-processor's.
+    straight above the next band's first. The sites left over are the post-processor's: in
+    the middle of each band (whole groups of four, the array's columns on either side), near
+    the logic around them, not at the die's edge.
     """
     bands = len(site_rows)
     per_band = -(-rows // bands)
     if per_band * cols > min(len(sr) for sr in site_rows):
         return {}
 
+    def used(sr):
+        """The band's sites the array takes: all but its spare ones in the middle."""
+        spare = len(sr) - per_band * cols
+        mid = (len(sr) - spare) // 2 // 4 * 4
+        return sr[:mid] + sr[mid + spare:]
+    bands_used = [used(sr) for sr in site_rows]
+
     def site(r, c):
         band, k = divmod(r, per_band)
-        return site_rows[band][c * per_band + (k if band % 2 == 0 else per_band - 1 - k)]
+        return bands_used[band][c * per_band + (k if band % 2 == 0 else per_band - 1 - k)]
     return {(r, c): site(r, c) for r in range(rows) for c in range(cols)}
 
 

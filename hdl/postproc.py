@@ -179,8 +179,9 @@ class PostProcessor(wiring.Component):
     registered once more (registers beside the DSPs on both sides, two stages for the
     requantization product and two for the residual products), and each clamp's sum (the
     value, its rounding increment and the zero point) is registered before it is compared
-    with the bounds, which each lane reads from copies of its own: :attr:`LATENCY` is 17
-    instead of 7. The
+    with the bounds, which each lane reads from copies of its own; and the row is read in
+    place at ``i`` over its beats (taken at the last), the beat's lanes registered before the
+    first stage: :attr:`LATENCY` is 18 instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
@@ -196,7 +197,8 @@ class PostProcessor(wiring.Component):
     on ECP5, 4 for the 32 x 32 requantization product and 1 per residual product, instead of
     ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
     consecutive beats, and leaves when its last beat is done, one row every ``beats`` cycles,
-    ``LATENCY + beats`` cycles after its transfer.
+    ``LATENCY + beats`` cycles after its transfer (with ``split`` it is read in place at ``i``
+    over its beats and taken at the last: ``LATENCY`` cycles after its transfer).
 
     Parameters
     ----------
@@ -241,10 +243,11 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 17 with ``split`` (the roundings and the residual rescale
+        """Pipeline stages: 7, or 18 with ``split`` (the roundings and the residual rescale
         take two stages, the residual's clamp a third, both products' operands and
-        products one more each, and both clamps' sums a stage before their bounds)."""
-        return 17 if split else 7
+        products one more each, both clamps' sums a stage before their bounds, and the
+        beat's lanes are registered before the first)."""
+        return 18 if split else 7
 
     @property
     def cols(self):
@@ -268,7 +271,7 @@ class PostProcessor(wiring.Component):
         cols, lanes, beats, steps = self._cols, self._lanes, self.beats, self._steps
         split = self._split
         cfg = self.config
-        n = self.LATENCY
+        n = self.LATENCY - split       # (stage 0, with split, is before the valid chain)
         ce = Signal()
         m.d.comb += ce.eq(~self.o.valid | self.o.ready)
         # adv: the pipeline advances (every cycle ce allows; with steps > 1, at the last phase)
@@ -286,22 +289,38 @@ class PostProcessor(wiring.Component):
         src_valid = Signal()
         src_beat = Signal(range(beats))
         src = Signal(postproc_input_layout(lanes))
-        if beats == 1:
+        fields = ("acc", "bias", "mult", "shift", "residual")
+        if split:
+            # (fast clock) the row is read in place at the input, `lanes` lanes a beat, and
+            # taken at its last beat: the beat's lanes are chosen from it and registered
+            # (stage 0), so no enable of a held row fans out over it
+            beat_now = Signal(range(beats))
+            last = Signal(init=beats == 1)     # beat_now == beats - 1, registered
+            if beats > 1:
+                with m.If(adv & self.i.valid):
+                    m.d.sync += [beat_now.eq(Mux(last, 0, beat_now + 1)),
+                                 last.eq(~last & (beat_now == beats - 2))]
+            m.d.comb += self.i.ready.eq(adv & last)
+            pick = Signal(postproc_input_layout(lanes))
+            m.d.comb += pick.use_residual.eq(p.use_residual)
+            with m.Switch(beat_now):
+                for b in range(beats):
+                    with m.Case(b):
+                        for j in range(lanes):
+                            if b * lanes + j < cols:
+                                m.d.comb += [pick[f][j].eq(p[f][b * lanes + j])
+                                             for f in fields]
+            src_r = Signal.like(src, name="src_r", reset_less=True)
+            with m.If(adv):
+                m.d.sync += [src_valid.eq(self.i.valid), src_beat.eq(beat_now),
+                             src_r.eq(pick)]
+            m.d.comb += src.eq(src_r)
+        elif beats == 1:
             m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(adv)]
         else:
             h_valid = Signal()
             h_row = Signal(postproc_input_layout(cols), reset_less=True)
-            fields = ("acc", "bias", "mult", "shift", "residual")
-            if split:
-                # (fast clock) whether the held row is at its last beat, registered as the beat
-                # steps: no compare in front of `i.ready`
-                last = Signal()
-                with m.If(adv & h_valid):
-                    m.d.sync += last.eq(src_beat == beats - 2)
-                with m.If(self.i.valid & self.i.ready):
-                    m.d.sync += last.eq(beats == 1)
-            else:
-                last = src_beat == beats - 1
+            last = src_beat == beats - 1
             m.d.comb += [src_valid.eq(h_valid),
                          self.i.ready.eq(~h_valid | (adv & last)),
                          src.use_residual.eq(h_row.use_residual)]
@@ -309,28 +328,17 @@ class PostProcessor(wiring.Component):
                 m.d.sync += src_beat.eq(Mux(last, 0, src_beat + 1))
                 with m.If(last):
                     m.d.sync += h_valid.eq(0)
-                if split:
-                    # (fast clock) the held row moves down `lanes` lanes a beat, so the beat's
-                    # lanes are always its first ones: no beat multiplexer before the first stage
-                    for field in fields:
-                        for c in range(cols - lanes):
-                            m.d.sync += h_row[field][c].eq(h_row[field][c + lanes])
             with m.If(self.i.valid & self.i.ready):
                 m.d.sync += [h_valid.eq(1), h_row.eq(p), src_beat.eq(0)]
-            if split:
-                for field in fields:
-                    for j in range(lanes):
-                        m.d.comb += src[field][j].eq(h_row[field][j])
-            else:
-                with m.Switch(src_beat):
-                    for b in range(beats):
-                        with m.Case(b):
-                            for j in range(lanes):
-                                c = b * lanes + j
-                                if c >= cols:
-                                    continue
-                                for field in fields:
-                                    m.d.comb += src[field][j].eq(h_row[field][c])
+            with m.Switch(src_beat):
+                for b in range(beats):
+                    with m.Case(b):
+                        for j in range(lanes):
+                            c = b * lanes + j
+                            if c >= cols:
+                                continue
+                            for field in fields:
+                                m.d.comb += src[field][j].eq(h_row[field][c])
 
         valid = [Signal(name=f"valid{k + 1}") for k in range(n - 1)]
         beat = [Signal(range(beats), name=f"beat{k + 1}") for k in range(n - 1)]

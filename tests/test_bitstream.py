@@ -148,7 +148,8 @@ def _xy(bel):
 def test_array_dsp_sites_keep_neighbouring_pes_close():
     """small's 12 x 12 array on the 85F's three rows of DSP sites: every PE its own site, the
     PEs above and below one another at most 4 tiles apart in a band and straight above one
-    another across bands, left and right neighbours at most 11 tiles apart."""
+    another across bands, left and right neighbours at most 11 tiles apart (25 across the
+    middle group of sites, the post-processor's)."""
     sites = array_dsp_sites(12, 12)
     assert len(set(sites.values())) == 144
     assert set(sites.values()) <= {b for row in ECP5_85F_DSP_SITES for b in row}
@@ -159,7 +160,10 @@ def test_array_dsp_sites_keep_neighbouring_pes_close():
             assert (y2 == y and abs(x2 - x) <= 4) or (x2 == x and y2 == y + 24), (r, c)
         if c + 1 < 12:
             x2, y2 = _xy(sites[(r, c + 1)])
-            assert y2 == y and 0 < x2 - x <= 11, (r, c)
+            assert y2 == y and 0 < x2 - x <= (25 if c == 5 else 11), (r, c)
+    # the middle group of four sites of every band is left to the post-processor
+    spare = {b for row in ECP5_85F_DSP_SITES for b in row} - set(sites.values())
+    assert {_xy(b)[0] for b in spare} == {58, 59, 62, 63} and len(spare) == 12
     # a larger array than the bands hold is left to the placer
     assert array_dsp_sites(16, 16) == {}
 
