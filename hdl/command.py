@@ -35,6 +35,13 @@ RETIRE = data.StructLayout({
 })
 
 
+def _registered(m, value, name):
+    """``value`` a cycle later, in a register named ``name``."""
+    r = Signal(Value.cast(value).shape(), name=name)
+    m.d.sync += r.eq(value)
+    return r
+
+
 def _nm1(n):
     """``n - 1`` as an unsigned value of ``n``'s width (only used where ``n != 0``)."""
     return (n - 1)[:len(n)]
@@ -64,8 +71,9 @@ class CommandProcessor(wiring.Component):
       the first failing
       check sets :attr:`error`. A command that passes goes to its queue (a full queue stalls
       here: FETCH_STALL); END stops decoding.
-    - *Units*: each reads the head of its queue in place (the FIFO's output register; a queue's
-      depth counts the command its unit runs), waits until its pop tokens are available and its
+    - *Units*: each reads the head of its queue in place (the FIFO's output register, or for
+      a fast clock its memory at the read pointer; a queue's depth counts the command its unit
+      runs), waits until its pop tokens are available and its
       push channels have room (``token_depth``), starts it, and pushes its tokens and removes
       it from the queue when it completes (EXECUTE: when it is issued). LOAD and STORE run
       one command at a time; EXECUTE issues commands back to back into the execute unit,
@@ -81,7 +89,8 @@ class CommandProcessor(wiring.Component):
     (with ``span_steps`` > 1 a term takes ``span_steps + 2`` cycles, and COMPUTE's second
     term waits no more than any other),
     plus 2 for a fast clock (:attr:`~hdl.config.NpuConfig.slices`: the window compares and
-    the verdict are registered).
+    the verdict are registered; 3 with ``span_steps`` > 1, whose terms' operands are
+    registered too).
 
     Members
     -------
@@ -189,7 +198,9 @@ class CommandProcessor(wiring.Component):
         f_addr = Signal(40)
         f_cmd = Signal(isa.CMD_BITS, reset_less=True)
         if c.fetch_depth > 1:
-            fbuf = fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth)
+            # (for a fast clock its head is read from its memory, as the queues' are below)
+            fbuf = (fifo.SyncFIFO if c.slices else fifo.SyncFIFOBuffered)(
+                width=_FETCH_ENTRY.size, depth=c.fetch_depth)
             m.submodules.fetch_buffer = fbuf
             may_read = 1        # the next command is assembled in f_cmd while the buffer is full
         else:
@@ -301,11 +312,14 @@ class CommandProcessor(wiring.Component):
             cmd = Signal(isa.COMMAND, name="chk_cmd", reset_less=True)
             m.d.sync += cmd.eq(cur.cmd)
         op = cmd.header.op
+        # (for a fast clock the queues' heads are read from their memories (LUT RAM), not from
+        # an output register: a pop moves the read pointer, and no enable fans out over the
+        # head's ~290 flip-flops; each unit reads a registered copy of its command, in npu.py)
+        queue_fifo = fifo.SyncFIFO if c.slices else fifo.SyncFIFOBuffered
         queues = {
-            isa.Queue.LOAD: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size, depth=c.load_depth),
-            isa.Queue.EXECUTE: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size,
-                                                     depth=c.execute_depth),
-            isa.Queue.STORE: fifo.SyncFIFOBuffered(width=QUEUE_ENTRY.size, depth=c.store_depth),
+            isa.Queue.LOAD: queue_fifo(width=QUEUE_ENTRY.size, depth=c.load_depth),
+            isa.Queue.EXECUTE: queue_fifo(width=QUEUE_ENTRY.size, depth=c.execute_depth),
+            isa.Queue.STORE: queue_fifo(width=QUEUE_ENTRY.size, depth=c.store_depth),
         }
         for q, f in queues.items():
             m.submodules[f"{q.name.lower()}_queue"] = f
@@ -468,6 +482,16 @@ class CommandProcessor(wiring.Component):
             # (the digit's product as shifted adds: a multiplier this narrow would take a DSP;
             # a zero top bit makes the digit unsigned for shift_add_mul)
             partial = shift_add_mul(m, Cat(mcand[-k:], Const(0, 1)), mplier, "span_digit")
+            operands_ok = 1
+            if c.slices:
+                # (fast clock) the term's operands are chosen a cycle ahead, into registers:
+                # the choice by opcode and step is not in front of the subtraction. A term
+                # starts only when they were chosen with its step (not in the cycle after the
+                # bases are loaded or a term started: one more cycle a command)
+                ma, mb, msub, dest = (_registered(m, v, f"span_{n}_r") for v, n in
+                                      ((ma, "ma"), (mb, "mb"), (msub, "msub"), (dest, "dest")))
+                operands_ok = Signal(name="span_operands_ok")
+                m.d.sync += operands_ok.eq(~span_init & ~span_step)
             with m.If(span_step):
                 m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
                              product.eq(0), mcount.eq(c.span_steps)]
@@ -475,7 +499,8 @@ class CommandProcessor(wiring.Component):
                 m.d.sync += [product.eq((product << k) + partial),
                              mcand.eq(mcand << k), mcount.eq(mcount - 1)]
             m.d.sync += acc_valid.eq(mcount == 1)
-            m.d.comb += [span_busy.eq((mcount != 0) | acc_valid), can_step.eq(~span_busy)]
+            m.d.comb += [span_busy.eq((mcount != 0) | acc_valid),
+                         can_step.eq(~span_busy & operands_ok)]
             stride = 0
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]
@@ -683,8 +708,8 @@ class CommandProcessor(wiring.Component):
             m.d.sync += tok[i].eq(tok[i] + inc[i] - dec[i])
 
         def head(q):
-            """A unit's command: its queue's head, read in place (the FIFO's output register
-            holds it until the unit pops it); whether there is one."""
+            """A unit's command: its queue's head, read in place (the FIFO's output register, or
+            its memory, holds it until the unit pops it); whether there is one."""
             f = queues[q]
             return f.r_rdy, data.View(QUEUE_ENTRY, f.r_data)
 

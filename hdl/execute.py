@@ -311,18 +311,22 @@ class ExecuteUnit(wiring.Component):
                          l_loaded.eq(n_job.kind != JobKind.TILE)]
 
         start = Signal()
-        m.d.comb += start.eq(l_valid & ~l_loaded & (seq_left == 0))
-        m.d.comb += self.weight_rd.en.eq(1)
+        seq_run = Signal()      # seq_left != 0, registered with it
+        m.d.comb += start.eq(l_valid & ~l_loaded & ~seq_run)
+        # (the read address is the sequence's next row while it runs, else the job's first:
+        # read whether or not the job starts, so that only the sequence's count, not the
+        # loader's and issuer's handshakes, chooses the block RAMs' address)
+        m.d.comb += [self.weight_rd.en.eq(1),
+                     self.weight_rd.addr.eq(Mux(seq_run, seq_addr, l_job.wgt))]
         with m.If(start):
-            m.d.comb += self.weight_rd.addr.eq(l_job.wgt)
-            m.d.sync += [seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
+            m.d.sync += [seq_left.eq(rows - 1), seq_run.eq(rows > 1), seq_addr.eq(l_job.wgt + 1),
                          seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]
             with m.If(~l_take):
                 m.d.sync += l_loaded.eq(1)
-        with m.Elif(seq_left != 0):
-            m.d.comb += self.weight_rd.addr.eq(seq_addr)
-            m.d.sync += [seq_left.eq(seq_left - 1), seq_addr.eq(seq_addr + 1),
-                         seq_row.eq(seq_row + 1), w_en.eq(1), w_row.eq(seq_row)]
+        with m.Elif(seq_run):
+            m.d.sync += [seq_left.eq(seq_left - 1), seq_run.eq(seq_left != 1),
+                         seq_addr.eq(seq_addr + 1), seq_row.eq(seq_row + 1), w_en.eq(1),
+                         w_row.eq(seq_row)]
         with m.Else():
             m.d.sync += w_en.eq(0)
         m.d.comb += [array.w_en.eq(w_en), array.w_row.eq(w_row),
