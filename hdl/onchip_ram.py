@@ -199,8 +199,18 @@ class OnChipRam(wiring.Component):
         if late:
             # the byte's lane and valid follow the read through the core's registers
             h_lane_d = Signal.like(h_lane, name="h_lane_d")
-            m.d.sync += [host.rvalid.eq(h_read), h_lane_d.eq(h_lane)]
-            m.d.comb += host.rdata.eq(core.rdata.word_select(h_lane_d, 8))
+            h_rvalid = Signal(name="h_rvalid")
+            m.d.sync += [h_rvalid.eq(h_read), h_lane_d.eq(h_lane)]
+            if self._sliced:
+                # (and the byte is registered once more, chosen from the word beside the
+                # memories, so the bridge's register does not read the memories' outputs)
+                h_byte = Signal(8, name="h_rdata")
+                m.d.sync += [host.rvalid.eq(h_rvalid),
+                             h_byte.eq(core.rdata.word_select(h_lane_d, 8))]
+                m.d.comb += host.rdata.eq(h_byte)
+            else:
+                m.d.comb += [host.rvalid.eq(h_rvalid),
+                             host.rdata.eq(core.rdata.word_select(h_lane_d, 8))]
         else:
             m.d.comb += [host.rvalid.eq(h_read),
                          host.rdata.eq(core.rdata.word_select(h_lane, 8))]
