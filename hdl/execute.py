@@ -111,7 +111,7 @@ class ExecuteUnit(wiring.Component):
       their operands from registers.
 
     Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` (one more for a fast
-    clock) + accumulator update 1 (3 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
+    clock) + accumulator update 1 (4 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
     is written ``LATENCY`` cycles after its input read.
 
     Parameters
@@ -148,7 +148,7 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + 2 * c.slices
+        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + 3 * c.slices
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -569,11 +569,14 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += s_data.eq(r_data)
         if cfg.slices:
             # For a fast clock the ACC read takes two cycles (``acc_rd`` is registered at the
-            # block RAMs' outputs) and the old row is registered before the update: the row
-            # read at `r` arrives at `u`, is registered into `t_old` and written at `t`. The
-            # read sees every write up to its own cycle; the two written after it (at `u` by
-            # the row then at `t`, at `s` by the one before) are forwarded, the newer first,
-            # with their address matches registered a cycle ahead.
+            # block RAMs' outputs), the old row is registered before the update and the
+            # update before the write: the row read at `r` arrives at `u`, is registered into
+            # `t_old`, updated at `t` and written from a register at `v` (the ACC buffer's
+            # write registers and bypass rows, beside its block RAMs across the die, take it
+            # from flip-flops, not from the adders). The read sees every write up to its own
+            # cycle; the three written after it (the rows then at `u`, `t` and `v`) are
+            # forwarded, the newest first, with their address matches registered a cycle
+            # ahead.
             def stage(name, valid, done, op, addr, dat):
                 regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_done"),
                         Signal(AccOp, name=f"{name}_op"),
@@ -586,31 +589,44 @@ class ExecuteUnit(wiring.Component):
                                                           s_data)
             t_valid, t_done, t_op, t_addr, t_data = stage("t", u_valid, u_done, u_op, u_addr,
                                                           u_data)
+            v_valid, v_done, v_addr = (Signal(name="v_valid"), Signal(name="v_done"),
+                                       Signal(range(cfg.acc_depth), name="v_addr"))
+            v_res = Signal(data.ArrayLayout(signed(32), cols), name="v_res", reset_less=True)
+            m.d.sync += [v_valid.eq(t_valid), v_done.eq(t_done), v_addr.eq(t_addr)]
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
-            prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at s
-            # (each lane with its own copy of the two forwarding choices: no one flip-flop
+            prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at v - 1
+            # (each lane with its own copy of the three forwarding choices: no one flip-flop
             # steers all lanes' multiplexers)
-            fwd = kept_copies(m, Cat(u_valid & (u_addr == s_addr), t_valid & (t_addr == s_addr)),
-                              cols, "acc_fwd")
-            m.d.sync += prev.eq(self.acc_wr.data)
+            fwd = kept_copies(m, Cat(u_valid & (u_addr == s_addr), t_valid & (t_addr == s_addr),
+                                     v_valid & (v_addr == s_addr)), cols, "acc_fwd")
+            m.d.sync += prev.eq(v_res)
+            update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
-                fwd_new, fwd_prev = fwd[lane]
-                m.d.sync += t_old[lane].eq(Mux(fwd_new, self.acc_wr.data[lane],
-                                               Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
+                fwd_new, fwd_v, fwd_prev = fwd[lane]
+                m.d.sync += t_old[lane].eq(
+                    Mux(fwd_new, update[lane], Mux(fwd_v, v_res[lane],
+                                                   Mux(fwd_prev, prev[lane],
+                                                       self.acc_rd.data[lane]))))
+            m.d.sync += v_res.eq(update)
             # (each lane with its own copy of the update's operation, as of the forwarding)
             w_ops = kept_copies(m, u_op, cols, "acc_op")
-            w_valid, w_done, w_op, w_addr, w_new, w_old = (t_valid, t_done, t_op, t_addr,
-                                                           t_data, t_old)
+            w_old, w_new = t_old, t_data
+            m.d.comb += [
+                self.acc_wr.en.eq(v_valid),
+                self.acc_wr.addr.eq(v_addr),
+                self.acc_wr.data.eq(v_res),
+                self.done.eq(v_done),
+            ]
         else:
-            t_valid = 0
-            w_valid, w_done, w_op, w_addr, w_new, w_old = (s_valid, s_done, s_op, s_addr,
-                                                           s_data, self.acc_rd.data)
-        m.d.comb += [
-            self.acc_wr.en.eq(w_valid),
-            self.acc_wr.addr.eq(w_addr),
-            self.acc_wr.mask.eq((1 << cols) - 1),
-            self.done.eq(w_done),
-        ]
+            t_valid = v_valid = 0
+            w_old, w_new, w_op = self.acc_rd.data, s_data, s_op
+            update = self.acc_wr.data
+            m.d.comb += [
+                self.acc_wr.en.eq(s_valid),
+                self.acc_wr.addr.eq(s_addr),
+                self.done.eq(s_done),
+            ]
+        m.d.comb += self.acc_wr.mask.eq((1 << cols) - 1)
         for lane in range(cols):
             old, new = w_old[lane], w_new[lane]
             op = w_ops[lane] if cfg.slices else w_op
@@ -618,15 +634,15 @@ class ExecuteUnit(wiring.Component):
                                           f"acc_d_{lane}")
             with m.Switch(op):
                 with m.Case(AccOp.OVERWRITE):
-                    m.d.comb += self.acc_wr.data[lane].eq(new)
+                    m.d.comb += update[lane].eq(new)
                 with m.Case(AccOp.ADD):
-                    m.d.comb += self.acc_wr.data[lane].eq(total)
+                    m.d.comb += update[lane].eq(total)
                 with m.Case(AccOp.MAX):
-                    m.d.comb += self.acc_wr.data[lane].eq(Mux(new_wins, new, old))
+                    m.d.comb += update[lane].eq(Mux(new_wins, new, old))
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |
-                                 t_valid | (u_valid if cfg.slices else 0))
+                                 t_valid | v_valid | (u_valid if cfg.slices else 0))
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)
         return m
