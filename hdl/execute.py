@@ -210,20 +210,21 @@ class ExecuteUnit(wiring.Component):
         compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
             (cp.ky_size != 0) & (cp.kz_size != 0)
         pool_work = (pp.x_size != 0) & (pp.y_size != 0)
-        # The walk's registers take the command on offer while the generator is idle, so
-        # that its enables are `t_busy` alone, not the command's opcode and size checks: only
-        # a COMPUTE with work that is taken starts the walk (`t_busy`).
-        with m.If(~t_busy):
-            m.d.sync += [
-                t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
-                t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
-                t_in_kz.eq(cp.in_addr),
-                *_walk(t_job, cp, pool=False),
-                *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
-                # (the sizes are kept less one: the last index, compared as it is)
-                *[getattr(t_k, n).eq(getattr(cp, n) - 1)
-                  for n in ("kx_size", "ky_size", "kz_size")],
-            ]
+        walk_start = [
+            t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
+            t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
+            t_in_kz.eq(cp.in_addr),
+            *_walk(t_job, cp, pool=False),
+            *[getattr(t_k, n).eq(getattr(cp, n)) for n in t_k.shape().members],
+            # (the sizes are kept less one: the last index, compared as it is)
+            *[getattr(t_k, n).eq(getattr(cp, n) - 1) for n in ("kx_size", "ky_size", "kz_size")],
+        ]
+        if cfg.slices:
+            # (fast clock) the walk's registers take the command on offer while the generator
+            # is idle, so that their enable is `t_busy` alone, not the command's opcode and
+            # size checks: only a COMPUTE with work that is taken starts the walk (`t_busy`)
+            with m.If(~t_busy):
+                m.d.sync += walk_start
         if cfg.slices:
             # (a fast clock: whether each of kx, ky and kz is at its last value is a register,
             # set as they count, so the step's enables start from flip-flops)
@@ -248,6 +249,8 @@ class ExecuteUnit(wiring.Component):
         with m.If(cmd.valid & cmd.ready):
             with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
                 m.d.sync += t_busy.eq(1)
+                if not cfg.slices:
+                    m.d.sync += walk_start
             with m.Else():
                 m.d.sync += [
                     g_valid.eq(1),
@@ -311,7 +314,8 @@ class ExecuteUnit(wiring.Component):
                          l_loaded.eq(n_job.kind != JobKind.TILE)]
 
         start = Signal()
-        seq_run = Signal()      # seq_left != 0, registered with it
+        # seq_left != 0 (for a fast clock a register, set with seq_left)
+        seq_run = Signal(name="seq_run") if cfg.slices else seq_left != 0
         m.d.comb += start.eq(l_valid & ~l_loaded & ~seq_run)
         # (the read address is the sequence's next row while it runs, else the job's first:
         # read whether or not the job starts, so that only the sequence's count, not the
@@ -319,14 +323,17 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += [self.weight_rd.en.eq(1),
                      self.weight_rd.addr.eq(Mux(seq_run, seq_addr, l_job.wgt))]
         with m.If(start):
-            m.d.sync += [seq_left.eq(rows - 1), seq_run.eq(rows > 1), seq_addr.eq(l_job.wgt + 1),
+            m.d.sync += [seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
                          seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]
+            if cfg.slices:
+                m.d.sync += seq_run.eq(rows > 1)
             with m.If(~l_take):
                 m.d.sync += l_loaded.eq(1)
         with m.Elif(seq_run):
-            m.d.sync += [seq_left.eq(seq_left - 1), seq_run.eq(seq_left != 1),
-                         seq_addr.eq(seq_addr + 1), seq_row.eq(seq_row + 1), w_en.eq(1),
-                         w_row.eq(seq_row)]
+            m.d.sync += [seq_left.eq(seq_left - 1), seq_addr.eq(seq_addr + 1),
+                         seq_row.eq(seq_row + 1), w_en.eq(1), w_row.eq(seq_row)]
+            if cfg.slices:
+                m.d.sync += seq_run.eq(seq_left != 1)
         with m.Else():
             m.d.sync += w_en.eq(0)
         m.d.comb += [array.w_en.eq(w_en), array.w_row.eq(w_row),
