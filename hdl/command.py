@@ -849,6 +849,11 @@ class CommandProcessor(wiring.Component):
         best = Signal(32, name="oldest_0")
         m.d.comb += best.eq(Mux(cand[0][0], cand[0][1], 0xFFFFFFFF))
         for i, (b, idx) in enumerate(cand[1:], 1):
+            if c.slices and i == 2:
+                # (fast clock) one compare a cycle: the first two candidates' older is
+                # registered, with the third (the verdict waits 3 quiet cycles anyway)
+                best, b, idx = (_registered(m, v, f"oldest_r{k}") for k, v in
+                                enumerate((best, b, idx)))
             nb = Signal(32, name=f"oldest_{i}")
             m.d.comb += nb.eq(Mux(b & (idx < best), idx, best))
             best = nb

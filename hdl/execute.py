@@ -582,8 +582,7 @@ class ExecuteUnit(wiring.Component):
             # write registers and bypass rows, beside its block RAMs across the die, take it
             # from flip-flops, not from the adders). The read sees every write up to its own
             # cycle; the three written after it (the rows then at `u`, `t` and `v`) are
-            # forwarded, the newest first, with their address matches registered a cycle
-            # ahead.
+            # forwarded, the newest first, with their address matches registered ahead.
             def stage(name, valid, done, op, addr, dat):
                 regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_done"),
                         Signal(AccOp, name=f"{name}_op"),
@@ -602,22 +601,28 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += [v_valid.eq(t_valid), v_done.eq(t_done), v_addr.eq(t_addr)]
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
             prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at v - 1
-            # (each lane with its own copy of the three forwarding choices: no one flip-flop
-            # steers all lanes' multiplexers)
-            fwd = kept_copies(m, Cat(u_valid & (u_addr == s_addr), t_valid & (t_addr == s_addr),
-                                     v_valid & (v_addr == s_addr)), cols, "acc_fwd")
+            # (each lane with its own copies of the forwarding choices: no one flip-flop
+            # steers all lanes' multiplexers). The two older rows are forwarded into `t_old`
+            # from registers; the newest, being updated at `t` as this row reaches `u`, is
+            # forwarded a cycle later, from its register at `v` into this row's update: no
+            # adder's output is forwarded.
+            fwd = kept_copies(m, Cat(t_valid & (t_addr == s_addr), v_valid & (v_addr == s_addr)),
+                              cols, "acc_fwd")
+            fwd_newest = [kept_copies(m, c, 1, f"acc_fwd_newest{lane}")[0] for lane, c in
+                          enumerate(kept_copies(m, u_valid & (u_addr == s_addr), cols,
+                                                "acc_fwd_next"))]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
+            w_old = Signal(data.ArrayLayout(signed(32), cols), name="acc_old")
             for lane in range(cols):
-                fwd_new, fwd_v, fwd_prev = fwd[lane]
-                m.d.sync += t_old[lane].eq(
-                    Mux(fwd_new, update[lane], Mux(fwd_v, v_res[lane],
-                                                   Mux(fwd_prev, prev[lane],
-                                                       self.acc_rd.data[lane]))))
+                fwd_v, fwd_prev = fwd[lane]
+                m.d.sync += t_old[lane].eq(Mux(fwd_v, v_res[lane],
+                                               Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
+                m.d.comb += w_old[lane].eq(Mux(fwd_newest[lane], v_res[lane], t_old[lane]))
             m.d.sync += v_res.eq(update)
             # (each lane with its own copy of the update's operation, as of the forwarding)
             w_ops = kept_copies(m, u_op, cols, "acc_op")
-            w_old, w_new = t_old, t_data
+            w_new = t_data
             m.d.comb += [
                 self.acc_wr.en.eq(v_valid),
                 self.acc_wr.addr.eq(v_addr),
