@@ -527,7 +527,12 @@ class ExecuteUnit(wiring.Component):
             val = vals[lane]
             new = Signal(signed(32), name=f"pool_new_{lane}")
             l_valid, l_first, l_max = ctl[lane]
-            total, val_wins = _sum_or_max(m, cur, val, l_max, cfg.slices, f"pool_d_{lane}")
+            if cfg.slices:
+                # (fast clock) a max is of int8 values, so the running max is one and its
+                # compare is 8 bits wide, not 32
+                total, val_wins = (cur + val)[:32], val > cur[:8].as_signed()
+            else:
+                total, val_wins = _sum_or_max(m, cur, val, l_max, False, f"pool_d_{lane}")
             m.d.comb += new.eq(Mux(l_first | (l_max & val_wins), val, Mux(l_max, cur, total)))
             with m.If(l_valid):
                 m.d.sync += cur.eq(new)
