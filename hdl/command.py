@@ -845,7 +845,13 @@ class CommandProcessor(wiring.Component):
         oldest = Signal(32)
         blocked_each = [Signal(name=f"blocked_{u}_r") for u in ("load", "exec", "store")]
         m.d.sync += [b.eq(v) for b, v in zip(blocked_each, (l_blocked, e_blocked, s_blocked))]
-        cand = list(zip(blocked_each, (l_e.index, e_e.index, s_e.index)))
+        indices = (l_e.index, e_e.index, s_e.index)
+        if c.slices:
+            # (fast clock) the queue heads' indices registered with the blocked flags: the
+            # heads are read from LUT RAM, and the compares start from flip-flops
+            indices = [_registered(m, i, f"blocked_{u}_index")
+                       for u, i in zip(("load", "exec", "store"), indices)]
+        cand = list(zip(blocked_each, indices))
         best = Signal(32, name="oldest_0")
         m.d.comb += best.eq(Mux(cand[0][0], cand[0][1], 0xFFFFFFFF))
         for i, (b, idx) in enumerate(cand[1:], 1):
