@@ -222,14 +222,12 @@ class ExecuteUnit(wiring.Component):
         if cfg.slices:
             # (fast clock) the walk's registers take the command on offer while the generator
             # is idle, so that their enable is `t_busy` alone, not the command's opcode and
-            # size checks: only a COMPUTE with work that is taken starts the walk (`t_busy`)
-            with m.If(~t_busy):
-                m.d.sync += walk_start
-        if cfg.slices:
-            # (a fast clock: whether each of kx, ky and kz is at its last value is a register,
-            # set as they count, so the step's enables start from flip-flops)
+            # size checks (only a COMPUTE with work that is taken starts the walk, `t_busy`);
+            # and whether each of kx, ky and kz is at its last value is a register, set as
+            # they count, so the step's enables start from flip-flops
             last_x, last_y, last_z = (Signal(name=f"t_last_{k}") for k in "xyz")
             with m.If(~t_busy):
+                m.d.sync += walk_start
                 m.d.sync += [last_x.eq(cp.kx_size == 1), last_y.eq(cp.ky_size == 1),
                              last_z.eq(cp.kz_size == 1)]
             with m.Elif(can_emit):
