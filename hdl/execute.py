@@ -544,13 +544,11 @@ class ExecuteUnit(wiring.Component):
         r_done = Signal()
         r_op = Signal(AccOp)
         r_addr = Signal(range(cfg.acc_depth))
-        r_data = Signal(data.ArrayLayout(signed(32), cols))
         m.d.comb += [
             r_valid.eq(a_tail.valid | pr_valid),
             r_done.eq(a_tail.done | pr_done),
             r_op.eq(Mux(pr_valid, pr_op, a_tail.op)),
             r_addr.eq(Mux(pr_valid, pr_addr, a_tail.addr)),
-            r_data.eq(Mux(pr_valid, pr_data, array.o_data)),
             self.acc_rd.en.eq(1),
         ]
         if cfg.slices:
@@ -568,15 +566,12 @@ class ExecuteUnit(wiring.Component):
         s_addr = Signal(range(cfg.acc_depth))
         s_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
         m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr)]
-        if cfg.slices:
-            # (fast clock) each lane chooses between the pool's row and the array's with a copy
-            # of pr_valid of its own: no one flip-flop steers all lanes' multiplexers
-            pr_sel = kept_copies(m, pin.valid & pin.last, cols, "pr_sel")
-            for lane in range(cols):
-                m.d.sync += s_data[lane].eq(Mux(pr_sel[lane], pr_data[lane],
-                                                array.o_data[lane]))
-        else:
-            m.d.sync += s_data.eq(r_data)
+        # the pool's row or the array's: for a fast clock each lane chooses with a copy of
+        # pr_valid of its own (no one flip-flop steers all lanes' multiplexers)
+        pr_sel = (kept_copies(m, pin.valid & pin.last, cols, "pr_sel") if cfg.slices
+                  else [pr_valid] * cols)
+        for lane in range(cols):
+            m.d.sync += s_data[lane].eq(Mux(pr_sel[lane], pr_data[lane], array.o_data[lane]))
         if cfg.slices:
             # For a fast clock the ACC read takes two cycles (``acc_rd`` is registered at the
             # block RAMs' outputs), the old row is registered before the update and the

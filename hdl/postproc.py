@@ -107,14 +107,10 @@ def clamp_sum(v, zp, lo, hi, up=0, less_zp=False):
     the compares are 17 bits wide instead of ``len(v) + 1``. Both bounds are compared at once
     (``min(max(t, lo), hi)`` is ``hi`` when ``t > hi`` or ``lo > hi``, else ``max(t, lo)``), and
     the value less ``zp`` is chosen beside it, not subtracted after it."""
-    v = saturate16(v)
-    t = v + up + zp
-    over = (t > hi) | (lo > hi)
-    under = t < lo
-    out = Mux(over, hi, Mux(under, lo, t))
     if less_zp:
-        return out, Mux(over, hi - zp, Mux(under, lo - zp, v + up))
-    return out
+        t, vu = clamp_parts(v, zp, up, less_zp=True)
+        return clamp_bounds(t, lo, hi, vu, lo - zp, hi - zp)
+    return clamp_bounds(clamp_parts(v, zp, up), lo, hi)
 
 
 def clamp_parts(v, zp, up=0, less_zp=False):
