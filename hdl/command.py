@@ -640,15 +640,23 @@ class CommandProcessor(wiring.Component):
         dec_stuck = Signal()
         static_err = Signal()
         if c.slices:
+            # (fast clock) CHECK1's loading of the spans' bases is a register, set as the
+            # decoder enters CHECK1: the spans' enables do not come from the state's decoding
+            span_init_r = Signal(name="span_init_r")
+            m.d.sync += span_init_r.eq(0)
+            m.d.comb += span_init.eq(span_init_r)
             pop_r = Signal(name="dispatch_pop")
             push_r = {q: Signal(name=f"dispatch_push_{q.name.lower()}") for q in queues}
             m.d.sync += [pop_r.eq(0)] + [push_r[q].eq(0) for q in queues]
             m.d.comb += [fbuf.r_en.eq(pop_r)] + [f.w_en.eq(push_r[q]) for q, f in queues.items()]
         with m.FSM(name="decode"):
             with m.State("NEXT"), m.If(fbuf.r_rdy):
+                if c.slices:
+                    m.d.sync += span_init_r.eq(1)
                 m.next = "CHECK1"
             with m.State("CHECK1"):
-                m.d.comb += span_init.eq(1)
+                if not c.slices:
+                    m.d.comb += span_init.eq(1)
                 m.next = "SPAN"
             with m.State("SPAN"):
                 with m.If(step == nsteps), m.If(~span_busy):
@@ -727,9 +735,19 @@ class CommandProcessor(wiring.Component):
         with m.If(self.load_done):
             m.d.sync += l_active.eq(0)
             m.d.comb += [inc[0].eq(lh.push_next), queues[isa.Queue.LOAD].r_en.eq(1)]
+        to_acc = Value.cast(l_e.cmd.load.target) == isa.Buffer.ACC
+        if c.slices:
+            # (fast clock) a register, set and cleared with `l_active`: the EXECUTE unit's
+            # issue does not wait on the LOAD queue's head
+            l_to_acc = Signal(name="load_to_acc_r")
+            with m.If(self.load_cmd.valid & self.load_cmd.ready):
+                m.d.sync += l_to_acc.eq(to_acc)
+            with m.If(self.load_done):
+                m.d.sync += l_to_acc.eq(0)
+            m.d.comb += self.load_to_acc.eq(l_to_acc)
+        else:
+            m.d.comb += self.load_to_acc.eq(l_held & l_active & to_acc)
         m.d.comb += [
-            self.load_to_acc.eq(l_held & l_active &
-                                (Value.cast(l_e.cmd.load.target) == isa.Buffer.ACC)),
             self.load_wait.eq(l_held & ~l_active & ~l_ready),
             self.load_active.eq(l_active),
         ]
@@ -855,10 +873,11 @@ class CommandProcessor(wiring.Component):
         best = Signal(32, name="oldest_0")
         m.d.comb += best.eq(Mux(cand[0][0], cand[0][1], 0xFFFFFFFF))
         for i, (b, idx) in enumerate(cand[1:], 1):
-            if c.slices and i == 2:
-                # (fast clock) one compare a cycle: the first two candidates' older is
-                # registered, with the third (the verdict waits 3 quiet cycles anyway)
-                best, b, idx = (_registered(m, v, f"oldest_r{k}") for k, v in
+            if c.slices:
+                # (fast clock) one compare a cycle, from registers: the first candidate (or
+                # none) is registered with the second, their older with the third (the verdict
+                # waits 3 quiet cycles anyway, and the indices hold still through them)
+                best, b, idx = (_registered(m, v, f"oldest_r{i}_{k}") for k, v in
                                 enumerate((best, b, idx)))
             nb = Signal(32, name=f"oldest_{i}")
             m.d.comb += nb.eq(Mux(b & (idx < best), idx, best))

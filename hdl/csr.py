@@ -128,9 +128,20 @@ class CsrBank(wiring.Component):
         with m.If(bus.wvalid & bus.wready):
             m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         do_write = Signal()
-        m.d.comb += do_write.eq(aw_held & w_held & ~b_valid)
-        with m.If(do_write):
-            m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
+        fast = bool(self._config.slices)
+        if fast:
+            # for a fast clock the write decodes its register first (`w_go` and one hit flag
+            # a register, each from flip-flops) and writes a cycle later, then answers on B:
+            # the registers' enables do not come from the bus handshake's logic
+            w_go = Signal()
+            m.d.comb += do_write.eq(aw_held & w_held & ~b_valid & ~w_go)
+            m.d.sync += w_go.eq(do_write)
+            with m.If(w_go):
+                m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
+        else:
+            m.d.comb += do_write.eq(aw_held & w_held & ~b_valid)
+            with m.If(do_write):
+                m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
         with m.If(b_valid & bus.bready):
             m.d.sync += b_valid.eq(0)
         byte_mask = Signal(32)
@@ -143,7 +154,12 @@ class CsrBank(wiring.Component):
                 continue
             port = getattr(self, port_name(reg))
             value = Value.cast(port)
-            hit = do_write & (w_word == reg.offset // 4)
+            if fast:
+                hit_r = Signal(name=f"w_hit_{reg.name.lower()}")
+                m.d.sync += hit_r.eq(w_word == reg.offset // 4)
+                hit = w_go & hit_r
+            else:
+                hit = do_write & (w_word == reg.offset // 4)
             if reg.access == isa.Access.RW:
                 for i in range(0, len(value), 8):
                     with m.If(hit & w_strb[i // 8]):

@@ -159,12 +159,21 @@ class RowReader(wiring.Component):
 
         # A descriptor as the coalescer sees it: its beats formed on the way in.
         in_layout = data.StructLayout({"addr": 32, "nbeats": range(maxb + 1), "skip": 1,
-                                       "user": self._user})
+                                       "follows": 1, "user": self._user})
         din = Signal(in_layout)
         m.d.comb += [din.addr.eq(self.desc.payload.addr), din.skip.eq(self.desc.payload.skip),
                      din.user.eq(self.desc.payload.user),
                      din.nbeats.eq(((self.desc.payload.addr[:sh] if sh else 0) +
                                     self.desc.payload.nbytes + bb - 1) >> sh)]
+        if self._slice:
+            # (fast clock) whether a row's first beat follows the last beat of the row before
+            # it (the last one not skipped) is found as it enters: the open run, if any, ends
+            # with that row, so the coalescing compare is not on the path from the slice's
+            # head to the request
+            last_next = Signal(32 - sh)
+            m.d.comb += din.follows.eq(din.addr[sh:] == last_next)
+            with m.If(self.desc.valid & self.desc.ready & ~din.skip):
+                m.d.sync += last_next.eq(din.addr[sh:] + din.nbeats)
         d = Signal(in_layout)
         d_valid, d_ready = Signal(), Signal()
         if self._slice:
@@ -193,7 +202,8 @@ class RowReader(wiring.Component):
         run_beats = Signal(range(self._run + 1))
         run_room = Signal(range(self._run + 1))     # run - run_beats, kept beside it
         grow = Signal()                    # the descriptor joins the open run
-        m.d.comb += grow.eq(run_open & ~d.skip & (first_beat == run_next) &
+        m.d.comb += grow.eq(run_open & ~d.skip &
+                            (d.follows if self._slice else first_beat == run_next) &
                             (nbeats <= run_room))
         take = Signal()
         m.d.comb += [
@@ -452,10 +462,21 @@ class DmaLoad(wiring.Component):
 
         y_hi = Signal(13)
         x_hi = Signal(13)
-        m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom), x_hi.eq(cmd.x_size - cmd.pad_right)]
+        pad_top, pad_left = cmd.pad_top, cmd.pad_left
+        if c.slices:
+            # (fast clock) the padding's bounds are registered as the command starts: the
+            # padding compares and the DRAM walk's gates start from flip-flops, not from the
+            # command queue's head
+            pad_top, pad_left = Signal.like(cmd.pad_top), Signal.like(cmd.pad_left)
+            with m.If(self.cmd.valid & self.cmd.ready):
+                p = self.cmd.payload
+                m.d.sync += [y_hi.eq(p.y_size - p.pad_bottom), x_hi.eq(p.x_size - p.pad_right),
+                             pad_top.eq(p.pad_top), pad_left.eq(p.pad_left)]
+        else:
+            m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom),
+                         x_hi.eq(cmd.x_size - cmd.pad_right)]
         pad = Signal()
-        m.d.comb += pad.eq((w.y < cmd.pad_top) | (w.y >= y_hi) | (w.x < cmd.pad_left) |
-                           (w.x >= x_hi))
+        m.d.comb += pad.eq((w.y < pad_top) | (w.y >= y_hi) | (w.x < pad_left) | (w.x >= x_hi))
         nbytes = Signal(range(nb + 1))
         m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
         last = Signal()
@@ -470,7 +491,7 @@ class DmaLoad(wiring.Component):
         with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step([(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
-                           gates=[(1, 1), (w.y >= cmd.pad_top, w.x >= cmd.pad_left)])
+                           gates=[(1, 1), (w.y >= pad_top, w.x >= pad_left)])
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)

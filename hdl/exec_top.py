@@ -34,7 +34,7 @@ class ExecTop(wiring.Component):
 
     ``acc_wr`` may only be used while the execute unit is idle (the execute unit's writes win).
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
-    Latency: ``acc_rd`` 1 cycle (2 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
+    Latency: ``acc_rd`` 1 cycle (3 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
     to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles (for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline and five
     more: the requests pass through a FIFO of two, their addresses are
@@ -97,9 +97,9 @@ class ExecTop(wiring.Component):
 
     @staticmethod
     def acc_read_latency(config):
-        """Cycles from an :attr:`acc_rd` address to its row: 2 for a fast clock (the ACC
-        rows are registered at the block RAMs), else 1."""
-        return 2 if config.slices else 1
+        """Cycles from an :attr:`acc_rd` address to its row: 3 for a fast clock (the address
+        is registered, and the ACC rows at the block RAMs), else 1."""
+        return 3 if config.slices else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -189,13 +189,19 @@ class ExecTop(wiring.Component):
             m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), c_valid.eq(b_valid),
                          b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
             m.d.sync += [b.eq(a) for b, a in zip(b_par, a_par)]
+            # (the ACC read port's address and enable are registers: a request's address, or
+            # else the host's, registered first; a host read takes three cycles)
+            a_en = Signal()
+            m.d.sync += a_en.eq(take | self.acc_rd.en)
             with m.If(take):
                 m.d.sync += [a_acc.eq(req.payload.acc_addr), a_res.eq(req.payload.residual),
                              a_use.eq(req.payload.use_residual)]
                 m.d.sync += [a.eq(req.payload.param_addr + k) for k, a in enumerate(a_par)]
+            with m.Elif(self.acc_rd.en):
+                m.d.sync += a_acc.eq(self.acc_rd.addr)
             m.d.comb += [
-                rd.addr.eq(Mux(a_valid, a_acc, self.acc_rd.addr)),
-                rd.en.eq(a_valid | self.acc_rd.en),
+                rd.addr.eq(a_acc),
+                rd.en.eq(a_en),
                 row.residual.eq(c_res), row.use_residual.eq(c_use),
                 ififo.w_en.eq(c_valid), ififo.w_data.eq(row),
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(ififo.r_data),

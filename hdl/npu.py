@@ -199,16 +199,18 @@ class Npu(wiring.Component):
         # LOAD rows into the scratchpads. ACC rows wait while the execute unit works (it owns
         # the accumulator's write port then; the command processor issues no EXECUTE command
         # while a LOAD to ACC runs).
-        # (For a fast clock LOAD sees the execute unit's busy a cycle late: it falls a cycle
-        # later, and it cannot rise under a LOAD to ACC, which no EXECUTE command overlaps and
-        # whose first row comes a bus round trip after it starts.)
+        # (For a fast clock LOAD sees the execute unit's busy and its command's target a cycle
+        # late: busy falls a cycle later, and it cannot rise under a LOAD to ACC, which no
+        # EXECUTE command overlaps and whose first row comes a bus round trip after it starts.)
         wr = ld.wr
         tgt = Value.cast(wr.target)
-        exe_busy = exe.busy
         if c.slices:
-            exe_busy = Signal(name="exe_busy_r")
-            m.d.sync += exe_busy.eq(exe.busy)
-        m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe_busy))
+            # (the ready is a register: its inputs, the command's target too, a cycle late)
+            wr_ready = Signal(name="load_wr_ready", init=1)
+            m.d.sync += wr_ready.eq(~((tgt == isa.Buffer.ACC) & exe.busy))
+            m.d.comb += wr.ready.eq(wr_ready)
+        else:
+            m.d.comb += wr.ready.eq(~((tgt == isa.Buffer.ACC) & exe.busy))
         # (for a fast clock each buffer's write comes from registers of its own, which the
         # placer can put beside that buffer: one write bus from LOAD to all four buffers was
         # a net across the die)

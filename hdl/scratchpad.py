@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from .slices import kept_copies
+
 __all__ = ["Scratchpad", "read_signature", "write_signature"]
 
 
@@ -48,9 +50,10 @@ class Scratchpad(wiring.Component):
 
     With ``write_register`` (for a fast clock; transparent buffers only) a write reaches the
     memories a cycle later, from registers: the write port's enables, address and data fan out
-    to the banks from flip-flops, not from the writer's logic. The behaviour is the same: a read
-    in the cycle of a write to its row takes the written lanes from a bypass register (the
-    memories' transparency covers the write of the cycle before).
+    to the banks from flip-flops, not from the writer's logic. The behaviour is the same: the
+    memories themselves are then not transparent, and a read takes the lanes of the write of
+    its cycle and of the write then reaching the memories from bypass registers (no
+    transparency logic of the synthesis tool's between the write address and the block RAMs).
 
     A read port listed in ``read_registers`` (for a fast clock) takes two cycles: each bank's
     output goes into a register first (beside its block RAM), and the bank selection and the
@@ -143,42 +146,53 @@ class Scratchpad(wiring.Component):
             return addr[:abits], addr[abits:abits + bank_bits] if bank_bits else 0
 
         wsrc = self.write
-        bypass = []
+        bypass = []     # per read port: (lanes hit, row) pairs, the newest write first
         if self._write_register:
             wsrc = write_signature(self._depth, self._lanes, self._lane_shape).create(
                 path=("write_r",))
             m.d.sync += [getattr(wsrc, f).eq(getattr(self.write, f))
                          for f in ("en", "addr", "data", "mask")]
             for p in range(self._read_ports):
-                # a read of the row written this cycle: the written lanes, a cycle later
-                hit = Signal(self._lanes, name=f"read{p}_bypass_lanes")
-                row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
-                             name=f"read{p}_bypass_row", reset_less=True)
-                with m.If(self.read[p].en):
-                    m.d.sync += [
-                        hit.eq(Mux(self.write.en & (self.read[p].addr == self.write.addr),
-                                   self.write.mask, 0)),
-                        row.eq(self.write.data)]
-                bypass.append((hit, row))
+                # The memories are not transparent: a read sees the writes that reached them
+                # before its cycle. The two after (the write of this cycle, and the one in
+                # `write_r` reaching them this cycle) are taken from bypass registers, their
+                # address matches formed from the read's address and registers.
+                pairs = []
+                for k, w in enumerate((self.write, wsrc)):
+                    hit = Signal(self._lanes, name=f"read{p}_bypass{k}_lanes")
+                    row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
+                                 name=f"read{p}_bypass{k}_row", reset_less=True)
+                    with m.If(self.read[p].en):
+                        m.d.sync += [hit.eq(Mux(w.en & (self.read[p].addr == w.addr),
+                                                w.mask, 0)),
+                                     row.eq(w.data)]
+                    pairs.append((hit, row))
+                bypass.append(pairs)
         w_local, w_bank = split(wsrc.addr)
         selects = []
         for p in range(self._read_ports):
             sel = Signal(range(self._banks), name=f"read{p}_bank")
             with m.If(self.read[p].en):
                 m.d.sync += sel.eq(split(self.read[p].addr)[1])
+            sels = [sel] * self._lanes
             if p in self._read_registers:
-                # the selection and the bypass follow the data through its register
-                sel_d = Signal.like(sel, name=f"read{p}_bank_d")
-                m.d.sync += sel_d.eq(sel)
-                sel = sel_d
+                # the selection and the bypass follow the data through its register, each
+                # lane with a copy of the selection of its own (no one flip-flop steers all
+                # lanes' multiplexers across the die)
+                sels = (kept_copies(m, sel, self._lanes, f"read{p}_bank_d") if bank_bits
+                        else sels)
                 if bypass:
-                    hit, row = bypass[p]
-                    hit_d = Signal.like(hit, name=f"read{p}_bypass_lanes_d")
-                    row_d = Signal.like(row, name=f"read{p}_bypass_row_d")
-                    m.d.sync += [hit_d.eq(hit), row_d.eq(row)]
-                    bypass[p] = (hit_d, row_d)
-            selects.append(sel)
+                    pairs = []
+                    for k, (hit, row) in enumerate(bypass[p]):
+                        hit_d = Signal.like(hit, name=f"read{p}_bypass{k}_lanes_d")
+                        row_d = Signal.like(row, name=f"read{p}_bypass{k}_row_d")
+                        m.d.sync += [hit_d.eq(hit), row_d.eq(row)]
+                        pairs.append((hit_d, row_d))
+                    bypass[p] = pairs
+            selects.append(sels)
 
+        raws = [Signal(data.ArrayLayout(self._lane_shape, self._lanes), name=f"read{p}_raw")
+                for p in range(self._read_ports)]
         for b in range(self._banks):
             mem = memory.Memory(shape=width * self._lanes, depth=bank_depth, init=[])
             m.submodules[f"bank{b}"] = mem
@@ -189,21 +203,23 @@ class Scratchpad(wiring.Component):
                 wp.en.eq(wsrc.mask &
                          (wsrc.en & _is(w_bank, b, bank_bits)).replicate(self._lanes)),
             ]
+            transparent = self._transparent and not self._write_register
             for p in range(self._read_ports):
-                rp = mem.read_port(domain="sync",
-                                   transparent_for=(wp,) if self._transparent else ())
+                rp = mem.read_port(domain="sync", transparent_for=(wp,) if transparent else ())
                 local, bank = split(self.read[p].addr)
                 m.d.comb += [rp.addr.eq(local), rp.en.eq(self.read[p].en)]
                 out = rp.data
                 if p in self._read_registers:
                     out = Signal.like(rp.data, name=f"bank{b}_read{p}_data", reset_less=True)
                     m.d.sync += out.eq(rp.data)
-                with m.If(_is(selects[p], b, bank_bits)):
-                    if bypass:
-                        hit, row = bypass[p]
-                        lanes = data.ArrayLayout(self._lane_shape, self._lanes)(out)
-                        m.d.comb += [self.read[p].data[k].eq(Mux(hit[k], row[k], lanes[k]))
-                                     for k in range(self._lanes)]
-                    else:
-                        m.d.comb += self.read[p].data.as_value().eq(out)
+                lanes = data.ArrayLayout(self._lane_shape, self._lanes)(out)
+                for k in range(self._lanes):
+                    with m.If(_is(selects[p][k], b, bank_bits)):
+                        m.d.comb += raws[p][k].eq(lanes[k])
+        for p in range(self._read_ports):
+            for k in range(self._lanes):
+                value = raws[p][k]
+                for hit, row in reversed(bypass[p] if bypass else []):
+                    value = Mux(hit[k], row[k], value)
+                m.d.comb += self.read[p].data[k].eq(value)
         return m
