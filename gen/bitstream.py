@@ -34,7 +34,8 @@ from pathlib import Path
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
            "pnr_overconstraint",
            "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES",
-           "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps"]
+           "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps", "ECP5_85F_EBR_SITES",
+           "buffer_ebr_sites", "pin_buffer_ebrs"]
 
 #: Report rows: name -> nextpnr utilization keys per family (the first present is used).
 RESOURCES = {
@@ -287,6 +288,101 @@ def pin_array_dsps(netlist_path, rows, cols):
     return len(found)
 
 
+#: The LFE5U-85F's 208 ``DP16KD`` sites: four rows of block RAM tiles (Y = 22, 46, 70, 82),
+#: in the DSP tiles' columns, groups of four (``EBR0`` to ``EBR3`` at X, X + 2, X + 4, X + 6).
+ECP5_85F_EBR_SITES = tuple(f"X{x + 2 * z}/Y{y}/EBR{z}" for y in (22, 46, 70, 82)
+                           for x in _ECP5_85F_DSP_X for z in range(4))
+
+#: A scratchpad's block RAM in the synthesised netlist: ``<buffer>.bank<b>.<port>.<slice>``,
+#: the slice a group of data bits (of the block RAM's width) of bank ``b``'s read port.
+_BUF_EBR_NAME = re.compile(r"\.datapath\.(input|weight|acc)_buf\.bank(\d+)\.(\d+)\.(\d+)$")
+
+
+def _bel_xy(bel):
+    x, y = re.match(r"X(\d+)/Y(\d+)/", bel).groups()
+    return int(x), int(y)
+
+
+def buffer_ebr_sites(config, cells):
+    """Where the scratchpads' block RAMs go beside the pinned array: ``{cell name: BEL}``.
+
+    ``cells`` maps the netlist's ``DP16KD`` cell names to their data widths. Each block RAM of
+    the INPUT, WEIGHT and ACC buffers holds a slice of a row's bits, so a few lanes: the
+    INPUT buffer's lane ``r`` feeds the array's row ``r`` at its left column, the WEIGHT
+    buffer's lane ``c`` its column ``c`` at the top, and the ACC buffer's lane ``c`` is
+    column ``c``'s accumulator, below the bottom row. Each block RAM takes the free site
+    nearest (in tiles) to its lanes' place, the ACC buffer's first, then the WEIGHT
+    buffer's, then the INPUT buffer's; so each lane's buffer logic (its bypass, its
+    accumulator update, its skew registers) has one place on the die to be near, instead of
+    the placer's choice among 208 sites. Returns ``{}`` if the array is not pinned or a
+    buffer's cells are not all found by name (nothing is pinned then).
+    """
+    dsp = array_dsp_sites(config.rows, config.cols)
+    if not dsp:
+        return {}
+    lanes_of = {"input": (config.rows, 8), "weight": (config.cols, 8), "acc": (config.cols, 32)}
+    banks_of = {"input": config.input_banks, "weight": config.weight_banks,
+                "acc": config.acc_banks}
+    ports_of = {"input": 1, "weight": 1, "acc": 2}
+    found = {}
+    for name, width in cells.items():
+        match = _BUF_EBR_NAME.search(name)
+        if match:
+            found.setdefault(match[1], []).append(
+                (name, int(match[2]), int(match[3]), int(match[4]), width))
+
+    def place(buf, lane):
+        """The tile a buffer's lane serves: its PE's DSP site."""
+        if buf == "input":
+            return _bel_xy(dsp[(lane, 0)])
+        return _bel_xy(dsp[(0, lane)] if buf == "weight" else dsp[(config.rows - 1, lane)])
+
+    wanted = []     # (name, x, y), in the order they choose
+    for buf in ("acc", "weight", "input"):
+        entries = found.get(buf, [])
+        lanes, bits = lanes_of[buf]
+        widths = {w for *_, w in entries}
+        if len(widths) != 1:
+            return {}
+        (w,) = widths
+        per = -(-lanes * bits // w)
+        expect = {(b, p, k) for b in range(banks_of[buf]) for p in range(ports_of[buf])
+                  for k in range(per)}
+        if {(b, p, k) for _, b, p, k, _ in entries} != expect or len(entries) != len(expect):
+            return {}
+        for name, _, _, k, _ in sorted(entries, key=lambda e: (e[3], e[1], e[2])):
+            covered = range(k * w // bits, min(lanes, -(-(k + 1) * w // bits)))
+            xys = [place(buf, lane) for lane in covered]
+            wanted.append((name, sum(x for x, _ in xys) / len(xys),
+                           sum(y for _, y in xys) / len(xys)))
+    free = list(ECP5_85F_EBR_SITES)
+    sites = {}
+    for name, x, y in wanted:
+        best = min(free, key=lambda bel: (abs(_bel_xy(bel)[0] - x) + abs(_bel_xy(bel)[1] - y),
+                                          bel))
+        free.remove(best)
+        sites[name] = best
+    return sites
+
+
+def pin_buffer_ebrs(netlist_path, config):
+    """Give the scratchpads' ``DP16KD`` cells in the synthesised netlist (rewritten in place)
+    a ``BEL`` attribute from :func:`buffer_ebr_sites`. Returns the number pinned (0: the
+    netlist is left as it was)."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    cells = {name: cell for module in netlist["modules"].values()
+             for name, cell in module.get("cells", {}).items() if cell["type"] == "DP16KD"}
+    widths = {name: int(str(cell.get("parameters", {}).get("DATA_WIDTH_B", "0")), 2)
+              for name, cell in cells.items()}
+    sites = buffer_ebr_sites(config, widths)
+    if not sites:
+        return 0
+    for name, bel in sites.items():
+        cells[name].setdefault("attributes", {})["BEL"] = bel
+    Path(netlist_path).write_text(json.dumps(netlist))
+    return len(sites)
+
+
 _STEPS = {"yosys": "synthesis (Yosys)", "nextpnr-ice40": "place and route (nextpnr-ice40)",
           "nextpnr-ecp5": "place and route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
           "ecppack": "bitstream (ecppack)", "dfu-suffix": "DFU suffix (dfu-suffix)"}
@@ -460,6 +556,11 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
                         (f"pinned to DSP sites in {len(ECP5_85F_DSP_SITES)} bands" if pinned
                          else "left to the placer (the bands do not hold them, or their "
                          "cells could not be told apart by name)"))
+                    if pinned:
+                        ebrs = pin_buffer_ebrs(work / "top.json", config)
+                        log(f"      the scratchpads' block RAMs: {ebrs} pinned beside their "
+                            "lanes" if ebrs else "      the scratchpads' block RAMs left to "
+                            "the placer (their cells could not be told apart by name)")
             if rc != 0:
                 text = logfile.read_text(errors="replace")
                 if tool.startswith("yosys"):

@@ -9,18 +9,22 @@ import pytest
 from gen import cli
 from gen.bitstream import (
     ECP5_85F_DSP_SITES,
+    ECP5_85F_EBR_SITES,
     BitstreamResult,
     BuildError,
     array_dsp_sites,
+    buffer_ebr_sites,
     build_bitstream,
     build_plan,
     parse_report,
     pin_array_dsps,
+    pin_buffer_ebrs,
     report_markdown,
     synthesis_needs,
     yosys_cell_counts,
 )
 from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
+from hdl.config import NpuConfig
 from hdl.npu import RUN_RESETS
 
 REPORT = {
@@ -191,6 +195,65 @@ def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
     path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     before = path.read_text()
     assert pin_array_dsps(path, 3, 3) == 0
+    assert path.read_text() == before
+
+
+def _small_ebr_cells():
+    """small's scratchpad block RAMs as Yosys names them (``<buffer>.bank<b>.<port>.<slice>``),
+    with their data widths: 96-bit INPUT and WEIGHT rows in 9-bit slices, 384-bit ACC rows
+    (two read ports) in 36-bit ones; and two of the board RAM's."""
+    cells = {}
+    for buf, ports, width, bits in (("input", 1, 9, 96), ("weight", 1, 9, 96),
+                                    ("acc", 2, 36, 384)):
+        for b in range(2):
+            for p in range(ports):
+                for k in range(-(-bits // width)):
+                    cells[f"system.npu.datapath.{buf}_buf.bank{b}.{p}.{k}"] = width
+    cells.update({"system.ram.core.mem.0.0": 36, "system.ram.core.mem.0.1": 36})
+    return cells
+
+
+def test_buffer_ebr_sites_put_each_lane_beside_its_pes():
+    """small: every scratchpad block RAM gets its own 85F site, the board RAM's none; an ACC
+    slice sits in the columns of its lanes' PEs (within a group of sites), a WEIGHT slice
+    in its columns' too, an INPUT slice at the array's left edge. A buffer whose cells are
+    not all found is not pinned at all."""
+    config = NpuConfig.load("small")
+    cells = _small_ebr_cells()
+    sites = buffer_ebr_sites(config, cells)
+    assert set(sites) == {n for n in cells if "ram.core" not in n}
+    assert len(set(sites.values())) == len(sites) == 88
+    assert set(sites.values()) <= set(ECP5_85F_EBR_SITES) and len(ECP5_85F_EBR_SITES) == 208
+    dsp = array_dsp_sites(12, 12)
+    for name, bel in sites.items():
+        buf, k = re.search(r"(\w+)_buf\.bank\d\.\d\.(\d+)$", name).groups()
+        x = _xy(bel)[0]
+        if buf == "input":
+            assert x < 40, name       # within the four groups of sites at the left edge
+            continue
+        width, bits = (36, 32) if buf == "acc" else (9, 8)
+        lanes = range(int(k) * width // bits, min(12, -(-(int(k) + 1) * width // bits)))
+        xs = [_xy(dsp[(11 if buf == "acc" else 0, c)])[0] for c in lanes]
+        assert min(xs) - 9 <= x <= max(xs) + 9, (name, bel, xs)
+    del cells["system.npu.datapath.acc_buf.bank1.1.3"]
+    assert buffer_ebr_sites(config, cells) == {}
+
+
+def test_pin_buffer_ebrs_rewrites_the_netlist(tmp_path):
+    cells = {name: {"type": "DP16KD", "attributes": {},
+                    "parameters": {"DATA_WIDTH_B": format(width, "032b")}}
+             for name, width in _small_ebr_cells().items()}
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
+    config = NpuConfig.load("small")
+    assert pin_buffer_ebrs(path, config) == 88
+    got = json.loads(path.read_text())["modules"]["top"]["cells"]
+    want = buffer_ebr_sites(config, _small_ebr_cells())
+    assert {n: c["attributes"]["BEL"] for n, c in got.items()
+            if "BEL" in c["attributes"]} == want
+    # cells that are not another configuration's buffers: nothing pinned, the netlist untouched
+    before = path.read_text()
+    assert pin_buffer_ebrs(path, NpuConfig.load("tiny")) == 0
     assert path.read_text() == before
 
 
