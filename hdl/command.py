@@ -550,11 +550,17 @@ class CommandProcessor(wiring.Component):
         v_addr = Signal(32)
 
         def window(lo, hi):
-            # (registered for a fast clock: the WINDOW state waits for them)
-            bad = Signal(name=f"win_bad_{len(raised_w)}")
-            addr = Signal(32, name=f"win_addr_{len(raised_w)}")
+            # (registered for a fast clock, in two steps: the compares, then the verdict and
+            # the address; the WINDOW states wait for them)
+            k = len(raised_w)
+            bad = Signal(name=f"win_bad_{k}")
+            addr = Signal(32, name=f"win_addr_{k}")
+            below, above = lo < wb, hi > wl
+            if c.slices:
+                below, above = (_registered(m, v, f"win_{n}_{k}") for v, n in
+                                ((below, "below"), (above, "above")))
             dom = m.d.sync if c.slices else m.d.comb
-            dom += [bad.eq((lo < wb) | (hi > wl)), addr.eq(Mux(lo < wb, lo, hi))]
+            dom += [bad.eq(below | above), addr.eq(Mux(below, lo, hi))]
             raised_w.append(1)
             return bad, addr
         raised_w = []
@@ -666,9 +672,11 @@ class CommandProcessor(wiring.Component):
             with m.State("SPAN_DONE"):
                 m.next = "WINDOW" if c.slices else "CHECK2"
             if c.slices:
-                # a fast clock's two more cycles: the window compares, then the verdict, each
-                # registered
+                # a fast clock's three more cycles: the window compares, their verdicts and
+                # addresses, then the command's verdict, each registered
                 with m.State("WINDOW"):
+                    m.next = "WINDOW2"
+                with m.State("WINDOW2"):
                     m.next = "VERDICT"
                 with m.State("VERDICT"):
                     m.d.sync += [vr_code.eq(v_code), vr_addr.eq(v_addr)]

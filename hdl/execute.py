@@ -611,12 +611,10 @@ class ExecuteUnit(wiring.Component):
                                                 "acc_fwd_next"))]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
-            w_old = Signal(data.ArrayLayout(signed(32), cols), name="acc_old")
             for lane in range(cols):
                 fwd_v, fwd_prev = fwd[lane]
                 m.d.sync += t_old[lane].eq(Mux(fwd_v, v_res[lane],
                                                Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
-                m.d.comb += w_old[lane].eq(Mux(fwd_newest[lane], v_res[lane], t_old[lane]))
             m.d.sync += v_res.eq(update)
             # (each lane with its own copy of the update's operation, as of the forwarding)
             w_ops = kept_copies(m, u_op, cols, "acc_op")
@@ -637,18 +635,28 @@ class ExecuteUnit(wiring.Component):
                 self.done.eq(s_done),
             ]
         m.d.comb += self.acc_wr.mask.eq((1 << cols) - 1)
-        for lane in range(cols):
-            old, new = w_old[lane], w_new[lane]
-            op = w_ops[lane] if cfg.slices else w_op
-            total, new_wins = _sum_or_max(m, old, new, op == AccOp.MAX, cfg.slices,
-                                          f"acc_d_{lane}")
+
+        def updated(out, old, new, op, name):
+            total, new_wins = _sum_or_max(m, old, new, op == AccOp.MAX, cfg.slices, name)
             with m.Switch(op):
                 with m.Case(AccOp.OVERWRITE):
-                    m.d.comb += update[lane].eq(new)
+                    m.d.comb += out.eq(new)
                 with m.Case(AccOp.ADD):
-                    m.d.comb += update[lane].eq(total)
+                    m.d.comb += out.eq(total)
                 with m.Case(AccOp.MAX):
-                    m.d.comb += update[lane].eq(Mux(new_wins, new, old))
+                    m.d.comb += out.eq(Mux(new_wins, new, old))
+
+        for lane in range(cols):
+            if cfg.slices:
+                # (fast clock) the row updated both ways, with the newest row forwarded and
+                # with the old row, and the forwarding choice made last: its copy's fan-out
+                # is not in front of the adders
+                both = [Signal(signed(32), name=f"acc_upd_{k}_{lane}") for k in ("fwd", "old")]
+                for out, old, k in zip(both, (v_res[lane], t_old[lane]), ("fwd", "old")):
+                    updated(out, old, w_new[lane], w_ops[lane], f"acc_d_{k}_{lane}")
+                m.d.comb += update[lane].eq(Mux(fwd_newest[lane], *both))
+            else:
+                updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |

@@ -45,11 +45,12 @@ class _Port(wiring.Component):
 class _BlockRam(_Port):
     """Inferred block RAM: one ``lib.memory.Memory``, one write and one read port. With
     ``registered`` the address, enables and write data reach the memories from registers, a
-    cycle later (read data two cycles after ``re``)."""
+    cycle later, and the word read is registered after the block RAMs' multiplexer (read data
+    three cycles after ``re``)."""
 
     def __init__(self, words, width, registered=False):
         self._words, self._width = words, width
-        self.latency = 1 + registered
+        self.latency = 1 + 2 * registered
         super().__init__(words, width)
 
     def elaborate(self, platform):
@@ -58,15 +59,18 @@ class _BlockRam(_Port):
         wp = mem.write_port(granularity=8)
         rp = mem.read_port(domain="sync")
         addr, re, we, wdata, wmask = self.addr, self.re, self.we, self.wdata, self.wmask
-        if self.latency == 2:
+        rdata = rp.data
+        if self.latency == 3:
             regs = [Signal.like(v, name=f"{n}_r", reset_less=n in ("addr", "wdata", "wmask"))
                     for n, v in (("addr", addr), ("re", re), ("we", we), ("wdata", wdata),
                                  ("wmask", wmask))]
             m.d.sync += [r.eq(v) for r, v in zip(regs, (addr, re, we, wdata, wmask))]
             addr, re, we, wdata, wmask = regs
+            rdata = Signal.like(rp.data, name="rdata_r", reset_less=True)
+            m.d.sync += rdata.eq(rp.data)
         m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
                      wp.en.eq(wmask & we.replicate(len(wmask))),
-                     rp.addr.eq(addr), rp.en.eq(re), self.rdata.eq(rp.data)]
+                     rp.addr.eq(addr), rp.en.eq(re), self.rdata.eq(rdata)]
         return m
 
 
@@ -120,14 +124,14 @@ class OnChipRam(wiring.Component):
 
     Latency: the first R beat is valid two cycles after AR is accepted; B one cycle after the
     last W beat. A host read's byte comes one cycle after the access is taken (for a fast
-    clock three: the request is registered first, and the next is taken after it). For a fast
+    clock four: the request is registered first, and the next is taken after it). For a fast
     clock (:attr:`~hdl.config.NpuConfig.slices`) the port is registered on both sides: R
-    beats leave from a five-entry FIFO (RREADY only pops it: four cycles to the first beat)
+    beats leave from a six-entry FIFO (RREADY only pops it: five cycles to the first beat)
     and each W beat is written to the memory a cycle after it is taken, so no path runs from
     the NPU's ready and valid logic into the memory's address and enables; a read burst's
     next word and range check are registered as its address steps, and the memories'
-    address, enables and write data are registered once more beside them (reads take a
-    cycle more).
+    address, enables and write data are registered once more beside them, and the word read
+    after their multiplexer (reads take two cycles more).
 
     Parameters
     ----------
@@ -182,7 +186,7 @@ class OnChipRam(wiring.Component):
         # them, not from this state machine's multiplexers: reads take a cycle more)
         core = (_Spram(words, dw) if self._kind == "spram" else
                 _BlockRam(words, dw, registered=self._sliced))
-        late = core.latency == 2
+        late = core.latency - 1         # cycles after the first until read data returns
         m.submodules.core = core
         bus, host = self.axi, self.host
 
@@ -198,9 +202,12 @@ class OnChipRam(wiring.Component):
         m.d.sync += h_read.eq(0)
         if late:
             # the byte's lane and valid follow the read through the core's registers
-            h_lane_d = Signal.like(h_lane, name="h_lane_d")
-            h_rvalid = Signal(name="h_rvalid")
-            m.d.sync += [h_rvalid.eq(h_read), h_lane_d.eq(h_lane)]
+            h_lane_d, h_rvalid = h_lane, h_read
+            for k in range(late):
+                lane_k = Signal.like(h_lane, name=f"h_lane_d{k}")
+                valid_k = Signal(name=f"h_rvalid{k}")
+                m.d.sync += [valid_k.eq(h_rvalid), lane_k.eq(h_lane_d)]
+                h_lane_d, h_rvalid = lane_k, valid_k
             if self._sliced:
                 # (and the byte is registered once more, chosen from the word beside the
                 # memories, so the bridge's register does not read the memories' outputs)
@@ -235,10 +242,15 @@ class OnChipRam(wiring.Component):
         m.d.comb += bus.rid.eq(rid)
         # (a beat issued to the core: `pend` the cycle its data returns; with a registered
         # core the issue sets `a_pend`, and `pend` follows a cycle later)
+        in_flight = 0                   # beats issued whose data has not returned
         if late:
-            a_pend, a_last, a_err = Signal(), Signal(), Signal()
-            m.d.sync += [a_pend.eq(0), pend.eq(a_pend), p_last.eq(a_last), p_err.eq(a_err)]
-            i_pend, i_last, i_err = a_pend, a_last, a_err
+            stages = [(Signal(name=f"a_pend{k}"), Signal(name=f"a_last{k}"),
+                       Signal(name=f"a_err{k}")) for k in range(late)]
+            m.d.sync += stages[0][0].eq(0)
+            for prev, nxt in zip(stages, stages[1:] + [(pend, p_last, p_err)]):
+                m.d.sync += [n.eq(v) for n, v in zip(nxt, prev)]
+            i_pend, i_last, i_err = stages[0]
+            in_flight = sum(st[0] for st in stages)
         else:
             m.d.sync += pend.eq(0)
             i_pend, i_last, i_err = pend, p_last, p_err
@@ -256,7 +268,7 @@ class OnChipRam(wiring.Component):
                          bus.rvalid.eq(rq.r_rdy), bus.rdata.eq(head.data),
                          bus.rlast.eq(head.last), bus.rresp.eq(head.err.replicate(2) & Resp.DECERR),
                          rq.r_en.eq(bus.rready)]
-            r_room = rq.level + pend + (a_pend if late else 0) < rq.depth
+            r_room = rq.level + pend + in_flight < rq.depth
         else:
             m.d.comb += bus.rvalid.eq(pend | hold)
             with m.If(hold):
