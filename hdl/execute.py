@@ -318,8 +318,22 @@ class ExecuteUnit(wiring.Component):
         # (the read address is the sequence's next row while it runs, else the job's first:
         # read whether or not the job starts, so that only the sequence's count, not the
         # loader's and issuer's handshakes, chooses the block RAMs' address)
-        m.d.comb += [self.weight_rd.en.eq(1),
-                     self.weight_rd.addr.eq(Mux(seq_run, seq_addr, l_job.wgt))]
+        m.d.comb += self.weight_rd.en.eq(1)
+        if cfg.slices:
+            # (fast clock) that address is a register of its own, formed a cycle ahead from
+            # the next values of the sequence and the job: no multiplexer between flip-flops
+            # and the block RAMs
+            wgt_rd = Signal.like(seq_addr, name="wgt_rd_addr")
+            l_wgt_next = Mux(n_take, n_job.wgt, l_job.wgt)
+            with m.If(start):
+                m.d.sync += wgt_rd.eq(l_job.wgt + 1 if rows > 1 else l_wgt_next)
+            with m.Elif(seq_run):
+                m.d.sync += wgt_rd.eq(Mux(seq_left != 1, seq_addr + 1, l_wgt_next))
+            with m.Else():
+                m.d.sync += wgt_rd.eq(l_wgt_next)
+            m.d.comb += self.weight_rd.addr.eq(wgt_rd)
+        else:
+            m.d.comb += self.weight_rd.addr.eq(Mux(seq_run, seq_addr, l_job.wgt))
         with m.If(start):
             m.d.sync += [seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
                          seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]

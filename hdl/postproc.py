@@ -53,13 +53,15 @@ def round_shift(m, x, s, name):
     return out
 
 
-def shift_add_mul(m, x, k, name):
+def shift_add_mul(m, x, k, name, parts=1):
     """``x * k`` as a sum of shifted copies of ``k``, one per bit of ``x``: logic, no DSP.
 
     ``x`` is signed (its top bit weighs ``-2**(len(x) - 1)``), ``k`` unsigned or signed (a
     signed ``k`` is sign-extended into each term). Synthesis maps a
     ``*`` onto DSP blocks however narrow it is; this form keeps a narrow partial product out of
-    them.
+    them. With ``parts`` > 1 the terms are summed in that many groups and the list of the
+    groups' sums is returned (their sum is the product), for a register between them and
+    their sum.
     """
     w = len(x) + len(k)
     terms = []
@@ -67,9 +69,13 @@ def shift_add_mul(m, x, k, name):
         t = Signal(signed(w + 1), name=f"{name}_t{i}")
         m.d.comb += t.eq(Mux(x[i], k << i, 0))
         terms.append(-t if i == len(x) - 1 else t)
-    out = Signal(signed(w + 1), name=f"{name}_p")
-    m.d.comb += out.eq(sum(terms[1:], terms[0]))
-    return out
+    groups = [terms[j::parts] for j in range(parts)]
+    outs = []
+    for j, group in enumerate(groups):
+        out = Signal(signed(w + 1), name=f"{name}_p" if parts == 1 else f"{name}_p{j}")
+        m.d.comb += out.eq(sum(group[1:], group[0]))
+        outs.append(out)
+    return outs[0] if parts == 1 else outs
 
 
 def _part_mux(m, ph, value, steps, top_signed, name):
@@ -429,14 +435,21 @@ class PostProcessor(wiring.Component):
                     # registers of their own on both sides, which the placer puts beside them
                     d_a, d_r = _at_advance(m, adv, (da, dr), ("da_p", "dr_p"), c)
                 m.d.comb += [hi_a.eq(d_a * ma_hi), hi_b.eq(d_r * mb_hi)]
-                lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
-                lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
                 if split:
-                    # stage 6a: the four products registered, 6b: again; 6: their sum
-                    for stage in ("r", "r2"):
-                        hi_a, hi_b, lo_a, lo_b = _at_advance(
-                            m, adv, (hi_a, hi_b, lo_a, lo_b),
-                            [f"{t}_{stage}" for t in ("hi_a", "hi_b", "lo_a", "lo_b")], c)
+                    # stage 6a: the four products registered (the two in logic as the sums of
+                    # their odd and even terms), 6b: again (the logic products summed); 6:
+                    # their sum
+                    lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}", parts=2)
+                    lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}", parts=2)
+                    hi_a, hi_b, *lo = _at_advance(
+                        m, adv, (hi_a, hi_b, *lo_a, *lo_b),
+                        ["hi_a_r", "hi_b_r", "lo_a_r0", "lo_a_r1", "lo_b_r0", "lo_b_r1"], c)
+                    hi_a, hi_b, lo_a, lo_b = _at_advance(
+                        m, adv, (hi_a, hi_b, lo[0] + lo[1], lo[2] + lo[3]),
+                        [f"{t}_r2" for t in ("hi_a", "hi_b", "lo_a", "lo_b")], c)
+                else:
+                    lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}")
+                    lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}")
                 s2_next = ((hi_a + hi_b) << ADD_SPLIT) + lo_a + lo_b
             else:
                 # Horner sums over the phases: a part of each multiplier a cycle, the last
