@@ -293,6 +293,19 @@ class RowReader(wiring.Component):
         return m
 
 
+def _held_command(m, payload, busy, fast):
+    """The command a DMA engine works on: the payload itself (held by the command processor
+    until done), or for a fast clock a copy of it, loaded while the engine is idle (so taken
+    as it starts, its enable the busy flag): the walk's strides and sizes come from registers
+    beside the engine, not from the command queue's memory across the die."""
+    if not fast:
+        return payload
+    held = Signal(payload.shape(), name="cmd_held", reset_less=True)
+    with m.If(~busy):
+        m.d.sync += held.eq(payload)
+    return held
+
+
 class _Walker:
     """Counters that walk a z x y x x block in order (x innermost) and keep running addresses:
     ``walk.add(name, base, (z_stride, y_stride, x_stride), gates)`` keeps ``base + z*zs + y*ys
@@ -372,11 +385,14 @@ class _Walker:
                 m.d.sync += self._ends(self.z + 1, 0, 0)
         return last
 
-    def start(self, bases):
+    def start(self, bases, sizes):
+        """Statements starting the walk at ``bases``, of ``sizes`` (z, y, x): the sizes as
+        they are in this cycle (``self.sizes`` holds them from the next)."""
         m = self.m
         m.d.sync += [self.z.eq(0), self.y.eq(0), self.x.eq(0)]
         if not self.one_adder:
-            m.d.sync += self._ends(0, 0, 0)
+            m.d.sync += [e.eq(n == 1) for e, n in zip((self.z_end, self.y_end, self.x_end),
+                                                      sizes)]
         for a, base in zip(self.addrs, bases):
             m.d.sync += [a[0].eq(base), a[1].eq(base), a[2].eq(base)]
 
@@ -441,10 +457,10 @@ class DmaLoad(wiring.Component):
         m.d.comb += [self.err.eq(rd.err), self.err_addr.eq(rd.err_addr),
                      self.stall.eq(rd.stall)]
 
-        cmd = self.cmd.payload      # held by the command processor until done
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+        cmd = _held_command(m, self.cmd.payload, busy, c.slices)
         w = _Walker(m, "ld", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
@@ -458,7 +474,7 @@ class DmaLoad(wiring.Component):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += gen.eq(1)
-            w.start([p.sram_addr, p.dram_addr])
+            w.start([p.sram_addr, p.dram_addr], (p.z_size, p.y_size, p.x_size))
 
         y_hi = Signal(13)
         x_hi = Signal(13)
@@ -587,10 +603,10 @@ class DmaStore(wiring.Component):
         wiring.connect(m, rd.rd_req, wiring.flipped(self.rd_req))
         wiring.connect(m, wiring.flipped(self.rd_data), rd.rd_data)
 
-        cmd = self.cmd.payload      # held by the command processor until done
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
+        cmd = _held_command(m, self.cmd.payload, busy, c.slices)
         w = _Walker(m, "st", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
@@ -604,7 +620,7 @@ class DmaStore(wiring.Component):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += gen.eq(1)
-            w.start([p.acc_addr, 0])
+            w.start([p.acc_addr, 0], (p.z_size, p.y_size, p.x_size))
 
         last = Signal()
         m.d.comb += [
