@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from amaranth.build import Attrs, Pins, Resource, Subsignal
 from amaranth.hdl import (
+    Cat,
     ClockDomain,
     ClockSignal,
     Elaboratable,
@@ -26,7 +27,7 @@ from .bridge import UartBridge
 from .config import NpuConfig
 from .npu import Npu
 from .onchip_ram import RAM_KINDS, OnChipRam
-from .slices import stream_slice
+from .slices import register_slice, stream_slice
 from .uart import UartRx, UartTx, check_divisor, divisor_for
 
 __all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
@@ -34,6 +35,31 @@ __all__ = ["Board", "BOARDS", "NpuSystem", "BoardTop", "ecp5_pll_params", "ice40
 
 #: Depth of the receive FIFO between the UART and the bridge, in bytes.
 RX_FIFO_DEPTH = 16
+
+
+_AX_FIELDS = ("id", "addr", "len", "size", "burst", "lock", "cache", "prot", "qos")
+
+
+def _connect_axi_sliced(m, master, slave):
+    """``master`` to ``slave`` (AXI4) with the AR and AW channels through register slices (FIFOs
+    of two), for a fast clock: the master's address handshakes see the slices' room, and the
+    slave's choice between a read and a write starts from the slices' registers, so no path
+    runs from one side's request logic through the other's arbitration and back. W, B and R
+    are connected directly (the slave takes W beats only after their AW)."""
+    for ch in ("aw", "ar"):
+        names = [f"{ch}{f}" for f in _AX_FIELDS]
+        payload = Cat(*(getattr(master, n) for n in names))
+        room, valid, out, take = register_slice(m, f"{ch}_slice", getattr(master, f"{ch}valid"),
+                                                payload, len(payload))
+        m.d.comb += [getattr(master, f"{ch}ready").eq(room),
+                     getattr(slave, f"{ch}valid").eq(valid),
+                     Cat(*(getattr(slave, n) for n in names)).eq(out),
+                     take.eq(valid & getattr(slave, f"{ch}ready"))]
+    for name in ("wdata", "wstrb", "wlast", "wvalid", "bready", "rready"):
+        m.d.comb += getattr(slave, name).eq(getattr(master, name))
+    for name in ("wready", "bid", "bresp", "bvalid", "rid", "rdata", "rresp", "rlast",
+                 "rvalid"):
+        m.d.comb += getattr(master, name).eq(getattr(slave, name))
 
 
 @dataclass(frozen=True)
@@ -165,7 +191,10 @@ class NpuSystem(wiring.Component):
         m.submodules.bridge = br = UartBridge(c.window_base, self._ram_size,
                                               timeout=self._timeout)
 
-        wiring.connect(m, npu.m_axi, ram.axi)
+        if c.slices:
+            _connect_axi_sliced(m, npu.m_axi, ram.axi)
+        else:
+            wiring.connect(m, npu.m_axi, ram.axi)
         wiring.connect(m, br.mem, ram.host)
         wiring.connect(m, br.csr, npu.s_axil)
         m.d.comb += [

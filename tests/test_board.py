@@ -409,40 +409,43 @@ def test_onchip_ram_validates():
 # ---- the board top under cocotb -----------------------------------------------------------------
 
 
-def _conv_program():
-    """A 3x3 convolution with ReLU (6x6x4 -> 6x6x4) compiled for tiny."""
+def _conv_program(config):
+    """A 3x3 convolution with ReLU (6x6x4 -> 6x6x4) compiled for ``config``."""
     from firmware.compiler import compile_model
     from tests.test_compiler import conv_nodes, qdq_model
     nodes, inits = conv_nodes(name="conv")
     nodes[-1].output[0] = "c"
     nodes.append(helper.make_node("Relu", ["c"], ["y"], name="relu"))
-    return compile_model(qdq_model(nodes, inits, x_zp=-3), "tiny")
+    return compile_model(qdq_model(nodes, inits, x_zp=-3), config)
 
 
-def _digits_program():
+def _digits_program(config):
     """The digits ResNet (tests/fixtures), its 48 KiB image in tiny's SPRAM."""
     from firmware.compiler import compile_model
     from firmware.digits import FIXTURE
-    return compile_model(FIXTURE, "tiny")
+    return compile_model(FIXTURE, config)
 
 
-@pytest.mark.parametrize("make", [_conv_program,
-                                  pytest.param(_digits_program, marks=pytest.mark.slow)],
-                         ids=["conv3x3", "digits"])
-def test_board_runs_a_network_through_the_serial_link(tmp_path, make):
-    """The driver runs a compiled network on the board top (NpuSystem with the SPRAM model) over
-    a simulated serial line (cocotbext-uart); the output equals the golden model's. Also: bad
-    frames through the UART get error replies (``sim/tb_board.py``)."""
+@pytest.mark.parametrize("config,make", [
+    ("tiny", _conv_program), ("small", _conv_program),
+    pytest.param("tiny", _digits_program, marks=pytest.mark.slow)],
+    ids=["conv3x3", "conv3x3-small", "digits"])
+def test_board_runs_a_network_through_the_serial_link(tmp_path, config, make):
+    """The driver runs a compiled network on the board top over a simulated serial line
+    (cocotbext-uart); the output equals the golden model's. Also: bad frames through the UART
+    get error replies (``sim/tb_board.py``). tiny's system has the SPRAM model as its memory;
+    small's is the ECP5 build's fast-clock system (block RAM read through registers, the AXI
+    address channels through register slices)."""
     from firmware import driver, npubin
     from sim import runner
-    prog = make()
+    prog = make(config)
     inp = prog.manifest["input"]
     xq = np.random.default_rng(7).integers(-128, 128, size=inp["size"], dtype=np.int8)
     xq = xq.reshape(inp["nhwc"])
     want = driver.run_int8(prog, xq, "golden")
     npubin.save(prog, tmp_path / "prog.npubin")
     np.save(tmp_path / "x.npy", xq)
-    tests, failed = runner.run("tiny", "tb_board", top="board_tb",
+    tests, failed = runner.run(config, "tb_board", top="board_tb",
                                extra_env={"BOARD_JOB": str(tmp_path)})
     assert tests == 2 and failed == 0
     got = np.load(tmp_path / "y.npy")
