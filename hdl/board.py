@@ -188,7 +188,7 @@ class NpuSystem(wiring.Component):
         m.submodules.uart_rx = urx = UartRx(self._divisor)
         m.submodules.uart_tx = utx = UartTx(self._divisor)
         m.submodules.rx_fifo = rxq = fifo.SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
-        m.submodules.bridge = br = UartBridge(c.window_base, self._ram_size,
+        m.submodules.bridge = br = UartBridge(c.window_base, self._ram_size, registered=c.slices,
                                               timeout=self._timeout)
 
         if c.slices:

@@ -93,6 +93,10 @@ class UartBridge(wiring.Component):
         The memory's bus address range.
     timeout : int
         Cycles without a byte after which an unfinished frame is answered TIMEOUT.
+    registered : bool
+        For a fast clock: the memory's and the registers' read data reach the bridge's word
+        register from registers of their own, a cycle later (not through its state logic
+        from the other blocks' valid signals).
 
     Members
     -------
@@ -108,7 +112,7 @@ class UartBridge(wiring.Component):
         A frame is being received or answered.
     """
 
-    def __init__(self, mem_base, mem_size, *, timeout):
+    def __init__(self, mem_base, mem_size, *, timeout, registered=False):
         for name, v in (("mem_size", mem_size), ("timeout", timeout)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -116,6 +120,7 @@ class UartBridge(wiring.Component):
             raise ValueError(f"mem_base {mem_base!r} + mem_size {mem_size!r} must lie in 32-bit "
                              f"addresses")
         self._base, self._size, self._timeout = mem_base, mem_size, timeout
+        self._registered = bool(registered)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -144,6 +149,16 @@ class UartBridge(wiring.Component):
         payload = Signal(72)             # INFO reply
         pbyte = Signal(range(10))
         aw_done, w_done = Signal(), Signal()   # REG_WRITE: AW, W taken
+        mem_rvalid, mem_rdata = self.mem.rvalid, self.mem.rdata
+        csr_rvalid, csr_rdata = self.csr.rvalid, self.csr.rdata
+        if self._registered:
+            mem_rvalid, mem_rdata = (Signal.like(v, name=f"mem_{n}_r")
+                                     for v, n in ((mem_rvalid, "rvalid"), (mem_rdata, "rdata")))
+            m.d.sync += [mem_rvalid.eq(self.mem.rvalid), mem_rdata.eq(self.mem.rdata)]
+            # (a register read is taken at its R handshake, and seen a cycle later)
+            csr_rvalid, csr_rdata = Signal(name="csr_rvalid_r"), Signal(32, name="csr_rdata_r")
+            m.d.sync += [csr_rvalid.eq(self.csr.rvalid & self.csr.rready),
+                         csr_rdata.eq(self.csr.rdata)]
 
         # Byte timer: an unfinished frame times out when no byte has come for ``timeout``.
         idle = Signal(range(self._timeout + 1))
@@ -330,8 +345,8 @@ class UartBridge(wiring.Component):
                                  self.mem.addr.eq(ptr)]
                     with m.If(self.mem.ready):
                         m.next = "MEM_READ_DATA"
-            with m.State("MEM_READ_DATA"), m.If(self.mem.rvalid):   # valid this one cycle
-                m.d.sync += word[:8].eq(self.mem.rdata)
+            with m.State("MEM_READ_DATA"), m.If(mem_rvalid):   # valid this one cycle
+                m.d.sync += word[:8].eq(mem_rdata)
                 m.next = "MEM_READ_SEND"
             with m.State("MEM_READ_SEND"):
                 send(word[:8], "MEM_READ", [ptr.eq(ptr + 1), left.eq(left - 1)])
@@ -345,8 +360,8 @@ class UartBridge(wiring.Component):
                         m.next = "REG_READ_DATA"
             with m.State("REG_READ_DATA"):
                 m.d.comb += csr.rready.eq(1)
-                with m.If(csr.rvalid):
-                    m.d.sync += [word.eq(csr.rdata), wbyte.eq(0)]
+                with m.If(csr_rvalid):
+                    m.d.sync += [word.eq(csr_rdata), wbyte.eq(0)]
                     m.next = "REG_READ_SEND"
             with m.State("REG_READ_SEND"):
                 send(word[:8], "REG_READ_SEND", [word.eq(word >> 8), wbyte.eq(wbyte + 1),

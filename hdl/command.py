@@ -519,6 +519,10 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += tiles.eq(product)
         # tiles * rows as shifts and adds (a constant product would take a DSP)
         wrows = sum((tiles << b) for b in range(c.rows.bit_length()) if c.rows >> b & 1)
+        if c.slices:
+            # (fast clock) registered before its check: `tiles` is final in SPAN's last cycle,
+            # and the verdict reads the checks three cycles after SPAN_DONE
+            wrows = _registered(m, wrows, "span_wrows")
         span_checks = {
             "l_rows": (span[A] >= depth, 1), "l_hi": (span[B], 48),
             "s_acc": (span[A] >= c.acc_depth, 1), "s_hi": (S.dram_addr + span[B], 48),

@@ -91,7 +91,7 @@ class RowReader(wiring.Component):
     :attr:`~hdl.config.NpuConfig.slices`), descriptors pass a two-entry register slice first
     (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
     descriptor to its row's collection), and rows leave through a register (one cycle more)
-    and a FIFO of three, so the consumer's ready reaches neither the beat collection nor its
+    and a FIFO of four, so the consumer's ready reaches neither the beat collection nor its
     word registers' enables, and the FIFO's write port sees only flip-flops.
 
     Members
@@ -240,7 +240,7 @@ class RowReader(wiring.Component):
             # written into the output FIFO a cycle later, from that register: the FIFO's
             # write port sees flip-flops only. The FIFO keeps room for the registered row.
             out_layout = self.out.payload.shape()
-            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=3)
+            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=4)
             m.submodules.out_fifo = ofifo
             row_out = Signal(out_layout)
             row_r = Signal(out_layout, name="row_r", reset_less=True)
@@ -250,9 +250,10 @@ class RowReader(wiring.Component):
             m.d.comb += [ofifo.w_en.eq(row_r_valid), ofifo.w_data.eq(row_r),
                          self.out.valid.eq(ofifo.r_rdy), self.out.payload.eq(ofifo.r_data),
                          ofifo.r_en.eq(self.out.ready)]
-            out_free = Signal(init=1)   # room for one more row, registered
-            m.d.sync += out_free.eq(ofifo.level + row_r_valid + emitted -
-                                    (ofifo.r_en & ofifo.r_rdy) < ofifo.depth)
+            # room for one more row, registered, counted without this cycle's read (the
+            # consumer's ready does not reach it; one more entry makes up for it)
+            out_free = Signal(init=1)
+            m.d.sync += out_free.eq(ofifo.level + row_r_valid + emitted < ofifo.depth)
 
             # (the register's inputs do not depend on whether a row is emitted: a skipped
             # row's bytes are whatever the beat words hold, which every consumer ignores)

@@ -189,10 +189,9 @@ class ExecTop(wiring.Component):
             m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), c_valid.eq(b_valid),
                          b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
             m.d.sync += [b.eq(a) for b, a in zip(b_par, a_par)]
-            # (the ACC read port's address and enable are registers: a request's address, or
-            # else the host's, registered first; a host read takes three cycles)
-            a_en = Signal()
-            m.d.sync += a_en.eq(take | self.acc_rd.en)
+            # (the ACC read port's address is a register: a request's address, or else the
+            # host's, registered first, and a host read takes three cycles; the port reads
+            # every cycle, so no enable fans out to its block RAMs and bypass registers)
             with m.If(take):
                 m.d.sync += [a_acc.eq(req.payload.acc_addr), a_res.eq(req.payload.residual),
                              a_use.eq(req.payload.use_residual)]
@@ -201,7 +200,7 @@ class ExecTop(wiring.Component):
                 m.d.sync += a_acc.eq(self.acc_rd.addr)
             m.d.comb += [
                 rd.addr.eq(a_acc),
-                rd.en.eq(a_en),
+                rd.en.eq(1),
                 row.residual.eq(c_res), row.use_residual.eq(c_use),
                 ififo.w_en.eq(c_valid), ififo.w_data.eq(row),
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(ififo.r_data),

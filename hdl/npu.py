@@ -220,10 +220,13 @@ class Npu(wiring.Component):
                                        (exe.param_wr, isa.Buffer.PARAM, c.cols, 32)):
             en, addr, data_ = wr.en & (tgt == buf), wr.addr, wr.data[:lanes * bits]
             if c.slices:
+                # (kept: the buffers' registers share their inputs, and merged they would be
+                # one register again, placed beside one buffer)
                 name = f"load_{buf.name.lower()}"
                 en_r = Signal(name=f"{name}_en")
-                addr_r = Signal.like(port.addr, name=f"{name}_addr", reset_less=True)
-                data_r = Signal(lanes * bits, name=f"{name}_data", reset_less=True)
+                addr_r = Signal.like(port.addr, name=f"{name}_addr_{KEEP_MARK}",
+                                     reset_less=True)
+                data_r = Signal(lanes * bits, name=f"{name}_data_{KEEP_MARK}", reset_less=True)
                 m.d.sync += [en_r.eq(en), addr_r.eq(addr), data_r.eq(data_)]
                 en, addr, data_ = en_r, addr_r, data_r
             m.d.comb += [port.en.eq(en), port.addr.eq(addr), port.data.eq(data_),

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
-from .slices import kept_copies
+from .slices import KEEP_MARK, kept_copies
 
 __all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "saturate16",
            "clamp_sum", "shift_add_mul", "STEPS"]
@@ -183,7 +183,8 @@ class PostProcessor(wiring.Component):
     value, its rounding increment and the zero point) is registered before it is compared
     with the bounds, which each lane reads from copies of its own; and the row is read in
     place at ``i`` over its beats (taken at the last), the beat's lanes registered before the
-    first stage: :attr:`LATENCY` is 18 instead of 7. The
+    first stage, and each lane's result registered before the output row: :attr:`LATENCY`
+    is 19 instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
@@ -245,11 +246,12 @@ class PostProcessor(wiring.Component):
 
     @staticmethod
     def latency(split=False):
-        """Pipeline stages: 7, or 18 with ``split`` (the roundings and the residual rescale
+        """Pipeline stages: 7, or 19 with ``split`` (the roundings and the residual rescale
         take two stages, the residual's clamp a third, both products' operands and
-        products one more each, both clamps' sums a stage before their bounds, and the
-        beat's lanes are registered before the first)."""
-        return 18 if split else 7
+        products one more each, both clamps' sums a stage before their bounds, the beat's
+        lanes are registered before the first and each lane's result before the output
+        row)."""
+        return 19 if split else 7
 
     @property
     def cols(self):
@@ -298,20 +300,24 @@ class PostProcessor(wiring.Component):
             # (stage 0), so no enable of a held row fans out over it
             beat_now = Signal(range(beats))
             last = Signal(init=beats == 1)     # beat_now == beats - 1, registered
+            # (each lane's field chooses its beat with a copy of `beat_now` of its own: no one
+            # flip-flop steers all of the row's multiplexers)
+            beat_sel = {(j, f): Signal(range(beats), name=f"beat_now_{j}_{f}_{KEEP_MARK}")
+                        for j in range(lanes) for f in fields}
             if beats > 1:
                 with m.If(adv & self.i.valid):
                     m.d.sync += [beat_now.eq(Mux(last, 0, beat_now + 1)),
                                  last.eq(~last & (beat_now == beats - 2))]
+                    m.d.sync += [b.eq(Mux(last, 0, beat_now + 1)) for b in beat_sel.values()]
             m.d.comb += self.i.ready.eq(adv & last)
             pick = Signal(postproc_input_layout(lanes))
             m.d.comb += pick.use_residual.eq(p.use_residual)
-            with m.Switch(beat_now):
-                for b in range(beats):
-                    with m.Case(b):
-                        for j in range(lanes):
-                            if b * lanes + j < cols:
-                                m.d.comb += [pick[f][j].eq(p[f][b * lanes + j])
-                                             for f in fields]
+            for (j, f), sel in beat_sel.items():
+                with m.Switch(sel):
+                    for b in range(beats):
+                        if b * lanes + j < cols:
+                            with m.Case(b):
+                                m.d.comb += pick[f][j].eq(p[f][b * lanes + j])
             src_r = Signal.like(src, name="src_r", reset_less=True)
             with m.If(adv):
                 m.d.sync += [src_valid.eq(self.i.valid), src_beat.eq(beat_now),
@@ -581,7 +587,15 @@ class PostProcessor(wiring.Component):
                 a_out = a5
                 y_res = clamp_sum(r_q, cfg.add_zp, cfg.add_lo, cfg.add_hi, r_up)
             y = Signal(signed(8), name=f"y_{c}", reset_less=True)
-            m.d.comb += y.eq(Mux(use_res[n - 2], y_res, a_out))
+            if split:
+                # (fast clock) the lane's result registered (stage 7e) before it goes into
+                # the output row at its beat's place
+                y_n = Signal(signed(8), name=f"y_next_{c}")
+                m.d.comb += y_n.eq(Mux(use_res[n - 3], y_res, a_out))
+                with m.If(adv):
+                    m.d.sync += y.eq(y_n)
+            else:
+                m.d.comb += y.eq(Mux(use_res[n - 2], y_res, a_out))
             with m.If(adv):
                 for bt in range(beats):
                     if bt * lanes + c < cols:

@@ -4,7 +4,7 @@ register for its groups of consumers."""
 from amaranth.hdl import Shape, Signal, Value
 from amaranth.lib import fifo, stream
 
-__all__ = ["register_slice", "stream_slice", "kept_copies", "KEEP_MARK"]
+__all__ = ["register_slice", "skid_slice", "stream_slice", "kept_copies", "KEEP_MARK"]
 
 #: Part of the name of every flip-flop that is a deliberate copy of another (same inputs):
 #: synthesis would merge such copies into one, so the FPGA flow marks the flip-flops driving
@@ -39,6 +39,33 @@ def register_slice(m, name, valid, payload, shape):
     take = Signal(name=f"{name}_take")
     m.d.comb += [q.w_en.eq(valid), q.w_data.eq(payload), out.eq(q.r_data), q.r_en.eq(take)]
     return q.w_rdy, q.r_rdy, out, take
+
+
+def skid_slice(m, name, valid, payload, shape):
+    """As :func:`register_slice`, with the head in a register: two registers of ``shape``
+    (the head, and a spare that takes a transfer while the head waits), so the consumer reads
+    flip-flops, not a memory's read port behind its read pointer. One transfer a cycle;
+    ``room`` is the spare's being empty, a register. Returns ``(room, out_valid, out,
+    take)`` like :func:`register_slice`."""
+    out = Signal(shape, name=f"{name}_head", reset_less=True)
+    spare = Signal(shape, name=f"{name}_spare", reset_less=True)
+    out_valid, spare_valid = Signal(name=f"{name}_valid"), Signal(name=f"{name}_spare_valid")
+    take = Signal(name=f"{name}_take")
+    room = ~spare_valid
+    put = valid & room
+    with m.If(take & out_valid):
+        with m.If(spare_valid):
+            m.d.sync += [out.eq(spare), spare_valid.eq(0)]
+        with m.Elif(put):
+            m.d.sync += out.eq(payload)
+        with m.Else():
+            m.d.sync += out_valid.eq(0)
+    with m.Elif(put):
+        with m.If(out_valid):
+            m.d.sync += [spare.eq(payload), spare_valid.eq(1)]
+        with m.Else():
+            m.d.sync += [out.eq(payload), out_valid.eq(1)]
+    return room, out_valid, out, take
 
 
 def stream_slice(m, name, src, drop=None):

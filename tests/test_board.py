@@ -124,7 +124,7 @@ class _Harness(wiring.Component):
 
     def __init__(self, config, size, timeout):
         self._c, self._size, self._timeout = config, size, timeout
-        br = UartBridge(0, size, timeout=timeout)
+        br = UartBridge(0, size, timeout=timeout, registered=config.slices)
         self.bridge = br
         super().__init__({"rx": wiring.In(stream.Signature(8)),
                           "tx": wiring.Out(stream.Signature(8))})
@@ -190,7 +190,8 @@ def _reply(status, data=b""):
 @pytest.mark.parametrize("sliced", [False, True])
 def test_bridge_memory_and_registers(sliced):
     """Every command on a good frame; with ``sliced``, on the fast clock's RAM (the host's
-    requests registered before they reach the memory)."""
+    requests registered before they reach the memory) and bridge (the read data registered
+    before its word register)."""
     regs = {r.name: r.offset for r in registers(TINY)}
     data = bytes(random.Random(3).randrange(256) for _ in range(37))
     C = BridgeCommand
