@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import Resp, axi4_lite_signature
+from .slices import KEEP_MARK
 
 __all__ = ["CsrBank", "port_name"]
 
@@ -154,15 +155,18 @@ class CsrBank(wiring.Component):
                 continue
             port = getattr(self, port_name(reg))
             value = Value.cast(port)
+            strb = w_strb
             if fast:
-                hit_r = Signal(name=f"w_hit_{reg.name.lower()}")
-                m.d.sync += hit_r.eq(w_word == reg.offset // 4)
-                hit = w_go & hit_r
+                # (each register with its own write pulse and byte strobes, registered beside
+                # it: the registers lie across the die, by the blocks that read them)
+                hit = Signal(name=f"w_hit_{reg.name.lower()}")
+                strb = Signal(4, name=f"w_strb_{reg.name.lower()}_{KEEP_MARK}")
+                m.d.sync += [hit.eq(do_write & (w_word == reg.offset // 4)), strb.eq(w_strb)]
             else:
                 hit = do_write & (w_word == reg.offset // 4)
             if reg.access == isa.Access.RW:
                 for i in range(0, len(value), 8):
-                    with m.If(hit & w_strb[i // 8]):
+                    with m.If(hit & strb[i // 8]):
                         m.d.sync += value[i:i + 8].eq(w_data[i:i + 8])
             elif reg.access == isa.Access.WO:
                 pulse = getattr(self, f"{port_name(reg)}_write")
@@ -184,11 +188,29 @@ class CsrBank(wiring.Component):
         with m.If(r_valid & bus.rready):
             m.d.sync += r_valid.eq(0)
         hi_latch = Signal(32, name="perf_hi")
+
+        def read_value(reg):
+            """What a read of ``reg`` returns, or None for a counter's low word or a
+            write-only register (0)."""
+            if _is_perf(reg):
+                return hi_latch if not reg.name.endswith("_LO") else None
+            if _is_constant(reg):
+                return reg.reset
+            if reg.access == isa.Access.WO:
+                return 0
+            return Value.cast(getattr(self, port_name(reg))) & _defined_bits(reg)
+
+        def perf_index(reg):
+            return (reg.offset - isa.PERF_BASE) // 8
+
         if self._config.slices:
-            # for a fast clock the address is registered first: the read multiplexer starts
-            # from a register, not from the bus's ARVALID and ARADDR. A performance counter's
-            # index is registered next (``r_perf``), and its value is read a cycle later: the
-            # counters lie across the die, and the address decode is not on their path.
+            # For a fast clock the address is registered first: the read multiplexer starts
+            # from a register, not from the bus's ARVALID and ARADDR. The registers are read
+            # in two steps: each group of eight into a register of its own (the others' hold
+            # 0), then the groups' OR into the read data; a performance counter's index is
+            # registered in the first step, and its value read in the second (the counters
+            # lie across the die, and the address decode is not on their path). Reads answer
+            # three cycles after AR.
             r_pend, r_perf = Signal(), Signal()
             r_word = Signal(len(bus.araddr) - 2)
             m.d.comb += bus.arready.eq(~r_valid & ~r_pend & ~r_perf)
@@ -196,44 +218,52 @@ class CsrBank(wiring.Component):
                 m.d.sync += [r_pend.eq(1), r_word.eq(bus.araddr[2:])]
             with m.If(r_pend):
                 m.d.sync += [r_pend.eq(0), r_perf.eq(1)]
-            read = r_pend
             perf_lo = Signal()
             perf_idx = Signal(range(len(isa.PerfCounter)))
+            plain = [reg for reg in regs if read_value(reg) is not None]
+            groups = [plain[k:k + 8] for k in range(0, len(plain), 8)]
+            group_regs = [Signal(32, name=f"r_group{g}") for g in range(len(groups))]
+            with m.If(r_pend):
+                m.d.sync += perf_lo.eq(0)
+                for group, g_reg in zip(groups, group_regs):
+                    m.d.sync += g_reg.eq(0)
+                    with m.Switch(r_word):
+                        for reg in group:
+                            with m.Case(reg.offset // 4):
+                                m.d.sync += g_reg.eq(read_value(reg))
+                with m.Switch(r_word):
+                    for reg in regs:
+                        if read_value(reg) is None and _is_perf(reg):
+                            with m.Case(reg.offset // 4):
+                                m.d.sync += [perf_lo.eq(1), perf_idx.eq(perf_index(reg))]
             with m.If(r_perf):
-                m.d.sync += [r_perf.eq(0), r_valid.eq(1)]
+                m.d.sync += [r_perf.eq(0), r_valid.eq(1), r_data.eq(_or_all(group_regs))]
                 with m.If(perf_lo), m.Switch(perf_idx):
                     for idx in range(len(isa.PerfCounter)):
                         with m.Case(idx):
                             m.d.sync += [r_data.eq(self.perf[idx][:32]),
                                          hi_latch.eq(self.perf[idx][32:])]
-            with m.If(read):
-                m.d.sync += perf_lo.eq(0)
         else:
             m.d.comb += bus.arready.eq(~r_valid)
-            r_word = bus.araddr[2:]
             read = bus.arvalid & bus.arready
-        m.d.comb += [bus.rvalid.eq(r_valid), bus.rdata.eq(r_data), bus.rresp.eq(Resp.OKAY)]
-        with m.If(read):
-            m.d.sync += r_data.eq(0)
-            if not self._config.slices:
-                m.d.sync += r_valid.eq(1)
-            with m.Switch(r_word):
-                for reg in regs:
-                    with m.Case(reg.offset // 4):
-                        if _is_perf(reg):
-                            idx = (reg.offset - isa.PERF_BASE) // 8
-                            if not reg.name.endswith("_LO"):
-                                m.d.sync += r_data.eq(hi_latch)
-                            elif self._config.slices:
-                                m.d.sync += [perf_lo.eq(1), perf_idx.eq(idx)]
+            with m.If(read):
+                m.d.sync += [r_data.eq(0), r_valid.eq(1)]
+                with m.Switch(bus.araddr[2:]):
+                    for reg in regs:
+                        with m.Case(reg.offset // 4):
+                            value = read_value(reg)
+                            if value is not None:
+                                m.d.sync += r_data.eq(value)
                             else:
+                                idx = perf_index(reg)
                                 m.d.sync += [r_data.eq(self.perf[idx][:32]),
                                              hi_latch.eq(self.perf[idx][32:])]
-                        elif _is_constant(reg):
-                            m.d.sync += r_data.eq(reg.reset)
-                        elif reg.access == isa.Access.WO:
-                            pass
-                        else:
-                            m.d.sync += r_data.eq(Value.cast(getattr(self, port_name(reg))) &
-                                                  _defined_bits(reg))
+        m.d.comb += [bus.rvalid.eq(r_valid), bus.rdata.eq(r_data), bus.rresp.eq(Resp.OKAY)]
         return m
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
