@@ -90,9 +90,11 @@ class RowReader(wiring.Component):
     after it reaches the head). With ``slice`` (for fast clocks,
     :attr:`~hdl.config.NpuConfig.slices`), descriptors pass a two-entry register slice first
     (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
-    descriptor to its row's collection), and rows leave through a register (one cycle more)
-    and a FIFO of four, so the consumer's ready reaches neither the beat collection nor its
-    word registers' enables, and the FIFO's write port sees only flip-flops.
+    descriptor to its row's collection), a row is shifted down from its word registers in the
+    cycle after its last beat (one cycle more), and rows leave through a register (one cycle
+    more) and a FIFO of five, so the consumer's ready reaches neither the beat collection nor
+    its word registers' enables, and the shift and the FIFO's write port start from
+    flip-flops.
 
     Members
     -------
@@ -234,35 +236,43 @@ class RowReader(wiring.Component):
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
         # the row with this beat, shifted down to byte 0 (emitted on its last beat)
         row = Signal(8 * self._bytes, name="row")
-        m.d.comb += row.eq((Cat(*nxt) >> Cat(Const(0, 3), head.off))[:8 * self._bytes])
         if self._slice:
-            # A row is registered (without an enable: no control fans out to its bits) and
-            # written into the output FIFO a cycle later, from that register: the FIFO's
-            # write port sees flip-flops only. The FIFO keeps room for the registered row.
+            # A row's last beat goes into the word registers like the others, and the row is
+            # shifted down from them in the next cycle, with its head's offset, skip and user
+            # fields registered (without an enable) as it is emitted: the shift starts from
+            # flip-flops, not from the beat's arrival. The row is registered (without an
+            # enable: no control fans out to its bits) and written into the output FIFO a
+            # cycle later, from that register: the FIFO's write port sees flip-flops only.
+            # The FIFO keeps room for the rows in both registers.
+            e_valid = Signal(name="emit_d")
+            e_head = Signal(pend_layout, name="emit_head", reset_less=True)
+            m.d.sync += e_head.eq(head)
+            m.d.comb += row.eq((Cat(*words) >> Cat(Const(0, 3), e_head.off))[:8 * self._bytes])
             out_layout = self.out.payload.shape()
-            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=4)
+            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=5)
             m.submodules.out_fifo = ofifo
             row_out = Signal(out_layout)
             row_r = Signal(out_layout, name="row_r", reset_less=True)
             row_r_valid = Signal()
             emitted = Signal()
-            m.d.sync += [row_r.eq(row_out), row_r_valid.eq(emitted)]
+            m.d.sync += [e_valid.eq(emitted), row_r.eq(row_out), row_r_valid.eq(e_valid)]
             m.d.comb += [ofifo.w_en.eq(row_r_valid), ofifo.w_data.eq(row_r),
                          self.out.valid.eq(ofifo.r_rdy), self.out.payload.eq(ofifo.r_data),
                          ofifo.r_en.eq(self.out.ready)]
             # room for one more row, registered, counted without this cycle's read (the
             # consumer's ready does not reach it; one more entry makes up for it)
             out_free = Signal(init=1)
-            m.d.sync += out_free.eq(ofifo.level + row_r_valid + emitted < ofifo.depth)
+            m.d.sync += out_free.eq(ofifo.level + row_r_valid + e_valid + emitted < ofifo.depth)
 
             # (the register's inputs do not depend on whether a row is emitted: a skipped
             # row's bytes are whatever the beat words hold, which every consumer ignores)
-            m.d.comb += [row_out.skip.eq(head.skip), row_out.user.eq(head.user),
+            m.d.comb += [row_out.skip.eq(e_head.skip), row_out.user.eq(e_head.user),
                          row_out.bytes.eq(row)]
 
             def emit(skip):
                 m.d.comb += emitted.eq(1)
         else:
+            m.d.comb += row.eq((Cat(*nxt) >> Cat(Const(0, 3), head.off))[:8 * self._bytes])
             out_free = ~self.out.valid | self.out.ready
             with m.If(self.out.valid & self.out.ready):
                 m.d.sync += self.out.valid.eq(0)
@@ -289,6 +299,7 @@ class RowReader(wiring.Component):
                         emit(0)
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
+                    with m.If(~last_beat | self._slice):
                         for j in range(maxb):
                             m.d.sync += words[j].eq(nxt[j])
         return m
