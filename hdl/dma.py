@@ -305,17 +305,29 @@ class RowReader(wiring.Component):
         return m
 
 
-def _held_command(m, payload, busy, fast):
-    """The command a DMA engine works on: the payload itself (held by the command processor
-    until done), or for a fast clock a copy of it, loaded while the engine is idle (so taken
-    as it starts, its enable the busy flag): the walk's strides and sizes come from registers
-    beside the engine, not from the command queue's memory across the die."""
+def _held_command(m, payload, busy, gen, fast):
+    """The command a DMA engine works on, and the statements that start its row generator
+    ``gen`` for a command transferred this cycle.
+
+    Without ``fast`` the command is the payload itself (held by the command processor until
+    done) and the generator starts in the cycle after the transfer. For a fast clock it is a
+    copy, taken in two steps: every cycle into a register (which the placer can put between
+    the command queue and the engine), and from there into the engine's copy while the
+    engine was idle the cycle before (so the transferred command, its enable a registered
+    busy flag); the walk's strides and sizes come from registers beside the engine, not from
+    the command queue's memory across the die, and the generator starts a cycle later, when
+    the copy holds the command. Returns ``(cmd, start)``."""
     if not fast:
-        return payload
+        return payload, [gen.eq(1)]
+    staged = Signal(payload.shape(), name="cmd_staged", reset_less=True)
     held = Signal(payload.shape(), name="cmd_held", reset_less=True)
-    with m.If(~busy):
-        m.d.sync += held.eq(payload)
-    return held
+    busy_d, go = Signal(name="cmd_busy_d"), Signal(name="cmd_go")
+    m.d.sync += [staged.eq(payload), busy_d.eq(busy), go.eq(0)]
+    with m.If(~busy_d):
+        m.d.sync += held.eq(staged)
+    with m.If(go):
+        m.d.sync += gen.eq(1)
+    return held, [go.eq(1)]
 
 
 class _Walker:
@@ -472,7 +484,7 @@ class DmaLoad(wiring.Component):
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        cmd = _held_command(m, self.cmd.payload, busy, c.slices)
+        cmd, start = _held_command(m, self.cmd.payload, busy, gen, c.slices)
         w = _Walker(m, "ld", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
@@ -485,7 +497,7 @@ class DmaLoad(wiring.Component):
             with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
-                m.d.sync += gen.eq(1)
+                m.d.sync += start
             w.start([p.sram_addr, p.dram_addr], (p.z_size, p.y_size, p.x_size))
 
         y_hi = Signal(13)
@@ -618,7 +630,7 @@ class DmaStore(wiring.Component):
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        cmd = _held_command(m, self.cmd.payload, busy, c.slices)
+        cmd, start = _held_command(m, self.cmd.payload, busy, gen, c.slices)
         w = _Walker(m, "st", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
@@ -631,7 +643,7 @@ class DmaStore(wiring.Component):
             with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
-                m.d.sync += gen.eq(1)
+                m.d.sync += start
             w.start([p.acc_addr, 0], (p.z_size, p.y_size, p.x_size))
 
         last = Signal()

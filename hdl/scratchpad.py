@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .slices import kept_copies
+from .slices import KEEP_MARK, kept_copies
 
 __all__ = ["Scratchpad", "read_signature", "write_signature"]
 
@@ -157,15 +157,18 @@ class Scratchpad(wiring.Component):
                 # before its cycle. The two after (the write of this cycle, and the one in
                 # `write_r` reaching them this cycle) are taken from bypass registers, their
                 # address matches formed from the read's address and registers.
+                # (each lane's match flag a flip-flop of its own, kept: with the mask constant
+                # they would be merged into one, steering every lane's multiplexers)
                 pairs = []
                 for k, w in enumerate((self.write, wsrc)):
-                    hit = Signal(self._lanes, name=f"read{p}_bypass{k}_lanes")
+                    hit = [Signal(name=f"read{p}_bypass{k}_lane{j}_{KEEP_MARK}")
+                           for j in range(self._lanes)]
                     row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
                                  name=f"read{p}_bypass{k}_row", reset_less=True)
+                    match = w.en & (self.read[p].addr == w.addr)
                     with m.If(self.read[p].en):
-                        m.d.sync += [hit.eq(Mux(w.en & (self.read[p].addr == w.addr),
-                                                w.mask, 0)),
-                                     row.eq(w.data)]
+                        m.d.sync += [h.eq(match & w.mask[j]) for j, h in enumerate(hit)]
+                        m.d.sync += row.eq(w.data)
                     pairs.append((hit, row))
                 bypass.append(pairs)
         w_local, w_bank = split(wsrc.addr)
@@ -184,9 +187,11 @@ class Scratchpad(wiring.Component):
                 if bypass:
                     pairs = []
                     for k, (hit, row) in enumerate(bypass[p]):
-                        hit_d = Signal.like(hit, name=f"read{p}_bypass{k}_lanes_d")
+                        hit_d = [Signal(name=f"read{p}_bypass{k}_lane{j}_d_{KEEP_MARK}")
+                                 for j in range(self._lanes)]
                         row_d = Signal.like(row, name=f"read{p}_bypass{k}_row_d")
-                        m.d.sync += [hit_d.eq(hit), row_d.eq(row)]
+                        m.d.sync += [h_d.eq(h) for h_d, h in zip(hit_d, hit)]
+                        m.d.sync += row_d.eq(row)
                         pairs.append((hit_d, row_d))
                     bypass[p] = pairs
             selects.append(sels)
