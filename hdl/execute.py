@@ -98,7 +98,8 @@ class ExecuteUnit(wiring.Component):
       run back to back once each tile has at least ``rows`` vectors (the next tile's weight
       rows enter the array behind the current tile's switch and before its own; a tile that finds
       the array idle waits ``rows - 1`` cycles for its weights). A POOL waits for the array to
-      drain, then reads its window rows into a max/sum reducer;
+      drain, then reads its window rows, each added or maxed into its output's ACC row (the
+      first with the command's operation) by the accumulator update;
     - the *accumulator update* reads the ACC row (transparent read port) and writes back
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
@@ -107,7 +108,7 @@ class ExecuteUnit(wiring.Component):
       written back a cycle later; the two rows written after a read of the same row are
       forwarded to it;
       commands wait in a FIFO of two, and jobs in another between the generator and the loader;
-      a POOL's input rows are registered before its reducer; the array's multipliers take
+      a POOL's input rows are registered once more; the array's multipliers take
       their operands from registers.
 
     Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` (one more for a fast
@@ -376,7 +377,6 @@ class ExecuteUnit(wiring.Component):
         a_done = Signal()
         p_issue = Signal()      # a window element goes to the pool reducer
         p_first = Signal()
-        p_last = Signal()
         p_done = Signal()
         job_end = Signal()      # the current job issues its last slot this cycle
         # the counters' last values, registered as the job is taken, and whether each counter
@@ -427,7 +427,6 @@ class ExecuteUnit(wiring.Component):
                 m.d.comb += [
                     p_issue.eq(1),
                     p_first.eq((wx == 0) & (wy == 0)),
-                    p_last.eq(last_wx & last_wy),
                     p_done.eq(last_wx & last_wy & last_x & last_y),
                     job_end.eq(last_wx & last_wy & last_x & last_y),
                 ]
@@ -500,20 +499,21 @@ class ExecuteUnit(wiring.Component):
             t = t_d
         a_tail = t
 
-        # -- pool path: input read (1 cycle), reducer, result register ------------------------
-        p1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "done": 1,
-                                       "op": AccOp, "mode": isa.PoolMode,
+        # -- pool path: input read (1 cycle), row register -----------------------------------
+        # A window's elements are reduced in the accumulator itself: the first is written
+        # with the job's operation (overwrite, or add or max into the row there), the others
+        # added or maxed into it, through the same read-modify-write as the array's rows
+        # (forwarded back to back), so there is no reducer of its own.
+        mode_op = Mux(c_job.mode == isa.PoolMode.MAX, AccOp.MAX, AccOp.ADD)
+        p1 = Signal(data.StructLayout({"valid": 1, "done": 1, "op": AccOp,
                                        "addr": range(cfg.acc_depth)}))
         m.d.sync += [
-            p1.valid.eq(p_issue), p1.first.eq(p_first), p1.last.eq(p_last), p1.done.eq(p_done),
-            p1.op.eq(Mux(~c_job.accumulate, AccOp.OVERWRITE,
-                         Mux(c_job.mode == isa.PoolMode.MAX, AccOp.MAX, AccOp.ADD))),
-            p1.mode.eq(c_job.mode),
+            p1.valid.eq(p_issue), p1.done.eq(p_done),
+            p1.op.eq(Mux(p_first & ~c_job.accumulate, AccOp.OVERWRITE, mode_op)),
             p1.addr.eq(acc_cur),
         ]
-        # the reducer's input: the read row with p1, or for a fast clock both registered once
-        # more (a block RAM's output goes to a register, not through a compare into the
-        # reducer's)
+        # the element's row: the read row with p1, or for a fast clock both registered once
+        # more (a block RAM's output goes to a register)
         if cfg.slices:
             pin = Signal.like(p1)
             vals = Signal.like(self.input_rd.data, reset_less=True)
@@ -525,30 +525,10 @@ class ExecuteUnit(wiring.Component):
         pr_op = Signal(AccOp)
         pr_addr = Signal(range(cfg.acc_depth))
         pr_data = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
-        m.d.sync += [pr_valid.eq(pin.valid & pin.last), pr_done.eq(pin.valid & pin.done),
+        m.d.sync += [pr_valid.eq(pin.valid), pr_done.eq(pin.valid & pin.done),
                      pr_op.eq(pin.op), pr_addr.eq(pin.addr)]
-        if cfg.slices:
-            # (fast clock) each lane's reducer has its own copy of the row's control: no one
-            # flip-flop steers all lanes' multiplexers
-            ctl = kept_copies(m, Cat(p1.valid, p1.first, p1.mode == isa.PoolMode.MAX), lanes,
-                              "pool_ctl")
-        else:
-            ctl = [Cat(pin.valid, pin.first, pin.mode == isa.PoolMode.MAX)] * lanes
         for lane in range(lanes):
-            cur = Signal(signed(32), name=f"pool_{lane}", reset_less=True)
-            val = vals[lane]
-            new = Signal(signed(32), name=f"pool_new_{lane}")
-            l_valid, l_first, l_max = ctl[lane]
-            if cfg.slices:
-                # (fast clock) a max is of int8 values, so the running max is one and its
-                # compare is 8 bits wide, not 32
-                total, val_wins = (cur + val)[:32], val > cur[:8].as_signed()
-            else:
-                total, val_wins = _sum_or_max(m, cur, val, l_max, False, f"pool_d_{lane}")
-            m.d.comb += new.eq(Mux(l_first | (l_max & val_wins), val, Mux(l_max, cur, total)))
-            with m.If(l_valid):
-                m.d.sync += cur.eq(new)
-            m.d.sync += pr_data[lane].eq(new)
+            m.d.sync += pr_data[lane].eq(vals[lane])
         for lane in range(lanes, cols):
             # lanes past min(rows, cols): 0 (overwrite, or +0) or INT32_MIN (max keeps the old)
             m.d.sync += pr_data[lane].eq(Mux(pin.op == AccOp.MAX, -2**31, 0))
@@ -570,7 +550,7 @@ class ExecuteUnit(wiring.Component):
             # a cycle ahead from the stages before `r`), so the block RAMs' address comes from a
             # flip-flop, not from the choice between the array's and the pool's rows.
             rd_addr = Signal(range(cfg.acc_depth), name="acc_rd_addr")
-            m.d.sync += rd_addr.eq(Mux(pin.valid & pin.last, pin.addr, t_prev.addr))
+            m.d.sync += rd_addr.eq(Mux(pin.valid, pin.addr, t_prev.addr))
             m.d.comb += self.acc_rd.addr.eq(rd_addr)
         else:
             m.d.comb += self.acc_rd.addr.eq(r_addr)
@@ -582,7 +562,7 @@ class ExecuteUnit(wiring.Component):
         m.d.sync += [s_valid.eq(r_valid), s_done.eq(r_done), s_op.eq(r_op), s_addr.eq(r_addr)]
         # the pool's row or the array's: for a fast clock each lane chooses with a copy of
         # pr_valid of its own (no one flip-flop steers all lanes' multiplexers)
-        pr_sel = (kept_copies(m, pin.valid & pin.last, cols, "pr_sel") if cfg.slices
+        pr_sel = (kept_copies(m, pin.valid, cols, "pr_sel") if cfg.slices
                   else [pr_valid] * cols)
         for lane in range(cols):
             m.d.sync += s_data[lane].eq(Mux(pr_sel[lane], pr_data[lane], array.o_data[lane]))
