@@ -375,7 +375,7 @@ class ExecuteUnit(wiring.Component):
         a_issue = Signal()      # a vector goes to the array
         a_marker = Signal()     # a completion marker goes down the array's tag pipeline
         a_done = Signal()
-        p_issue = Signal()      # a window element goes to the pool reducer
+        p_issue = Signal()      # a window element goes to the accumulator update
         p_first = Signal()
         p_done = Signal()
         job_end = Signal()      # the current job issues its last slot this cycle
