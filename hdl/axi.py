@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .slices import register_slice, stream_slice
+from .slices import register_slice, skid_slice, stream_slice
 
 __all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
            "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
@@ -343,7 +343,9 @@ class AxiMaster(wiring.Component):
             # on one path). A flush discards what they hold.
             held, rooms = [], []
             for k in range(nclients):
-                room, valid, head, take = register_slice(
+                # (the beats' head in a register: the client's row reader loads its beat
+                # words from flip-flops)
+                room, valid, head, take = skid_slice(
                     m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~self.flush & (h_client == k),
                     beat, beat.shape())
                 held.append(valid)

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
-from .slices import register_slice, skid_slice
+from .slices import register_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -90,8 +90,8 @@ class RowReader(wiring.Component):
     after it reaches the head). With ``slice`` (for fast clocks,
     :attr:`~hdl.config.NpuConfig.slices`), descriptors pass a two-entry register slice first
     (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
-    descriptor to its row's collection), the beats pass a skid slice (one cycle more), a row
-    is shifted down from its word registers in the cycle after its last beat (one cycle more), and rows leave through a register (one cycle
+    descriptor to its row's collection), a row is shifted down from its word registers in the
+    cycle after its last beat (one cycle more), and rows leave through a register (one cycle
     more) and a FIFO of five, so the consumer's ready reaches neither the beat collection nor
     its word registers' enables, and the shift and the FIFO's write port start from
     flip-flops.
@@ -232,17 +232,7 @@ class RowReader(wiring.Component):
         m.d.comb += head.eq(pend.r_data)
         k = Signal(range(maxb + 1))
         words = [Signal(8 * bb, name=f"buf{j}", reset_less=True) for j in range(maxb)]
-        if self._slice:
-            # (fast clock) the beats pass a skid slice here, beside the word registers: the
-            # AXI master's beat FIFO, across the die, sees only the slice's room (a register),
-            # and the slice's head, whose enable follows this reader's ready, is local
-            room, rd_valid, beat, rd_take = skid_slice(
-                m, "beat_slice", self.rd_data.valid, self.rd_data.payload,
-                self.rd_data.payload.shape())
-            rd_ready = Signal(name="beat_ready")
-            m.d.comb += [self.rd_data.ready.eq(room), rd_take.eq(rd_valid & rd_ready)]
-        else:
-            rd_valid, rd_ready, beat = self.rd_data.valid, self.rd_data.ready, self.rd_data.payload
+        beat = self.rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
         # the row with this beat, shifted down to byte 0 (emitted on its last beat)
         row = Signal(8 * self._bytes, name="row")
@@ -298,8 +288,9 @@ class RowReader(wiring.Component):
                 m.d.comb += pend.r_en.eq(1)
                 emit(1)
             with m.Else():
-                m.d.comb += [rd_ready.eq(~last_beat | out_free), self.stall.eq(~rd_valid)]
-                with m.If(rd_valid & rd_ready):
+                m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
+                             self.stall.eq(~self.rd_data.valid)]
+                with m.If(self.rd_data.valid & self.rd_data.ready):
                     with m.If(beat.err):
                         m.d.comb += [self.err.eq(1), self.err_addr.eq(beat.addr)]
                     with m.If(last_beat):
