@@ -1,6 +1,6 @@
 """AXI4-Lite slave for the NPU's register map, generated from :func:`hdl.isa.registers`."""
 
-from amaranth.hdl import Module, Signal, Value, unsigned
+from amaranth.hdl import Const, Module, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -130,19 +130,16 @@ class CsrBank(wiring.Component):
             m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         do_write = Signal()
         fast = bool(self._config.slices)
+        # (for a fast clock the write decodes its register first, into a write pulse of its
+        # own, writes a cycle later (`w_go`) and then answers on B: the registers' enables do
+        # not come from the bus handshake's logic)
+        w_go = Signal() if fast else Const(0, 1)
+        m.d.comb += do_write.eq(aw_held & w_held & ~b_valid & ~w_go)
+        answer = w_go if fast else do_write
         if fast:
-            # for a fast clock the write decodes its register first (`w_go` and one hit flag
-            # a register, each from flip-flops) and writes a cycle later, then answers on B:
-            # the registers' enables do not come from the bus handshake's logic
-            w_go = Signal()
-            m.d.comb += do_write.eq(aw_held & w_held & ~b_valid & ~w_go)
             m.d.sync += w_go.eq(do_write)
-            with m.If(w_go):
-                m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
-        else:
-            m.d.comb += do_write.eq(aw_held & w_held & ~b_valid)
-            with m.If(do_write):
-                m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
+        with m.If(answer):
+            m.d.sync += [b_valid.eq(1), aw_held.eq(0), w_held.eq(0)]
         with m.If(b_valid & bus.bready):
             m.d.sync += b_valid.eq(0)
         byte_mask = Signal(32)
@@ -190,8 +187,8 @@ class CsrBank(wiring.Component):
         hi_latch = Signal(32, name="perf_hi")
 
         def read_value(reg):
-            """What a read of ``reg`` returns, or None for a counter's low word or a
-            write-only register (0)."""
+            """What a read of ``reg`` returns (0 for a write-only register), or None for a
+            counter's low word, which is read from the counter itself."""
             if _is_perf(reg):
                 return hi_latch if not reg.name.endswith("_LO") else None
             if _is_constant(reg):
@@ -233,7 +230,7 @@ class CsrBank(wiring.Component):
                                 m.d.sync += g_reg.eq(read_value(reg))
                 with m.Switch(r_word):
                     for reg in regs:
-                        if read_value(reg) is None and _is_perf(reg):
+                        if read_value(reg) is None:
                             with m.Case(reg.offset // 4):
                                 m.d.sync += [perf_lo.eq(1), perf_idx.eq(perf_index(reg))]
             with m.If(r_perf):

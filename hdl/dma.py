@@ -196,17 +196,18 @@ class RowReader(wiring.Component):
                      entry.user.eq(d.user)]
 
         # The open run: a request being grown, [run_addr, next beat), run_beats beats.
-        first_beat = Signal(32 - sh)
-        m.d.comb += first_beat.eq(d.addr[sh:])
         run_open = Signal()
         run_addr = Signal(32)
-        run_next = Signal(32 - sh)         # the beat after the run's last one
         run_beats = Signal(range(self._run + 1))
         run_room = Signal(range(self._run + 1))     # run - run_beats, kept beside it
+        if self._slice:
+            follows = d.follows
+        else:
+            first_beat = d.addr[sh:]
+            run_next = Signal(32 - sh)     # the beat after the run's last one
+            follows = first_beat == run_next
         grow = Signal()                    # the descriptor joins the open run
-        m.d.comb += grow.eq(run_open & ~d.skip &
-                            (d.follows if self._slice else first_beat == run_next) &
-                            (nbeats <= run_room))
+        m.d.comb += grow.eq(run_open & ~d.skip & follows & (nbeats <= run_room))
         take = Signal()
         m.d.comb += [
             # Issue the run whenever it cannot grow this cycle.
@@ -221,12 +222,13 @@ class RowReader(wiring.Component):
         with m.If(self.rd_req.valid & self.rd_req.ready):
             m.d.sync += run_open.eq(0)
         with m.If(take & ~d.skip):
+            if not self._slice:
+                m.d.sync += run_next.eq(first_beat + nbeats)
             with m.If(grow):
-                m.d.sync += [run_beats.eq(run_beats + nbeats), run_room.eq(run_room - nbeats),
-                             run_next.eq(first_beat + nbeats)]
+                m.d.sync += [run_beats.eq(run_beats + nbeats), run_room.eq(run_room - nbeats)]
             with m.Else():
                 m.d.sync += [run_open.eq(1), run_addr.eq(d.addr), run_beats.eq(nbeats),
-                             run_room.eq(self._run - nbeats), run_next.eq(first_beat + nbeats)]
+                             run_room.eq(self._run - nbeats)]
 
         head = Signal(pend_layout)
         m.d.comb += head.eq(pend.r_data)
@@ -502,21 +504,19 @@ class DmaLoad(wiring.Component):
 
         y_hi = Signal(13)
         x_hi = Signal(13)
-        pad_top, pad_left = cmd.pad_top, cmd.pad_left
         if c.slices:
-            # (fast clock) the padding's bounds are registered as the command starts: the
-            # padding compares and the DRAM walk's gates start from flip-flops, not from the
-            # command queue's head
-            pad_top, pad_left = Signal.like(cmd.pad_top), Signal.like(cmd.pad_left)
+            # (fast clock) the padding's far bounds are registered as the command starts: the
+            # padding compares and the DRAM walk's gates start from flip-flops (the near
+            # bounds are the command copy's own)
             with m.If(self.cmd.valid & self.cmd.ready):
                 p = self.cmd.payload
-                m.d.sync += [y_hi.eq(p.y_size - p.pad_bottom), x_hi.eq(p.x_size - p.pad_right),
-                             pad_top.eq(p.pad_top), pad_left.eq(p.pad_left)]
+                m.d.sync += [y_hi.eq(p.y_size - p.pad_bottom), x_hi.eq(p.x_size - p.pad_right)]
         else:
             m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom),
                          x_hi.eq(cmd.x_size - cmd.pad_right)]
         pad = Signal()
-        m.d.comb += pad.eq((w.y < pad_top) | (w.y >= y_hi) | (w.x < pad_left) | (w.x >= x_hi))
+        m.d.comb += pad.eq((w.y < cmd.pad_top) | (w.y >= y_hi) | (w.x < cmd.pad_left) |
+                           (w.x >= x_hi))
         nbytes = Signal(range(nb + 1))
         m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
         last = Signal()
@@ -531,7 +531,7 @@ class DmaLoad(wiring.Component):
         with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step([(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
-                           gates=[(1, 1), (w.y >= pad_top, w.x >= pad_left)])
+                           gates=[(1, 1), (w.y >= cmd.pad_top, w.x >= cmd.pad_left)])
             m.d.comb += last.eq(last_)
             with m.If(last_):
                 m.d.sync += gen.eq(0)

@@ -183,7 +183,8 @@ class OnChipRam(wiring.Component):
         shift = bb.bit_length() - 1
         words = self._size // bb
         # (sliced: the block RAMs' address, enables and data come from registers beside
-        # them, not from this state machine's multiplexers: reads take a cycle more)
+        # them, not from this state machine's multiplexers, and the word read is registered:
+        # reads take two cycles more)
         core = (_Spram(words, dw) if self._kind == "spram" else
                 _BlockRam(words, dw, registered=self._sliced))
         late = core.latency - 1         # cycles after the first until read data returns
@@ -241,7 +242,7 @@ class OnChipRam(wiring.Component):
         rid = Signal(len(bus.arid))
         m.d.comb += bus.rid.eq(rid)
         # (a beat issued to the core: `pend` the cycle its data returns; with a registered
-        # core the issue sets `a_pend`, and `pend` follows a cycle later)
+        # core the issue sets the first of `late` stages `a_pend<k>`, which `pend` follows)
         in_flight = 0                   # beats issued whose data has not returned
         if late:
             stages = [(Signal(name=f"a_pend{k}"), Signal(name=f"a_last{k}"),
