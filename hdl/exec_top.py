@@ -1,6 +1,6 @@
 """Datapath test top: execute unit, INPUT/WEIGHT/ACC/PARAM scratchpads and post-processor."""
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -9,7 +9,7 @@ from .config import NpuConfig
 from .execute import ExecuteUnit
 from .postproc import PostProcessor
 from .scratchpad import Scratchpad, read_signature, write_signature
-from .slices import stream_slice
+from .slices import PartedFIFO, kept_copies, stream_slice
 
 __all__ = ["ExecTop", "pp_request_layout"]
 
@@ -113,8 +113,24 @@ class ExecTop(wiring.Component):
                                                 read_ports=2, transparent=True,
                                                 write_register=c.slices,
                                                 read_registers=(0, 1) if c.slices else ())
-        m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
-                                                  read_ports=3)
+        if c.slices:
+            # (fast clock) a PARAM memory per lane, its write and read addresses registers
+            # of its own: three copies of a row of cols int32 in LUT RAM behind one address
+            # were nets across the die
+            pars = [Scratchpad(c.param_depth, 1, signed(32), 1, read_ports=3)
+                    for _ in range(c.cols)]
+            for j, p in enumerate(pars):
+                m.submodules[f"param_buf{j}"] = p
+                w = p.write
+                m.d.sync += [
+                    w.en.eq(self.param_wr.en & self.param_wr.mask[j]),
+                    w.addr.eq(self.param_wr.addr), w.data[0].eq(self.param_wr.data[j]),
+                ]
+                m.d.comb += w.mask.eq(1)
+        else:
+            m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
+                                                      read_ports=3)
+            wiring.connect(m, wiring.flipped(self.param_wr), par.write)
         m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,
                                                    split=c.slices)
 
@@ -126,7 +142,6 @@ class ExecTop(wiring.Component):
         wiring.connect(m, exe.acc_rd, acc.read[0])
         wiring.connect(m, wiring.flipped(self.input_wr), inp.write)
         wiring.connect(m, wiring.flipped(self.weight_wr), wgt.write)
-        wiring.connect(m, wiring.flipped(self.param_wr), par.write)
 
         # ACC writes: the execute unit's, else the preload port's.
         with m.If(exe.acc_wr.en):
@@ -152,10 +167,11 @@ class ExecTop(wiring.Component):
         else:
             m.d.comb += pp.config.eq(self.pp_config)
         row = Signal(pp.i.payload.shape())      # the rows read, with the request's fields
-        m.d.comb += [row.acc.eq(rd.data), row.bias.eq(par.read[0].data),
-                     row.mult.eq(par.read[1].data)]
-        for lane in range(c.cols):
-            m.d.comb += row.shift[lane].eq(par.read[2].data[lane][:6])
+        m.d.comb += row.acc.eq(rd.data)
+        for j in range(c.cols):
+            bias, mult, shift = ((pars[j].read[k].data[0] for k in range(3)) if c.slices else
+                                 (par.read[k].data[j] for k in range(3)))
+            m.d.comb += [row.bias[j].eq(bias), row.mult[j].eq(mult), row.shift[j].eq(shift[:6])]
         if c.slices:
             # For a fast clock the post-processor's pipeline never stalls: its rows go into a
             # FIFO with room for every row in flight, and a row enters only while it has a
@@ -171,24 +187,36 @@ class ExecTop(wiring.Component):
                 width=Shape.cast(pp.o.payload.shape()).width, depth=depth)
             credits = Signal(range(depth + 1), init=depth)
             has_credit = Signal(init=1)         # credits != 0, registered with them
-            m.submodules.pp_in_fifo = ififo = fifo.SyncFIFO(
-                width=Shape.cast(row.shape()).width, depth=4)
+            # (the input FIFO is stored a lane a part, each with pointers of its own: a row
+            # of cols x 110 bits is some 330 LUT RAM cells)
+            fields = ("acc", "bias", "mult", "shift", "residual")
+            widths = [sum(Shape.cast(row.shape()[f].shape.elem_shape).width for f in fields)
+                      + (j == 0) for j in range(c.cols)]
+            m.submodules.pp_in_fifo = ififo = PartedFIFO(widths, depth=4)
+            row_out = Signal.like(row, name="pp_in_row")
+            w_parts, r_parts = [], []
+            for j in range(c.cols):
+                own = [row[f][j] for f in fields] + ([row.use_residual] if j == 0 else [])
+                out = [row_out[f][j] for f in fields] + (
+                    [row_out.use_residual] if j == 0 else [])
+                w_parts.append(Cat(*own))
+                r_parts.append(Cat(*out))
+            m.d.comb += [ififo.w_data.eq(Cat(*w_parts)), Cat(*r_parts).eq(ififo.r_data)]
             queued = Signal(range(5))           # requests in A, B, C and the input FIFO
-            a_valid, b_valid, c_valid = Signal(), Signal(), Signal()
+            a_valid, b_valid = Signal(), Signal()
             a_acc = Signal.like(req.payload.acc_addr, reset_less=True)
             a_par = [Signal.like(req.payload.param_addr, name=f"a_param{k}", reset_less=True)
                      for k in range(3)]
             a_res = Signal.like(req.payload.residual, reset_less=True)
-            b_par = [Signal.like(a, name=f"b_param{k}", reset_less=True)
-                     for k, a in enumerate(a_par)]
             b_res = Signal.like(req.payload.residual, reset_less=True)
             c_res = Signal.like(req.payload.residual, reset_less=True)
             a_use, b_use, c_use = (Signal(reset_less=True) for _ in range(3))
             take = Signal()
             m.d.comb += [req.ready.eq(queued != 4), take.eq(req.valid & req.ready)]
-            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), c_valid.eq(b_valid),
+            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid),
                          b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
-            m.d.sync += [b.eq(a) for b, a in zip(b_par, a_par)]
+            # (stage C's valid: a copy for each lane's part of the input FIFO)
+            m.d.comb += ififo.w_en.eq(Cat(*kept_copies(m, b_valid, c.cols, "c_valid")))
             # (the ACC read port's address is a register: a request's address, or else the
             # host's, registered first, and a host read takes three cycles; the port reads
             # every cycle, so no enable fans out to its block RAMs and bypass registers)
@@ -202,12 +230,13 @@ class ExecTop(wiring.Component):
                 rd.addr.eq(a_acc),
                 rd.en.eq(1),
                 row.residual.eq(c_res), row.use_residual.eq(c_use),
-                ififo.w_en.eq(c_valid), ififo.w_data.eq(row),
-                pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(ififo.r_data),
+                pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(row_out),
                 ififo.r_en.eq(pp.i.valid & pp.i.ready),
             ]
-            m.d.comb += [p.en.eq(b_valid) for p in par.read]
-            m.d.comb += [p.addr.eq(b) for p, b in zip(par.read, b_par)]
+            # (each lane's PARAM reads from copies of the addresses of its own, every cycle)
+            for k, a in enumerate(a_par):
+                for p, b in zip(pars, kept_copies(m, a, c.cols, f"b_param{k}")):
+                    m.d.comb += [p.read[k].en.eq(1), p.read[k].addr.eq(b)]
             m.d.sync += queued.eq(queued + take - ififo.r_en)
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),

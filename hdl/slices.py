@@ -1,10 +1,12 @@
 """Register slices: a valid/ready handshake cut by a FIFO of two entries; kept copies of a
 register for its groups of consumers."""
 
-from amaranth.hdl import Shape, Signal, Value
-from amaranth.lib import fifo, stream
+from amaranth.hdl import Module, Shape, Signal, Value
+from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["register_slice", "skid_slice", "stream_slice", "kept_copies", "KEEP_MARK"]
+__all__ = ["register_slice", "skid_slice", "stream_slice", "kept_copies", "PartedFIFO",
+           "KEEP_MARK"]
 
 #: Part of the name of every flip-flop that is a deliberate copy of another (same inputs):
 #: synthesis would merge such copies into one, so the FPGA flow marks the flip-flops driving
@@ -82,3 +84,66 @@ def stream_slice(m, name, src, drop=None):
     m.d.comb += [src.ready.eq(room), port.valid.eq(valid), port.payload.eq(out),
                  take.eq(port.ready if drop is None else port.ready | drop)]
     return port
+
+
+class PartedFIFO(wiring.Component):
+    """A first-in first-out queue of ``depth`` wide rows, stored as ``len(widths)`` memories
+    (one per part of the row, ``widths[g]`` bits each, the parts concatenated low first), each
+    with write and read pointers of its own.
+
+    The ports are ``fifo.SyncFIFO``'s (``r_data`` is read without latency), except that the
+    write enable has a bit per part: ``w_en[g]`` writes part ``g``. The writer raises all of
+    them in the same cycle (copies of one enable, from registers of their own), and only while
+    ``w_rdy``. For a fast clock a wide row then has no read pointer, write pointer or enable
+    fanning out to all of its LUT RAM cells across the die: each part's cells have their own,
+    which the placer can put beside them. ``level`` counts on ``w_en[0]``.
+
+    Parameters
+    ----------
+    widths : list of int
+        Bits of each part.
+    depth : int
+        Rows, a power of two.
+    """
+
+    def __init__(self, widths, depth):
+        widths = list(widths)
+        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise TypeError(f"widths must be positive integers, not {widths!r}")
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
+        self._widths, self._depth = widths, depth
+        super().__init__({
+            "w_data": In(sum(widths)), "w_en": In(len(widths)), "w_rdy": Out(1),
+            "r_data": Out(sum(widths)), "r_en": In(1), "r_rdy": Out(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        do_r = Signal()
+        m.d.comb += [self.w_rdy.eq(self.level != depth), self.r_rdy.eq(self.level != 0),
+                     do_r.eq(self.r_en & self.r_rdy)]
+        m.d.sync += self.level.eq(self.level + self.w_en[0] - do_r)
+        lo = 0
+        for g, width in enumerate(self._widths):
+            mem = memory.Memory(shape=width, depth=depth, init=[])
+            m.submodules[f"part{g}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(domain="comb")
+            w_ptr = Signal(range(depth), name=f"w_ptr{g}_{KEEP_MARK}")
+            r_ptr = Signal(range(depth), name=f"r_ptr{g}_{KEEP_MARK}")
+            m.d.comb += [wp.addr.eq(w_ptr), wp.en.eq(self.w_en[g]),
+                         wp.data.eq(self.w_data[lo:lo + width]),
+                         rp.addr.eq(r_ptr), self.r_data[lo:lo + width].eq(rp.data)]
+            with m.If(self.w_en[g]):
+                m.d.sync += w_ptr.eq(w_ptr + 1)
+            with m.If(do_r):
+                m.d.sync += r_ptr.eq(r_ptr + 1)
+            lo += width
+        return m

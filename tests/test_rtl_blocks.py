@@ -12,7 +12,7 @@ from hdl.exec_top import ExecTop
 from hdl.isa import Buffer, Opcode, PoolMode, encode
 from hdl.postproc import PostProcessor
 from hdl.scratchpad import Scratchpad
-from hdl.slices import register_slice, skid_slice
+from hdl.slices import PartedFIFO, register_slice, skid_slice
 from hdl.systolic import SystolicArray
 
 
@@ -387,6 +387,53 @@ def test_register_slices_pass_every_item_in_order(kind, p_idle, p_stall):
     assert got == items
     if p_idle == p_stall == 0:
         assert cycles[-1] - cycles[0] == len(items) - 1
+
+
+@pytest.mark.parametrize("p_idle, p_stall", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.6), (0.4, 0.4)])
+def test_parted_fifo_is_a_fifo(p_idle, p_stall):
+    """A :class:`PartedFIFO` of three parts (7, 1 and 12 bits) against a Python queue: every
+    row comes out once, in order, whole; ``level`` and the ready flags follow the queue's
+    length; without gaps it passes a row a cycle."""
+    dut = PartedFIFO([7, 1, 12], depth=4)
+    rng = np.random.default_rng(11)
+    items = [int(v) for v in rng.integers(0, 1 << 20, size=300)]
+    got, cycles, queue = [], [], []
+
+    async def tb(ctx):
+        sent, cycle = 0, 0
+        while len(got) < len(items) and cycle < 5000:
+            assert ctx.get(dut.level) == len(queue)
+            assert ctx.get(dut.w_rdy) == (len(queue) < 4)
+            assert ctx.get(dut.r_rdy) == (len(queue) > 0)
+            write = sent < len(items) and rng.random() >= p_idle and ctx.get(dut.w_rdy)
+            read = rng.random() >= p_stall
+            ctx.set(dut.w_en, 0b111 if write else 0)
+            ctx.set(dut.w_data, items[sent] if write else 0)
+            ctx.set(dut.r_en, read)
+            if read and queue:
+                got.append(ctx.get(dut.r_data))
+                cycles.append(cycle)
+                assert got[-1] == queue.pop(0)
+            if write:
+                queue.append(items[sent])
+                sent += 1
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == items
+    if p_idle == p_stall == 0:
+        assert cycles[-1] - cycles[0] == len(items) - 1
+
+
+def test_parted_fifo_rejects_bad_parameters():
+    with pytest.raises(TypeError, match="widths"):
+        PartedFIFO([4, 0], depth=4)
+    with pytest.raises(ValueError, match="power of two"):
+        PartedFIFO([4], depth=3)
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
