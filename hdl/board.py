@@ -41,13 +41,14 @@ _AX_FIELDS = ("id", "addr", "len", "size", "burst", "lock", "cache", "prot", "qo
 
 
 def _connect_axi_sliced(m, master, slave):
-    """``master`` to ``slave`` (AXI4) with the AR and AW channels through register slices (FIFOs
-    of two), for a fast clock: the master's address handshakes see the slices' room, and the
-    slave's choice between a read and a write starts from the slices' registers, so no path
-    runs from one side's request logic through the other's arbitration and back. W, B and R
-    are connected directly (the slave takes W beats only after their AW)."""
-    for ch in ("aw", "ar"):
-        names = [f"{ch}{f}" for f in _AX_FIELDS]
+    """``master`` to ``slave`` (AXI4) with the AR, AW and W channels through register slices
+    (FIFOs of two), for a fast clock: the master's address and write handshakes see the
+    slices' room, and the slave's choice between a read and a write starts from the slices'
+    registers, so no path runs from one side's request logic through the other's arbitration
+    and back, nor from the slave's write ready into the master's beat formatting. B and R are
+    connected directly."""
+    for ch, fields in (("aw", _AX_FIELDS), ("ar", _AX_FIELDS), ("w", ("data", "strb", "last"))):
+        names = [f"{ch}{f}" for f in fields]
         payload = Cat(*(getattr(master, n) for n in names))
         room, valid, out, take = register_slice(m, f"{ch}_slice", getattr(master, f"{ch}valid"),
                                                 payload, len(payload))
@@ -55,9 +56,9 @@ def _connect_axi_sliced(m, master, slave):
                      getattr(slave, f"{ch}valid").eq(valid),
                      Cat(*(getattr(slave, n) for n in names)).eq(out),
                      take.eq(valid & getattr(slave, f"{ch}ready"))]
-    for name in ("wdata", "wstrb", "wlast", "wvalid", "bready", "rready"):
+    for name in ("bready", "rready"):
         m.d.comb += getattr(slave, name).eq(getattr(master, name))
-    for name in ("wready", "bid", "bresp", "bvalid", "rid", "rdata", "rresp", "rlast",
+    for name in ("bid", "bresp", "bvalid", "rid", "rdata", "rresp", "rlast",
                  "rvalid"):
         m.d.comb += getattr(master, name).eq(getattr(slave, name))
 

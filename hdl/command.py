@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .axi import read_beat_layout, read_request_layout
 from .postproc import shift_add_mul
+from .slices import KEEP_MARK, PartedFIFO
 
 __all__ = ["CommandProcessor", "QUEUE_ENTRY", "RETIRE", "FetchKind"]
 
@@ -315,7 +316,13 @@ class CommandProcessor(wiring.Component):
         # (for a fast clock the queues' heads are read from their memories (LUT RAM), not from
         # an output register: a pop moves the read pointer, and no enable fans out over the
         # head's ~290 flip-flops; each unit reads a registered copy of its command, in npu.py)
-        queue_fifo = fifo.SyncFIFO if c.slices else fifo.SyncFIFOBuffered
+        # Each queue's entry is stored in parts of 32 bits with read and write pointers of
+        # their own (PartedFIFO): no one pointer reaches all of the head's LUT RAM cells.
+        if c.slices:
+            def queue_fifo(width, depth):
+                return PartedFIFO(PartedFIFO.split(width, 32), depth)
+        else:
+            queue_fifo = fifo.SyncFIFOBuffered
         queues = {
             isa.Queue.LOAD: queue_fifo(width=QUEUE_ENTRY.size, depth=c.load_depth),
             isa.Queue.EXECUTE: queue_fifo(width=QUEUE_ENTRY.size, depth=c.execute_depth),
@@ -656,9 +663,12 @@ class CommandProcessor(wiring.Component):
             m.d.sync += span_init_r.eq(0)
             m.d.comb += span_init.eq(span_init_r)
             pop_r = Signal(name="dispatch_pop")
-            push_r = {q: Signal(name=f"dispatch_push_{q.name.lower()}") for q in queues}
-            m.d.sync += [pop_r.eq(0)] + [push_r[q].eq(0) for q in queues]
-            m.d.comb += [fbuf.r_en.eq(pop_r)] + [f.w_en.eq(push_r[q]) for q, f in queues.items()]
+            # (a copy of each queue's push for each part of its entry)
+            push_r = {q: [Signal(name=f"dispatch_push_{q.name.lower()}_{KEEP_MARK}{k}")
+                          for k in range(len(f.w_en))] for q, f in queues.items()}
+            m.d.sync += [pop_r.eq(0)] + [p.eq(0) for q in queues for p in push_r[q]]
+            m.d.comb += [fbuf.r_en.eq(pop_r)] + [f.w_en.eq(Cat(*push_r[q]))
+                                                  for q, f in queues.items()]
         with m.FSM(name="decode"):
             with m.State("NEXT"), m.If(fbuf.r_rdy):
                 if c.slices:
@@ -701,7 +711,7 @@ class CommandProcessor(wiring.Component):
                     if c.slices:
                         # a fast clock's push and pop come from registers, a cycle later
                         # (POP): the head and the queue's room hold still until then
-                        m.d.sync += [push_r[q].eq(target_q == q) for q in queues]
+                        m.d.sync += [p.eq(target_q == q) for q in queues for p in push_r[q]]
                         m.d.sync += pop_r.eq(1)
                         m.next = "POP"
                     else:

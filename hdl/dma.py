@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
-from .slices import register_slice
+from .slices import kept_copies, register_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -541,19 +541,31 @@ class DmaLoad(wiring.Component):
         # Row formatting: lanes past `elems` and padding rows carry pad_value.
         o = rd.out.payload
         row = Signal(8 * nb)
-        lanes8 = []
-        for i in range(max(c.rows, c.cols)):
+        n8 = max(c.rows, c.cols)
+        # (for a fast clock each lane's "within elems" flag and the element width are
+        # registers of their own, formed from the command's copy: it holds for the whole
+        # command, and its first row comes from the bus many cycles after it starts)
+        within = [i < cmd.elems for i in range(n8)]
+        byte_wide = [wide] * nb
+        if c.slices:
+            within = kept_copies(m, Cat(*within), 1, "load_within")[0]
+            byte_wide = kept_copies(m, wide, nb, "load_wide")
+        lanes8, lanes32 = [], []
+        for i in range(n8):
             lane = Signal(8, name=f"lane8_{i}")
-            m.d.comb += lane.eq(Mux(~o.skip & (i < cmd.elems), o.bytes[8 * i:8 * i + 8],
+            m.d.comb += lane.eq(Mux(~o.skip & within[i], o.bytes[8 * i:8 * i + 8],
                                     cmd.pad_value))
             lanes8.append(lane)
-        lanes32 = []
         for i in range(c.cols):
             lane = Signal(32, name=f"lane32_{i}")
-            m.d.comb += lane.eq(Mux(~o.skip & (i < cmd.elems), o.bytes[32 * i:32 * i + 32],
+            m.d.comb += lane.eq(Mux(~o.skip & within[i], o.bytes[32 * i:32 * i + 32],
                                     cmd.pad_value))   # pad_value is signed: sign-extended
             lanes32.append(lane)
-        m.d.comb += row.eq(Mux(wide, Cat(*lanes32), Cat(*lanes8)))
+        # (each byte of the row chooses between the two widths with its own copy of the flag)
+        for q in range(nb):
+            b8 = lanes8[q] if q < n8 else 0
+            b32 = lanes32[q // 4][8 * (q % 4):8 * (q % 4) + 8] if q < 4 * c.cols else 0
+            m.d.comb += row[8 * q:8 * q + 8].eq(Mux(byte_wide[q], b32, b8))
         m.d.comb += [
             self.wr.target.eq(cmd.target),
             self.wr.addr.eq(o.user.row),

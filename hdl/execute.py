@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import NpuConfig
 from .scratchpad import read_signature, write_signature
-from .slices import kept_copies, register_slice, stream_slice
+from .slices import KEEP_MARK, kept_copies, register_slice, stream_slice
 from .systolic import SystolicArray
 
 __all__ = ["ExecuteUnit", "AccOp", "JobKind"]
@@ -609,14 +609,17 @@ class ExecuteUnit(wiring.Component):
                 fwd_v, fwd_prev = fwd[lane]
                 m.d.sync += t_old[lane].eq(Mux(fwd_v, v_res[lane],
                                                Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
-            m.d.sync += v_res.eq(update)
+            # (the row written is a copy of `v_res` of its own: `v_res` stays beside the
+            # adders it feeds back into, the copy goes to the ACC buffer's write registers)
+            v_wr = Signal.like(v_res, name=f"v_res_wr_{KEEP_MARK}")
+            m.d.sync += [v_res.eq(update), v_wr.eq(update)]
             # (each lane with its own copy of the update's operation, as of the forwarding)
             w_ops = kept_copies(m, u_op, cols, "acc_op")
             w_new = t_data
             m.d.comb += [
                 self.acc_wr.en.eq(v_valid),
                 self.acc_wr.addr.eq(v_addr),
-                self.acc_wr.data.eq(v_res),
+                self.acc_wr.data.eq(v_wr),
                 self.done.eq(v_done),
             ]
         else:

@@ -445,8 +445,12 @@ class PostProcessor(wiring.Component):
                     # stage 6a: the four products registered (the two in logic as the sums of
                     # their odd and even terms), 6b: again (the logic products summed); 6:
                     # their sum
-                    lo_a = shift_add_mul(m, d_a, cfg.add_ma[:ADD_SPLIT], f"lo_a{c}", parts=2)
-                    lo_b = shift_add_mul(m, d_r, cfg.add_mb[:ADD_SPLIT], f"lo_b{c}", parts=2)
+                    # (each lane's logic products from copies of the multipliers' low bits of
+                    # its own, as the DSPs' high bits above)
+                    ma_lo, = kept_copies(m, cfg.add_ma[:ADD_SPLIT], 1, f"add_ma_lo{c}")
+                    mb_lo, = kept_copies(m, cfg.add_mb[:ADD_SPLIT], 1, f"add_mb_lo{c}")
+                    lo_a = shift_add_mul(m, d_a, ma_lo, f"lo_a{c}", parts=2)
+                    lo_b = shift_add_mul(m, d_r, mb_lo, f"lo_b{c}", parts=2)
                     hi_a, hi_b, *lo = _at_advance(
                         m, adv, (hi_a, hi_b, *lo_a, *lo_b),
                         ["hi_a_r", "hi_b_r", "lo_a_r0", "lo_a_r1", "lo_b_r0", "lo_b_r1"], c)

@@ -1,7 +1,7 @@
 """Register slices: a valid/ready handshake cut by a FIFO of two entries; kept copies of a
 register for its groups of consumers."""
 
-from amaranth.hdl import Module, Shape, Signal, Value
+from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -103,21 +103,26 @@ class PartedFIFO(wiring.Component):
     widths : list of int
         Bits of each part.
     depth : int
-        Rows, a power of two.
+        Rows, at least 2.
     """
 
     def __init__(self, widths, depth):
         widths = list(widths)
         if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
             raise TypeError(f"widths must be positive integers, not {widths!r}")
-        if depth < 2 or depth & (depth - 1):
-            raise ValueError(f"depth must be a power of two of at least 2, not {depth!r}")
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
         self._widths, self._depth = widths, depth
         super().__init__({
             "w_data": In(sum(widths)), "w_en": In(len(widths)), "w_rdy": Out(1),
             "r_data": Out(sum(widths)), "r_en": In(1), "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
         })
+
+    @staticmethod
+    def split(width, part):
+        """Widths of ``part`` bits (the last one the rest) covering ``width`` bits."""
+        return [min(part, width - lo) for lo in range(0, width, part)]
 
     @property
     def depth(self):
@@ -130,6 +135,10 @@ class PartedFIFO(wiring.Component):
         m.d.comb += [self.w_rdy.eq(self.level != depth), self.r_rdy.eq(self.level != 0),
                      do_r.eq(self.r_en & self.r_rdy)]
         m.d.sync += self.level.eq(self.level + self.w_en[0] - do_r)
+
+        def advance(ptr):
+            return ptr + 1 if depth & (depth - 1) == 0 else Mux(ptr == depth - 1, 0, ptr + 1)
+
         lo = 0
         for g, width in enumerate(self._widths):
             mem = memory.Memory(shape=width, depth=depth, init=[])
@@ -142,8 +151,8 @@ class PartedFIFO(wiring.Component):
                          wp.data.eq(self.w_data[lo:lo + width]),
                          rp.addr.eq(r_ptr), self.r_data[lo:lo + width].eq(rp.data)]
             with m.If(self.w_en[g]):
-                m.d.sync += w_ptr.eq(w_ptr + 1)
+                m.d.sync += w_ptr.eq(advance(w_ptr))
             with m.If(do_r):
-                m.d.sync += r_ptr.eq(r_ptr + 1)
+                m.d.sync += r_ptr.eq(advance(r_ptr))
             lo += width
         return m

@@ -389,12 +389,13 @@ def test_register_slices_pass_every_item_in_order(kind, p_idle, p_stall):
         assert cycles[-1] - cycles[0] == len(items) - 1
 
 
+@pytest.mark.parametrize("depth", [4, 3])
 @pytest.mark.parametrize("p_idle, p_stall", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.6), (0.4, 0.4)])
-def test_parted_fifo_is_a_fifo(p_idle, p_stall):
+def test_parted_fifo_is_a_fifo(depth, p_idle, p_stall):
     """A :class:`PartedFIFO` of three parts (7, 1 and 12 bits) against a Python queue: every
     row comes out once, in order, whole; ``level`` and the ready flags follow the queue's
     length; without gaps it passes a row a cycle."""
-    dut = PartedFIFO([7, 1, 12], depth=4)
+    dut = PartedFIFO([7, 1, 12], depth=depth)
     rng = np.random.default_rng(11)
     items = [int(v) for v in rng.integers(0, 1 << 20, size=300)]
     got, cycles, queue = [], [], []
@@ -403,7 +404,7 @@ def test_parted_fifo_is_a_fifo(p_idle, p_stall):
         sent, cycle = 0, 0
         while len(got) < len(items) and cycle < 5000:
             assert ctx.get(dut.level) == len(queue)
-            assert ctx.get(dut.w_rdy) == (len(queue) < 4)
+            assert ctx.get(dut.w_rdy) == (len(queue) < depth)
             assert ctx.get(dut.r_rdy) == (len(queue) > 0)
             write = sent < len(items) and rng.random() >= p_idle and ctx.get(dut.w_rdy)
             read = rng.random() >= p_stall
@@ -432,8 +433,9 @@ def test_parted_fifo_is_a_fifo(p_idle, p_stall):
 def test_parted_fifo_rejects_bad_parameters():
     with pytest.raises(TypeError, match="widths"):
         PartedFIFO([4, 0], depth=4)
-    with pytest.raises(ValueError, match="power of two"):
-        PartedFIFO([4], depth=3)
+    with pytest.raises(ValueError, match="depth"):
+        PartedFIFO([4], depth=1)
+    assert PartedFIFO.split(70, 32) == [32, 32, 6]
 
 
 # -- execute unit against GoldenNpu --------------------------------------------------------------
