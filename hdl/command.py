@@ -199,9 +199,12 @@ class CommandProcessor(wiring.Component):
         f_addr = Signal(40)
         f_cmd = Signal(isa.CMD_BITS, reset_less=True)
         if c.fetch_depth > 1:
-            # (for a fast clock its head is read from its memory, as the queues' are below)
-            fbuf = (fifo.SyncFIFO if c.slices else fifo.SyncFIFOBuffered)(
-                width=_FETCH_ENTRY.size, depth=c.fetch_depth)
+            # (for a fast clock its head is read from its memory, as the queues' are below, its
+            # entry stored in parts with pointers of their own, written from registers a cycle
+            # after the fetch's state pushes it)
+            fbuf = (PartedFIFO(PartedFIFO.split(_FETCH_ENTRY.size, 32), c.fetch_depth,
+                               write_register=True) if c.slices else
+                    fifo.SyncFIFOBuffered(width=_FETCH_ENTRY.size, depth=c.fetch_depth))
             m.submodules.fetch_buffer = fbuf
             may_read = 1        # the next command is assembled in f_cmd while the buffer is full
         else:

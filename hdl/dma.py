@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
-from .slices import kept_copies, register_slice
+from .slices import PartedFIFO, kept_copies, register_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -251,14 +251,17 @@ class RowReader(wiring.Component):
             m.d.sync += e_head.eq(head)
             m.d.comb += row.eq((Cat(*words) >> Cat(Const(0, 3), e_head.off))[:8 * self._bytes])
             out_layout = self.out.payload.shape()
-            ofifo = fifo.SyncFIFO(width=Shape.cast(out_layout).width, depth=5)
+            # (the output FIFO in parts of 32 bits, each with its pointers and a copy of the
+            # write enable of its own: no one pointer reaches all of the row's LUT RAM)
+            ofifo = PartedFIFO(PartedFIFO.split(Shape.cast(out_layout).width, 32), depth=5)
             m.submodules.out_fifo = ofifo
             row_out = Signal(out_layout)
             row_r = Signal(out_layout, name="row_r", reset_less=True)
-            row_r_valid = Signal()
             emitted = Signal()
-            m.d.sync += [e_valid.eq(emitted), row_r.eq(row_out), row_r_valid.eq(e_valid)]
-            m.d.comb += [ofifo.w_en.eq(row_r_valid), ofifo.w_data.eq(row_r),
+            w_ens = kept_copies(m, e_valid, len(ofifo.w_en), "row_r_valid")
+            row_r_valid = w_ens[0]
+            m.d.sync += [e_valid.eq(emitted), row_r.eq(row_out)]
+            m.d.comb += [ofifo.w_en.eq(Cat(*w_ens)), ofifo.w_data.eq(row_r),
                          self.out.valid.eq(ofifo.r_rdy), self.out.payload.eq(ofifo.r_data),
                          ofifo.r_en.eq(self.out.ready)]
             # room for one more row, registered, counted without this cycle's read (the
@@ -492,12 +495,16 @@ class DmaLoad(wiring.Component):
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
         d = w.add("dram", 32)
         wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
-        m.d.sync += self.done.eq(0)
+        # (for a fast clock the rows are written from registers, a cycle late: so is `done`)
+        done = Signal(name="load_done_i") if c.slices else self.done
+        if c.slices:
+            m.d.sync += self.done.eq(done)
+        m.d.sync += done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
             m.d.sync += busy.eq(1)
             with m.If((p.x_size == 0) | (p.y_size == 0) | (p.z_size == 0)):
-                m.d.sync += [busy.eq(0), self.done.eq(1)]
+                m.d.sync += [busy.eq(0), done.eq(1)]
             with m.Else():
                 m.d.sync += start
             w.start([p.sram_addr, p.dram_addr], (p.z_size, p.y_size, p.x_size))
@@ -566,15 +573,25 @@ class DmaLoad(wiring.Component):
             b8 = lanes8[q] if q < n8 else 0
             b32 = lanes32[q // 4][8 * (q % 4):8 * (q % 4) + 8] if q < 4 * c.cols else 0
             m.d.comb += row[8 * q:8 * q + 8].eq(Mux(byte_wide[q], b32, b8))
-        m.d.comb += [
-            self.wr.target.eq(cmd.target),
-            self.wr.addr.eq(o.user.row),
-            self.wr.data.eq(row),
-            self.wr.en.eq(rd.out.valid & self.wr.ready),
-            rd.out.ready.eq(self.wr.ready),
+        wr = [self.wr.target, self.wr.addr, self.wr.data, self.wr.en]
+        if c.slices:
+            # (fast clock) the row is written from registers beside the reader: the output
+            # FIFO's memory and the formatting reach flip-flops here, and only those reach
+            # the four buffers' write registers across the die
+            wr = [Signal.like(v, name=f"load_{n}_r", reset_less=n != "en")
+                  for v, n in zip(wr, ("target", "addr", "data", "en"))]
+            m.d.comb += [self.wr.target.eq(wr[0]), self.wr.addr.eq(wr[1]),
+                         self.wr.data.eq(wr[2]), self.wr.en.eq(wr[3])]
+        dom = m.d.sync if c.slices else m.d.comb
+        dom += [
+            wr[0].eq(cmd.target),
+            wr[1].eq(o.user.row),
+            wr[2].eq(row),
+            wr[3].eq(rd.out.valid & self.wr.ready),
         ]
+        m.d.comb += rd.out.ready.eq(self.wr.ready)
         with m.If(rd.out.valid & self.wr.ready & o.user.last):
-            m.d.sync += [busy.eq(0), self.done.eq(1)]
+            m.d.sync += [busy.eq(0), done.eq(1)]
         return m
 
 

@@ -144,13 +144,26 @@ class ExecTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.weight_wr), wgt.write)
 
         # ACC writes: the execute unit's, else the preload port's.
-        with m.If(exe.acc_wr.en):
-            m.d.comb += [acc.write.en.eq(1), acc.write.addr.eq(exe.acc_wr.addr),
-                         acc.write.data.eq(exe.acc_wr.data), acc.write.mask.eq(exe.acc_wr.mask)]
-        with m.Else():
-            m.d.comb += [acc.write.en.eq(self.acc_wr.en), acc.write.addr.eq(self.acc_wr.addr),
-                         acc.write.data.eq(self.acc_wr.data),
-                         acc.write.mask.eq(self.acc_wr.mask)]
+        if c.slices:
+            # (fast clock) each lane chooses with the execute unit's mask bit, a copy of its
+            # enable of the lane's own (it is all ones as the execute unit writes)
+            own = exe.acc_wr.mask
+            m.d.comb += [acc.write.en.eq(exe.acc_wr.en | self.acc_wr.en),
+                         acc.write.addr.eq(Mux(exe.acc_wr.en, exe.acc_wr.addr,
+                                               self.acc_wr.addr)),
+                         acc.write.mask.eq(own | self.acc_wr.mask)]
+            m.d.comb += [acc.write.data[j].eq(Mux(own[j], exe.acc_wr.data[j],
+                                                  self.acc_wr.data[j])) for j in range(c.cols)]
+        else:
+            with m.If(exe.acc_wr.en):
+                m.d.comb += [acc.write.en.eq(1), acc.write.addr.eq(exe.acc_wr.addr),
+                             acc.write.data.eq(exe.acc_wr.data),
+                             acc.write.mask.eq(exe.acc_wr.mask)]
+            with m.Else():
+                m.d.comb += [acc.write.en.eq(self.acc_wr.en),
+                             acc.write.addr.eq(self.acc_wr.addr),
+                             acc.write.data.eq(self.acc_wr.data),
+                             acc.write.mask.eq(self.acc_wr.mask)]
 
         # Post-processing: read the ACC row and three PARAM rows, then the post-processor.
         # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the

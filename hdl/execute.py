@@ -631,7 +631,13 @@ class ExecuteUnit(wiring.Component):
                 self.acc_wr.addr.eq(s_addr),
                 self.done.eq(s_done),
             ]
-        m.d.comb += self.acc_wr.mask.eq((1 << cols) - 1)
+        if cfg.slices:
+            # (fast clock) the mask is a copy of `v_valid` per lane: all ones as a row is
+            # written; the ACC port's owner chooses each lane's writer with it, not with
+            # one enable fanning out over the row
+            m.d.comb += self.acc_wr.mask.eq(Cat(*kept_copies(m, t_valid, cols, "acc_wr_lane")))
+        else:
+            m.d.comb += self.acc_wr.mask.eq((1 << cols) - 1)
 
         def updated(out, old, new, op, name):
             total, new_wins = _sum_or_max(m, old, new, op == AccOp.MAX, cfg.slices, name)

@@ -1,7 +1,7 @@
 """Register slices: a valid/ready handshake cut by a FIFO of two entries; kept copies of a
 register for its groups of consumers."""
 
-from amaranth.hdl import Module, Mux, Shape, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -98,23 +98,32 @@ class PartedFIFO(wiring.Component):
     fanning out to all of its LUT RAM cells across the die: each part's cells have their own,
     which the placer can put beside them. ``level`` counts on ``w_en[0]``.
 
+    With ``write_register`` the writer drives one ``w_en`` (logic, not registers): the row
+    and a copy of the enable for each part are registered, and written a cycle later, from
+    those registers. ``w_rdy`` counts the row in them; ``r_rdy`` and ``level`` see a row once
+    it is written.
+
     Parameters
     ----------
     widths : list of int
         Bits of each part.
     depth : int
         Rows, at least 2.
+    write_register : bool
+        Register the write port in front of the memories.
     """
 
-    def __init__(self, widths, depth):
+    def __init__(self, widths, depth, write_register=False):
         widths = list(widths)
         if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
             raise TypeError(f"widths must be positive integers, not {widths!r}")
         if not isinstance(depth, int) or depth < 2:
             raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
         self._widths, self._depth = widths, depth
+        self._write_register = bool(write_register)
         super().__init__({
-            "w_data": In(sum(widths)), "w_en": In(len(widths)), "w_rdy": Out(1),
+            "w_data": In(sum(widths)), "w_en": In(1 if write_register else len(widths)),
+            "w_rdy": Out(1),
             "r_data": Out(sum(widths)), "r_en": In(1), "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
         })
@@ -132,9 +141,16 @@ class PartedFIFO(wiring.Component):
         m = Module()
         depth = self._depth
         do_r = Signal()
-        m.d.comb += [self.w_rdy.eq(self.level != depth), self.r_rdy.eq(self.level != 0),
-                     do_r.eq(self.r_en & self.r_rdy)]
-        m.d.sync += self.level.eq(self.level + self.w_en[0] - do_r)
+        w_en, w_data = self.w_en, self.w_data
+        if self._write_register:
+            w_en = Cat(*kept_copies(m, self.w_en & self.w_rdy, len(self._widths), "w_en"))
+            w_data = Signal.like(self.w_data, name="w_data_r", reset_less=True)
+            m.d.sync += w_data.eq(self.w_data)
+            m.d.comb += self.w_rdy.eq(self.level + w_en[0] < depth)
+        else:
+            m.d.comb += self.w_rdy.eq(self.level != depth)
+        m.d.comb += [self.r_rdy.eq(self.level != 0), do_r.eq(self.r_en & self.r_rdy)]
+        m.d.sync += self.level.eq(self.level + w_en[0] - do_r)
 
         def advance(ptr):
             return ptr + 1 if depth & (depth - 1) == 0 else Mux(ptr == depth - 1, 0, ptr + 1)
@@ -147,10 +163,10 @@ class PartedFIFO(wiring.Component):
             rp = mem.read_port(domain="comb")
             w_ptr = Signal(range(depth), name=f"w_ptr{g}_{KEEP_MARK}")
             r_ptr = Signal(range(depth), name=f"r_ptr{g}_{KEEP_MARK}")
-            m.d.comb += [wp.addr.eq(w_ptr), wp.en.eq(self.w_en[g]),
-                         wp.data.eq(self.w_data[lo:lo + width]),
+            m.d.comb += [wp.addr.eq(w_ptr), wp.en.eq(w_en[g]),
+                         wp.data.eq(w_data[lo:lo + width]),
                          rp.addr.eq(r_ptr), self.r_data[lo:lo + width].eq(rp.data)]
-            with m.If(self.w_en[g]):
+            with m.If(w_en[g]):
                 m.d.sync += w_ptr.eq(advance(w_ptr))
             with m.If(do_r):
                 m.d.sync += r_ptr.eq(advance(r_ptr))

@@ -389,34 +389,44 @@ def test_register_slices_pass_every_item_in_order(kind, p_idle, p_stall):
         assert cycles[-1] - cycles[0] == len(items) - 1
 
 
-@pytest.mark.parametrize("depth", [4, 3])
+@pytest.mark.parametrize("depth, registered", [(4, False), (3, False), (4, True)])
 @pytest.mark.parametrize("p_idle, p_stall", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.6), (0.4, 0.4)])
-def test_parted_fifo_is_a_fifo(depth, p_idle, p_stall):
+def test_parted_fifo_is_a_fifo(depth, registered, p_idle, p_stall):
     """A :class:`PartedFIFO` of three parts (7, 1 and 12 bits) against a Python queue: every
     row comes out once, in order, whole; ``level`` and the ready flags follow the queue's
-    length; without gaps it passes a row a cycle."""
-    dut = PartedFIFO([7, 1, 12], depth=depth)
+    length (with ``write_register`` a row is in it a cycle after its write, and ``w_rdy``
+    counts the row on its way); without gaps it passes a row a cycle."""
+    dut = PartedFIFO([7, 1, 12], depth=depth, write_register=registered)
     rng = np.random.default_rng(11)
     items = [int(v) for v in rng.integers(0, 1 << 20, size=300)]
     got, cycles, queue = [], [], []
 
     async def tb(ctx):
-        sent, cycle = 0, 0
+        sent, cycle, landing, written = 0, 0, None, None
         while len(got) < len(items) and cycle < 5000:
+            # (with write_register a row written in cycle t is in the registers in t + 1 and
+            # in the queue from t + 2)
+            if landing is not None:
+                queue.append(landing)
+            landing, written = written, None
             assert ctx.get(dut.level) == len(queue)
-            assert ctx.get(dut.w_rdy) == (len(queue) < depth)
             assert ctx.get(dut.r_rdy) == (len(queue) > 0)
+            pending = len(queue) + (landing is not None)
             write = sent < len(items) and rng.random() >= p_idle and ctx.get(dut.w_rdy)
             read = rng.random() >= p_stall
-            ctx.set(dut.w_en, 0b111 if write else 0)
+            ctx.set(dut.w_en, (1 if registered else 0b111) if write else 0)
             ctx.set(dut.w_data, items[sent] if write else 0)
             ctx.set(dut.r_en, read)
             if read and queue:
                 got.append(ctx.get(dut.r_data))
                 cycles.append(cycle)
                 assert got[-1] == queue.pop(0)
+            assert ctx.get(dut.w_rdy) == (pending < depth)
             if write:
-                queue.append(items[sent])
+                if registered:
+                    written = items[sent]
+                else:
+                    queue.append(items[sent])
                 sent += 1
             await ctx.tick()
             cycle += 1
