@@ -206,6 +206,7 @@ class AxiMaster(wiring.Component):
         def start(req_addr, beats):
             stmts = [busy.eq(1), addr.eq(req_addr & ~Const(bb - 1, 32)), remaining.eq(beats)]
             if ahead:
+                stmts.append(rem_left.eq(beats != 0))
                 tp = Signal(range(page + 1), name=f"{name}_start_tp")
                 m.d.comb += tp.eq(page - req_addr[shift:12])
                 stmts += [to_page.eq(tp), *plan(beats, tp), planned.eq(1)]
@@ -235,8 +236,15 @@ class AxiMaster(wiring.Component):
             planned = Signal(init=1, name=f"{name}_planned")
             with m.If(busy & ~planned):
                 m.d.sync += [planned.eq(1), *plan(remaining, to_page)]
+        rem_left, has_credit = remaining != 0, credits != 0
+        if ahead:
+            # (fast clock) whether beats and credits are left are registers of their own, set
+            # as `remaining` and `credits` change: `load` starts from flip-flops
+            rem_left = Signal(name=f"{name}_rem_left")
+            has_credit = Signal(init=limit != 0, name=f"{name}_has_credit")
+            m.d.sync += has_credit.eq(release | Mux(load, credits >= 2, has_credit))
         m.d.comb += [
-            load.eq(busy & planned & (remaining != 0) & room & (credits != 0) & ~self.flush),
+            load.eq(busy & planned & rem_left & room & has_credit & ~self.flush),
             # (a fast clock takes a request only into an empty splitter: a cycle between
             # requests, and no path from the burst planning into the next request's)
             free.eq(~busy if ahead else ~busy | (load & last)),
@@ -249,6 +257,7 @@ class AxiMaster(wiring.Component):
             m.d.comb += rem.eq(remaining - n)
             m.d.sync += [addr.eq(addr + (n << shift)), remaining.eq(rem)]
             if ahead:
+                m.d.sync += rem_left.eq(rem != 0)
                 m.d.sync += [to_page.eq(Mux(n == to_page, page, to_page - n)),
                              planned.eq(last)]
             else:

@@ -521,9 +521,18 @@ class DmaLoad(wiring.Component):
         else:
             m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom),
                          x_hi.eq(cmd.x_size - cmd.pad_right)]
+        # whether the walk is past the near padding along y and x (the DRAM walk's gates)
+        if c.slices:
+            # (fast clock) registers, set as the walk steps: the gates' compares are formed
+            # beside the adders they gate, not in front of them
+            y_in, x_in = Signal(name="ld_y_in"), Signal(name="ld_x_in")
+            with m.If(self.cmd.valid & self.cmd.ready):
+                p = self.cmd.payload
+                m.d.sync += [y_in.eq(p.pad_top == 0), x_in.eq(p.pad_left == 0)]
+        else:
+            y_in, x_in = w.y >= cmd.pad_top, w.x >= cmd.pad_left
         pad = Signal()
-        m.d.comb += pad.eq((w.y < cmd.pad_top) | (w.y >= y_hi) | (w.x < cmd.pad_left) |
-                           (w.x >= x_hi))
+        m.d.comb += pad.eq(~y_in | (w.y >= y_hi) | ~x_in | (w.x >= x_hi))
         nbytes = Signal(range(nb + 1))
         m.d.comb += nbytes.eq(Mux(wide, cmd.elems << 2, cmd.elems))
         last = Signal()
@@ -538,8 +547,15 @@ class DmaLoad(wiring.Component):
         with m.If(rd.desc.valid & rd.desc.ready):
             last_ = w.step([(cmd.sram_z_stride, cmd.sram_y_stride, cmd.sram_x_stride),
                             (cmd.dram_z_stride, cmd.dram_y_stride, cmd.dram_x_stride)],
-                           gates=[(1, 1), (w.y >= cmd.pad_top, w.x >= cmd.pad_left)])
+                           gates=[(1, 1), (y_in, x_in)])
             m.d.comb += last.eq(last_)
+            if c.slices:
+                with m.If(~w.x_end):
+                    m.d.sync += x_in.eq(w.x + 1 >= cmd.pad_left)
+                with m.Elif(~w.y_end):
+                    m.d.sync += [x_in.eq(cmd.pad_left == 0), y_in.eq(w.y + 1 >= cmd.pad_top)]
+                with m.Else():
+                    m.d.sync += [x_in.eq(cmd.pad_left == 0), y_in.eq(cmd.pad_top == 0)]
             with m.If(last_):
                 m.d.sync += gen.eq(0)
         with m.Else():

@@ -197,7 +197,7 @@ class ExecuteUnit(wiring.Component):
         # For a fast clock commands wait in a FIFO of two: ``cmd.ready`` is its room, and the
         # command processor's token logic does not reach the generator's registers.
         if cfg.slices:
-            cmd = stream_slice(m, "commands", self.cmd)
+            cmd = stream_slice(m, "commands", self.cmd, parted=True)
             queued = cmd.valid
         else:
             cmd, queued = self.cmd, 0

@@ -24,7 +24,7 @@ def kept_copies(m, value, n, name):
     return copies
 
 
-def register_slice(m, name, valid, payload, shape):
+def register_slice(m, name, valid, payload, shape, parted=False):
     """A ``fifo.SyncFIFO`` of depth 2 (submodule ``name``) between a producer and a consumer.
 
     Both sides' readiness comes from the FIFO's level, so no path runs from the consumer's
@@ -34,12 +34,21 @@ def register_slice(m, name, valid, payload, shape):
 
     Returns ``(room, out_valid, out, take)``: ``out`` (a signal of ``shape``) is the head while
     ``out_valid``; the consumer drives ``take`` to pop it.
+
+    With ``parted`` (a wide payload, for a fast clock) the FIFO is a :class:`PartedFIFO` of
+    32-bit parts: the head's read pointer is a copy of its own in each part.
     """
-    q = fifo.SyncFIFO(width=Shape.cast(shape).width, depth=2)
-    m.submodules[name] = q
+    width = Shape.cast(shape).width
     out = Signal(shape, name=f"{name}_head")
     take = Signal(name=f"{name}_take")
-    m.d.comb += [q.w_en.eq(valid), q.w_data.eq(payload), out.eq(q.r_data), q.r_en.eq(take)]
+    if parted:
+        q = PartedFIFO(PartedFIFO.split(width, 32), depth=2)
+        m.d.comb += q.w_en.eq((valid & q.w_rdy).replicate(len(q.w_en)))
+    else:
+        q = fifo.SyncFIFO(width=width, depth=2)
+        m.d.comb += q.w_en.eq(valid)
+    m.submodules[name] = q
+    m.d.comb += [q.w_data.eq(payload), out.eq(q.r_data), q.r_en.eq(take)]
     return q.w_rdy, q.r_rdy, out, take
 
 
@@ -70,16 +79,16 @@ def skid_slice(m, name, valid, payload, shape):
     return room, out_valid, out, take
 
 
-def stream_slice(m, name, src, drop=None):
+def stream_slice(m, name, src, drop=None, parted=False):
     """The stream ``src`` (valid and payload read, ready driven here: an ``In`` stream of the
     component, or a submodule's ``Out`` one) through :func:`register_slice`.
 
     Returns the stream the consumer uses (``stream.Signature`` of the same payload: it reads
     ``valid`` and ``payload`` and drives ``ready``). ``drop``, if given, pops the head as
-    ``ready`` does (to discard what is queued).
+    ``ready`` does (to discard what is queued). ``parted`` as for :func:`register_slice`.
     """
     shape = src.payload.shape()
-    room, valid, out, take = register_slice(m, name, src.valid, src.payload, shape)
+    room, valid, out, take = register_slice(m, name, src.valid, src.payload, shape, parted)
     port = stream.Signature(shape).create(path=(name,))
     m.d.comb += [src.ready.eq(room), port.valid.eq(valid), port.payload.eq(out),
                  take.eq(port.ready if drop is None else port.ready | drop)]

@@ -332,8 +332,8 @@ def test_postproc_latency(cols, lanes, steps, split):
 class _Slice(Elaboratable):
     """A 16-bit stream through :func:`register_slice` or :func:`skid_slice`."""
 
-    def __init__(self, kind):
-        self.kind = kind
+    def __init__(self, kind, parted=False):
+        self.kind, self.parted = kind, parted
         self.i_valid, self.i_ready = Signal(), Signal()
         self.i_data = Signal(16)
         self.o_valid, self.o_ready = Signal(), Signal()
@@ -341,19 +341,23 @@ class _Slice(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        make = register_slice if self.kind == "register" else skid_slice
-        room, valid, out, take = make(m, "s", self.i_valid, self.i_data, 16)
+        if self.kind == "register":
+            room, valid, out, take = register_slice(m, "s", self.i_valid, self.i_data, 16,
+                                                    parted=self.parted)
+        else:
+            room, valid, out, take = skid_slice(m, "s", self.i_valid, self.i_data, 16)
         m.d.comb += [self.i_ready.eq(room), self.o_valid.eq(valid), self.o_data.eq(out),
                      take.eq(self.o_ready & valid)]
         return m
 
 
-@pytest.mark.parametrize("kind", ["register", "skid"])
+@pytest.mark.parametrize("kind, parted", [("register", False), ("register", True),
+                                          ("skid", False)])
 @pytest.mark.parametrize("p_idle, p_stall", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4)])
-def test_register_slices_pass_every_item_in_order(kind, p_idle, p_stall):
+def test_register_slices_pass_every_item_in_order(kind, parted, p_idle, p_stall):
     """Random producer gaps and consumer stalls: every item comes out once, in order; with
     neither, one a cycle (the slice's room and head are registers, and it still streams)."""
-    dut = _Slice(kind)
+    dut = _Slice(kind, parted)
     rng = np.random.default_rng(5)
     items = [int(v) for v in rng.integers(0, 1 << 16, size=200)]
     got, cycles = [], []
