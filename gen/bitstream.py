@@ -295,7 +295,8 @@ ECP5_85F_EBR_SITES = tuple(f"X{x + 2 * z}/Y{y}/EBR{z}" for y in (22, 46, 70, 82)
 
 #: A scratchpad's block RAM in the synthesised netlist: ``<buffer>.bank<b>.<port>.<slice>``,
 #: the slice a group of data bits (of the block RAM's width) of bank ``b``'s read port.
-_BUF_EBR_NAME = re.compile(r"\.datapath\.(input|weight|acc)_buf\.bank(\d+)\.(\d+)\.(\d+)$")
+_BUF_EBR_NAME = re.compile(
+    r"\.datapath\.(input|weight|acc)_buf\.bank(\d+)(?:_g(\d+))?\.(\d+)\.(\d+)$")
 
 
 def _bel_xy(bel):
@@ -306,7 +307,9 @@ def _bel_xy(bel):
 def buffer_ebr_sites(config, cells):
     """Where the scratchpads' block RAMs go beside the pinned array: ``{cell name: BEL}``.
 
-    ``cells`` maps the netlist's ``DP16KD`` cell names to their data widths. Each block RAM of
+    ``cells`` maps the netlist's ``DP16KD`` cell names (``<buffer>.bank<b>.<port>.<slice>``,
+    or ``<buffer>.bank<b>_g<g>.<port>.<slice>`` where a bank's lanes are split into groups of
+    memories) to their data widths. Each block RAM of
     the INPUT, WEIGHT and ACC buffers holds a slice of a row's bits, so a few lanes: the
     INPUT buffer's lane ``r`` feeds the array's row ``r`` at its left column, the WEIGHT
     buffer's lane ``c`` its column ``c`` at the top, and the ACC buffer's lane ``c`` is
@@ -329,7 +332,7 @@ def buffer_ebr_sites(config, cells):
         match = _BUF_EBR_NAME.search(name)
         if match:
             found.setdefault(match[1], []).append(
-                (name, int(match[2]), int(match[3]), int(match[4]), width))
+                (name, int(match[2]), int(match[3] or 0), int(match[4]), int(match[5]), width))
 
     def place(buf, lane):
         """The tile a buffer's lane serves: its PE's DSP site."""
@@ -345,13 +348,19 @@ def buffer_ebr_sites(config, cells):
         if len(widths) != 1:
             return {}
         (w,) = widths
-        per = -(-lanes * bits // w)
-        expect = {(b, p, k) for b in range(banks_of[buf]) for p in range(ports_of[buf])
-                  for k in range(per)}
-        if {(b, p, k) for _, b, p, k, _ in entries} != expect or len(entries) != len(expect):
+        # (a bank's lanes may be split into groups of memories, `bank<b>_g<g>`: as
+        # hdl.scratchpad.Scratchpad.lane_group splits them)
+        n_groups = max(g for _, _, g, *_ in entries) + 1
+        group = [range(g * lanes // n_groups, (g + 1) * lanes // n_groups)
+                 for g in range(n_groups)]
+        expect = {(b, g, p, k) for b in range(banks_of[buf]) for g in range(n_groups)
+                  for p in range(ports_of[buf]) for k in range(-(-len(group[g]) * bits // w))}
+        if ({(b, g, p, k) for _, b, g, p, k, _ in entries} != expect or
+                len(entries) != len(expect)):
             return {}
-        for name, _, _, k, _ in sorted(entries, key=lambda e: (e[3], e[1], e[2])):
-            covered = range(k * w // bits, min(lanes, -(-(k + 1) * w // bits)))
+        for name, _, g, _, k, _ in sorted(entries, key=lambda e: (e[2], e[4], e[1], e[3])):
+            lo = group[g].start
+            covered = range(lo + k * w // bits, min(group[g].stop, lo + -(-(k + 1) * w // bits)))
             xys = [place(buf, lane) for lane in covered]
             wanted.append((name, sum(x for x, _ in xys) / len(xys),
                            sum(y for _, y in xys) / len(xys)))

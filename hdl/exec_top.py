@@ -109,24 +109,31 @@ class ExecTop(wiring.Component):
                                                   c.input_banks)
         m.submodules.weight_buf = wgt = Scratchpad(c.weight_depth, c.cols, signed(8),
                                                    c.weight_banks)
+        # (for a fast clock the ACC buffer's lanes are memories of their own, whose read and
+        # write addresses are copies of their own: the block RAMs are pinned beside their
+        # lanes across the die)
         m.submodules.acc_buf = acc = Scratchpad(c.acc_depth, c.cols, signed(32), c.acc_banks,
                                                 read_ports=2, transparent=True,
                                                 write_register=c.slices,
-                                                read_registers=(0, 1) if c.slices else ())
+                                                read_registers=(0, 1) if c.slices else (),
+                                                addr_registers=(0, 1) if c.slices else (),
+                                                lane_groups=c.cols if c.slices else 1)
         if c.slices:
             # (fast clock) a PARAM memory per lane, its write and read addresses registers
             # of its own: three copies of a row of cols int32 in LUT RAM behind one address
             # were nets across the die
             pars = [Scratchpad(c.param_depth, 1, signed(32), 1, read_ports=3)
                     for _ in range(c.cols)]
+            # (the lanes' enables and addresses kept apart: merged, they would be one register
+            # reaching all twelve memories again)
+            w_addrs = kept_copies(m, self.param_wr.addr, c.cols, "param_wr_addr")
             for j, p in enumerate(pars):
                 m.submodules[f"param_buf{j}"] = p
                 w = p.write
-                m.d.sync += [
-                    w.en.eq(self.param_wr.en & self.param_wr.mask[j]),
-                    w.addr.eq(self.param_wr.addr), w.data[0].eq(self.param_wr.data[j]),
-                ]
-                m.d.comb += w.mask.eq(1)
+                (w_en,) = kept_copies(m, self.param_wr.en & self.param_wr.mask[j], 1,
+                                      f"param_wr_en{j}")
+                m.d.sync += w.data[0].eq(self.param_wr.data[j])
+                m.d.comb += [w.en.eq(w_en), w.addr.eq(w_addrs[j]), w.mask.eq(1)]
         else:
             m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
                                                       read_ports=3)
@@ -233,14 +240,19 @@ class ExecTop(wiring.Component):
             # (the ACC read port's address is a register: a request's address, or else the
             # host's, registered first, and a host read takes three cycles; the port reads
             # every cycle, so no enable fans out to its block RAMs and bypass registers)
+            # (stage A's ACC address is the buffer's own register: its next value goes to
+            # the port, which registers it in a copy for each lane's memories)
+            a_acc_next = Signal.like(a_acc)
+            m.d.comb += a_acc_next.eq(a_acc)
+            m.d.sync += a_acc.eq(a_acc_next)
             with m.If(take):
-                m.d.sync += [a_acc.eq(req.payload.acc_addr), a_res.eq(req.payload.residual),
-                             a_use.eq(req.payload.use_residual)]
+                m.d.sync += [a_res.eq(req.payload.residual), a_use.eq(req.payload.use_residual)]
                 m.d.sync += [a.eq(req.payload.param_addr + k) for k, a in enumerate(a_par)]
+                m.d.comb += a_acc_next.eq(req.payload.acc_addr)
             with m.Elif(self.acc_rd.en):
-                m.d.sync += a_acc.eq(self.acc_rd.addr)
+                m.d.comb += a_acc_next.eq(self.acc_rd.addr)
             m.d.comb += [
-                rd.addr.eq(a_acc),
+                rd.addr.eq(a_acc_next),
                 rd.en.eq(1),
                 row.residual.eq(c_res), row.use_residual.eq(c_use),
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(row_out),

@@ -136,7 +136,8 @@ class ExecuteUnit(wiring.Component):
         WEIGHT read port.
     acc_rd : Out(read_signature(acc_depth, cols, signed(32)))
         ACC read port for the read-modify-write; must be transparent for ``acc_wr``, and for
-        a fast clock take two cycles (``Scratchpad`` ``read_registers``).
+        a fast clock take three cycles, its address registered at the buffer
+        (``Scratchpad`` ``read_registers`` and ``addr_registers``).
     acc_wr : Out(write_signature(acc_depth, cols, signed(32)))
         ACC write port.
     """
@@ -546,12 +547,11 @@ class ExecuteUnit(wiring.Component):
             self.acc_rd.en.eq(1),
         ]
         if cfg.slices:
-            # For a fast clock the read address is a register of its own (the same value, formed
-            # a cycle ahead from the stages before `r`), so the block RAMs' address comes from a
-            # flip-flop, not from the choice between the array's and the pool's rows.
-            rd_addr = Signal(range(cfg.acc_depth), name="acc_rd_addr")
-            m.d.sync += rd_addr.eq(Mux(pin.valid, pin.addr, t_prev.addr))
-            m.d.comb += self.acc_rd.addr.eq(rd_addr)
+            # For a fast clock the read address is given a cycle ahead (formed from the stages
+            # before `r`) and registered at the ACC buffer, in a copy for each lane's memories,
+            # so the block RAMs' address comes from flip-flops beside them, not from the
+            # choice between the array's and the pool's rows.
+            m.d.comb += self.acc_rd.addr.eq(Mux(pin.valid, pin.addr, t_prev.addr))
         else:
             m.d.comb += self.acc_rd.addr.eq(r_addr)
         s_valid = Signal()

@@ -1,6 +1,6 @@
 """Banked on-chip buffers on ``amaranth.lib.memory`` with synchronous read ports."""
 
-from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,6 +79,14 @@ class Scratchpad(wiring.Component):
         Register the write port in front of the memories (requires ``transparent``).
     read_registers : tuple of int
         The read ports whose data is registered at the memories' outputs (two-cycle reads).
+    addr_registers : tuple of int
+        The read ports whose address and enable are registered here (a cycle more of latency),
+        in a copy for each group of lanes: the caller gives the address a cycle early, and no
+        one flip-flop drives the addresses of all the block RAMs across the die.
+    lane_groups : int
+        Memories a bank is split into, each holding a group of consecutive lanes (with
+        ``write_register``, each group's memories are written from copies of the write
+        address and enable of their own).
 
     Members
     -------
@@ -91,7 +99,7 @@ class Scratchpad(wiring.Component):
     LATENCY = 1
 
     def __init__(self, depth, lanes, lane_shape, banks=1, read_ports=1, transparent=False,
-                 write_register=False, read_registers=()):
+                 write_register=False, read_registers=(), addr_registers=(), lane_groups=1):
         for name, value in (("depth", depth), ("lanes", lanes), ("banks", banks),
                             ("read_ports", read_ports)):
             if not isinstance(value, int) or value < 1:
@@ -114,6 +122,14 @@ class Scratchpad(wiring.Component):
             raise ValueError(f"read_registers {read_registers!r} must be ports of "
                              f"0 .. {read_ports - 1}")
         self._read_registers = frozenset(read_registers)
+        if not set(addr_registers) <= set(range(read_ports)):
+            raise ValueError(f"addr_registers {addr_registers!r} must be ports of "
+                             f"0 .. {read_ports - 1}")
+        self._addr_registers = frozenset(addr_registers)
+        if not isinstance(lane_groups, int) or not 1 <= lane_groups <= lanes:
+            raise ValueError(f"lane_groups must be an integer of 1 .. {lanes}, "
+                             f"not {lane_groups!r}")
+        self._lane_groups = lane_groups
         super().__init__({
             "write": In(write_signature(depth, lanes, lane_shape)),
             "read": In(read_signature(depth, lanes, lane_shape)).array(read_ports),
@@ -132,8 +148,14 @@ class Scratchpad(wiring.Component):
         return self._banks
 
     def read_latency(self, port):
-        """Cycles from ``addr`` to ``data`` on read port ``port``: 1, or 2 if registered."""
-        return 2 if port in self._read_registers else 1
+        """Cycles from ``addr`` to ``data`` on read port ``port``: 1, and one more for each of
+        its data and address registers."""
+        return 1 + (port in self._read_registers) + (port in self._addr_registers)
+
+    def lane_group(self, g):
+        """The lanes of group ``g``: ``range``."""
+        n = self._lanes
+        return range(g * n // self._lane_groups, (g + 1) * n // self._lane_groups)
 
     def elaborate(self, platform):
         m = Module()
@@ -144,6 +166,28 @@ class Scratchpad(wiring.Component):
 
         def split(addr):
             return addr[:abits], addr[abits:abits + bank_bits] if bank_bits else 0
+
+        groups = [self.lane_group(g) for g in range(self._lane_groups)]
+        # each read port's address and enable as they reach the memories: the port's, or
+        # registers (one for the bypass and the bank choice, a copy for each lane group)
+        raddr, ren, g_addr, g_en = [], [], [], []
+        for p in range(self._read_ports):
+            port = self.read[p]
+            if p in self._addr_registers:
+                a = Signal.like(port.addr, name=f"read{p}_addr_r", reset_less=True)
+                e = Signal(name=f"read{p}_en_r")
+                m.d.sync += [a.eq(port.addr), e.eq(port.en)]
+                copies = (kept_copies(m, Cat(port.addr, port.en), len(groups), f"read{p}_ae")
+                          if len(groups) > 1 else [Cat(a, e)])
+                raddr.append(a)
+                ren.append(e)
+                g_addr.append([c[:len(a)] for c in copies])
+                g_en.append([c[len(a)] for c in copies])
+            else:
+                raddr.append(port.addr)
+                ren.append(port.en)
+                g_addr.append([port.addr] * len(groups))
+                g_en.append([port.en] * len(groups))
 
         wsrc = self.write
         bypass = []     # per read port: (lanes hit, row) pairs, the newest write first
@@ -165,18 +209,25 @@ class Scratchpad(wiring.Component):
                            for j in range(self._lanes)]
                     row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
                                  name=f"read{p}_bypass{k}_row", reset_less=True)
-                    match = w.en & (self.read[p].addr == w.addr)
-                    with m.If(self.read[p].en):
+                    match = w.en & (raddr[p] == w.addr)
+                    with m.If(ren[p]):
                         m.d.sync += [h.eq(match & w.mask[j]) for j, h in enumerate(hit)]
                         m.d.sync += row.eq(w.data)
                     pairs.append((hit, row))
                 bypass.append(pairs)
-        w_local, w_bank = split(wsrc.addr)
+        # each lane group's write address and enable (with write_register and groups, copies
+        # of the write register's of their own)
+        if self._write_register and len(groups) > 1:
+            w_copies = kept_copies(m, Cat(self.write.addr, self.write.en), len(groups), "write_ae")
+            g_waddr = [c[:len(wsrc.addr)] for c in w_copies]
+            g_wen = [c[len(wsrc.addr)] for c in w_copies]
+        else:
+            g_waddr, g_wen = [wsrc.addr] * len(groups), [wsrc.en] * len(groups)
         selects = []
         for p in range(self._read_ports):
             sel = Signal(range(self._banks), name=f"read{p}_bank")
-            with m.If(self.read[p].en):
-                m.d.sync += sel.eq(split(self.read[p].addr)[1])
+            with m.If(ren[p]):
+                m.d.sync += sel.eq(split(raddr[p])[1])
             sels = [sel] * self._lanes
             if p in self._read_registers:
                 # the selection and the bypass follow the data through its register, each
@@ -199,28 +250,32 @@ class Scratchpad(wiring.Component):
         raws = [Signal(data.ArrayLayout(self._lane_shape, self._lanes), name=f"read{p}_raw")
                 for p in range(self._read_ports)]
         for b in range(self._banks):
-            mem = memory.Memory(shape=width * self._lanes, depth=bank_depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wp = mem.write_port(granularity=width)
-            m.d.comb += [
-                wp.addr.eq(w_local),
-                wp.data.eq(wsrc.data.as_value()),
-                wp.en.eq(wsrc.mask &
-                         (wsrc.en & _is(w_bank, b, bank_bits)).replicate(self._lanes)),
-            ]
-            transparent = self._transparent and not self._write_register
-            for p in range(self._read_ports):
-                rp = mem.read_port(domain="sync", transparent_for=(wp,) if transparent else ())
-                local, bank = split(self.read[p].addr)
-                m.d.comb += [rp.addr.eq(local), rp.en.eq(self.read[p].en)]
-                out = rp.data
-                if p in self._read_registers:
-                    out = Signal.like(rp.data, name=f"bank{b}_read{p}_data", reset_less=True)
-                    m.d.sync += out.eq(rp.data)
-                lanes = data.ArrayLayout(self._lane_shape, self._lanes)(out)
-                for k in range(self._lanes):
-                    with m.If(_is(selects[p][k], b, bank_bits)):
-                        m.d.comb += raws[p][k].eq(lanes[k])
+            for g, group in enumerate(groups):
+                n = len(group)
+                mem = memory.Memory(shape=width * n, depth=bank_depth, init=[])
+                name = f"bank{b}" if len(groups) == 1 else f"bank{b}_g{g}"
+                m.submodules[name] = mem
+                wp = mem.write_port(granularity=width)
+                w_local, w_bank = split(g_waddr[g])
+                m.d.comb += [
+                    wp.addr.eq(w_local),
+                    wp.data.eq(Cat(*(wsrc.data[k] for k in group))),
+                    wp.en.eq(wsrc.mask[group.start:group.stop] &
+                             (g_wen[g] & _is(w_bank, b, bank_bits)).replicate(n)),
+                ]
+                transparent = self._transparent and not self._write_register
+                for p in range(self._read_ports):
+                    rp = mem.read_port(domain="sync",
+                                       transparent_for=(wp,) if transparent else ())
+                    m.d.comb += [rp.addr.eq(split(g_addr[p][g])[0]), rp.en.eq(g_en[p][g])]
+                    out = rp.data
+                    if p in self._read_registers:
+                        out = Signal.like(rp.data, name=f"{name}_read{p}_data", reset_less=True)
+                        m.d.sync += out.eq(rp.data)
+                    lanes = data.ArrayLayout(self._lane_shape, n)(out)
+                    for i, k in enumerate(group):
+                        with m.If(_is(selects[p][k], b, bank_bits)):
+                            m.d.comb += raws[p][k].eq(lanes[i])
         for p in range(self._read_ports):
             for k in range(self._lanes):
                 value = raws[p][k]

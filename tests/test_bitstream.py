@@ -198,44 +198,52 @@ def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
     assert path.read_text() == before
 
 
-def _small_ebr_cells():
-    """small's scratchpad block RAMs as Yosys names them (``<buffer>.bank<b>.<port>.<slice>``),
-    with their data widths: 96-bit INPUT and WEIGHT rows in 9-bit slices, 384-bit ACC rows
-    (two read ports) in 36-bit ones; and two of the board RAM's."""
+def _small_ebr_cells(acc_groups=12):
+    """small's scratchpad block RAMs as Yosys names them (``<buffer>.bank<b>.<port>.<slice>``,
+    ``bank<b>_g<g>`` for a bank split into lane groups), with their data widths: 96-bit INPUT
+    and WEIGHT rows in 9-bit slices, 384-bit ACC rows (two read ports) in 36-bit ones, a
+    memory per lane (``acc_groups`` 12, a fast clock's) or one for all; and two of the board
+    RAM's."""
     cells = {}
-    for buf, ports, width, bits in (("input", 1, 9, 96), ("weight", 1, 9, 96),
-                                    ("acc", 2, 36, 384)):
+    for buf, ports, width, bits, groups in (("input", 1, 9, 96, 1), ("weight", 1, 9, 96, 1),
+                                            ("acc", 2, 36, 384, acc_groups)):
         for b in range(2):
-            for p in range(ports):
-                for k in range(-(-bits // width)):
-                    cells[f"system.npu.datapath.{buf}_buf.bank{b}.{p}.{k}"] = width
+            for g in range(groups):
+                mem = f"bank{b}" if groups == 1 else f"bank{b}_g{g}"
+                for p in range(ports):
+                    for k in range(-(-bits // groups // width)):
+                        cells[f"system.npu.datapath.{buf}_buf.{mem}.{p}.{k}"] = width
     cells.update({"system.ram.core.mem.0.0": 36, "system.ram.core.mem.0.1": 36})
     return cells
 
 
-def test_buffer_ebr_sites_put_each_lane_beside_its_pes():
+@pytest.mark.parametrize("acc_groups", [12, 1])
+def test_buffer_ebr_sites_put_each_lane_beside_its_pes(acc_groups):
     """small: every scratchpad block RAM gets its own 85F site, the board RAM's none; an ACC
     slice sits in the columns of its lanes' PEs (within a group of sites), a WEIGHT slice
     in its columns' too, an INPUT slice at the array's left edge. A buffer whose cells are
     not all found is not pinned at all."""
     config = NpuConfig.load("small")
-    cells = _small_ebr_cells()
+    cells = _small_ebr_cells(acc_groups)
     sites = buffer_ebr_sites(config, cells)
     assert set(sites) == {n for n in cells if "ram.core" not in n}
-    assert len(set(sites.values())) == len(sites) == 88
+    assert len(set(sites.values())) == len(sites) == (92 if acc_groups == 12 else 88)
     assert set(sites.values()) <= set(ECP5_85F_EBR_SITES) and len(ECP5_85F_EBR_SITES) == 208
     dsp = array_dsp_sites(12, 12)
     for name, bel in sites.items():
-        buf, k = re.search(r"(\w+)_buf\.bank\d\.\d\.(\d+)$", name).groups()
+        buf, g, k = re.search(r"(\w+)_buf\.bank\d(?:_g(\d+))?\.\d\.(\d+)$", name).groups()
         x = _xy(bel)[0]
         if buf == "input":
             assert x < 40, name       # within the four groups of sites at the left edge
             continue
         width, bits = (36, 32) if buf == "acc" else (9, 8)
-        lanes = range(int(k) * width // bits, min(12, -(-(int(k) + 1) * width // bits)))
+        if g is not None:
+            lanes = [int(g)]          # a memory per lane: its one slice
+        else:
+            lanes = range(int(k) * width // bits, min(12, -(-(int(k) + 1) * width // bits)))
         xs = [_xy(dsp[(11 if buf == "acc" else 0, c)])[0] for c in lanes]
         assert min(xs) - 9 <= x <= max(xs) + 9, (name, bel, xs)
-    del cells["system.npu.datapath.acc_buf.bank1.1.3"]
+    del cells[next(n for n in cells if n.startswith("system.npu.datapath.acc_buf.bank1"))]
     assert buffer_ebr_sites(config, cells) == {}
 
 
@@ -246,7 +254,7 @@ def test_pin_buffer_ebrs_rewrites_the_netlist(tmp_path):
     path = tmp_path / "top.json"
     path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     config = NpuConfig.load("small")
-    assert pin_buffer_ebrs(path, config) == 88
+    assert pin_buffer_ebrs(path, config) == 92
     got = json.loads(path.read_text())["modules"]["top"]["cells"]
     want = buffer_ebr_sites(config, _small_ebr_cells())
     assert {n: c["attributes"]["BEL"] for n, c in got.items()

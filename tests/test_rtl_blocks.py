@@ -136,32 +136,43 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
 # -- scratchpad -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("banks, transparent, write_register, read_registers",
-                         [(1, False, False, ()), (2, True, False, ()), (4, False, False, ()),
-                          (1, True, True, ()), (2, True, True, ()), (2, True, True, (0,)),
-                          (1, False, False, (0, 1))])
-def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, read_registers):
+@pytest.mark.parametrize("banks, transparent, write_register, read_registers, addr_registers, "
+                         "lane_groups",
+                         [(1, False, False, (), (), 1), (2, True, False, (), (), 1),
+                          (4, False, False, (), (), 1), (1, True, True, (), (), 1),
+                          (2, True, True, (), (), 1), (2, True, True, (0,), (), 1),
+                          (1, False, False, (0, 1), (), 1), (2, True, True, (0, 1), (1,), 3),
+                          (2, False, False, (), (0,), 2)])
+def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, read_registers,
+                                            addr_registers, lane_groups):
     """Random masked writes and reads (one of the rows being written), against a model; a
-    registered write port (a fast clock's) behaves as the plain transparent one, and a
-    registered read port as the others a cycle later."""
-    rng = np.random.default_rng(banks + 10 * write_register + 100 * len(read_registers))
+    registered write port (a fast clock's) behaves as the plain transparent one, a registered
+    read port as the others a cycle later, and one with its address registered (lanes split
+    over memories) a cycle later again, from the address given a cycle early."""
+    rng = np.random.default_rng(banks + 10 * write_register + 100 * len(read_registers) +
+                                1000 * lane_groups)
     depth, lanes = 32, 3
     dut = Scratchpad(depth, lanes, signed(32), banks, read_ports=2, transparent=transparent,
-                     write_register=write_register, read_registers=read_registers)
-    assert [dut.read_latency(p) for p in range(2)] == [1 + (p in read_registers)
-                                                       for p in range(2)]
+                     write_register=write_register, read_registers=read_registers,
+                     addr_registers=addr_registers, lane_groups=lane_groups)
+    assert [dut.read_latency(p) for p in range(2)] == [
+        1 + (p in read_registers) + (p in addr_registers) for p in range(2)]
     model = np.zeros((depth, lanes), dtype=np.int64)
     expect = [None, None]
     history = [[], []]      # expect after each step: a port of latency L shows it L - 1 later
 
+    waddrs = [int(a) for a in rng.integers(depth, size=302)]
+    pending = [(0, False), (0, False)]      # an address-registered port's read, a cycle on
+
     async def tb(ctx):
         for step in range(300):
-            addr = int(rng.integers(depth))
+            addr = waddrs[step]
             row = rng.integers(-2**31, 2**31, size=lanes)
             mask = int(rng.integers(1 << lanes))
             en = rng.random() < 0.6
-            raddr = [int(rng.integers(depth)), addr]
-            ren = [step < 2 or rng.random() < 0.8 for _ in range(2)]
+            # (port 1 reads the row being written in its read's cycle)
+            raddr = [int(rng.integers(depth)), waddrs[step + (1 in addr_registers)]]
+            ren = [step < 3 or rng.random() < 0.8 for _ in range(2)]
             ctx.set(dut.write.en, en)
             ctx.set(dut.write.addr, addr)
             ctx.set(dut.write.data, [int(v) for v in row])
@@ -175,13 +186,16 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
                     if mask >> lane & 1:
                         model[addr, lane] = row[lane]
             for p in range(2):       # (the data holds while en is low)
-                if ren[p]:
-                    expect[p] = list((model if transparent else before)[raddr[p]])
+                r_addr, r_en = raddr[p], ren[p]
+                if p in addr_registers:
+                    (r_addr, r_en), pending[p] = pending[p], (raddr[p], ren[p])
+                if r_en:
+                    expect[p] = list((model if transparent else before)[r_addr])
                 history[p].append(expect[p])
             await ctx.tick()
             for p in range(2):
-                lag = dut.read_latency(p) - 1
-                if step >= lag:
+                lag = dut.read_latency(p) - 1 - (p in addr_registers)
+                if step >= lag and history[p][step - lag] is not None:
                     got = [int(v) for v in ctx.get(dut.read[p].data)]
                     assert got == history[p][step - lag], (step, p)
 
@@ -191,6 +205,10 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
 def test_scratchpad_rejects_registers_of_ports_it_has_not():
     with pytest.raises(ValueError, match=r"read_registers \(2,\) must be ports of 0 .. 1"):
         Scratchpad(32, 3, signed(32), read_ports=2, read_registers=(2,))
+    with pytest.raises(ValueError, match=r"addr_registers \(3,\) must be ports of 0 .. 1"):
+        Scratchpad(32, 3, signed(32), read_ports=2, addr_registers=(3,))
+    with pytest.raises(ValueError, match="lane_groups must be an integer of 1 .. 3"):
+        Scratchpad(32, 3, signed(32), lane_groups=4)
 
 
 # -- post-processor ---------------------------------------------------------------------------
