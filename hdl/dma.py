@@ -310,9 +310,9 @@ class RowReader(wiring.Component):
         return m
 
 
-def _held_command(m, payload, busy, gen, fast):
-    """The command a DMA engine works on, and the statements that start its row generator
-    ``gen`` for a command transferred this cycle.
+def _held_command(m, port, busy, gen, fast):
+    """The command a DMA engine works on (from the stream ``port``), and the statements that
+    start its row generator ``gen`` for a command transferred this cycle.
 
     Without ``fast`` the command is the payload itself (held by the command processor until
     done) and the generator starts in the cycle after the transfer. For a fast clock it is a
@@ -321,18 +321,23 @@ def _held_command(m, payload, busy, gen, fast):
     engine was idle the cycle before (so the transferred command, its enable a registered
     busy flag); the walk's strides and sizes come from registers beside the engine, not from
     the command queue's memory across the die, and the generator starts a cycle later, when
-    the copy holds the command. Returns ``(cmd, start)``."""
+    the copy holds the command.
+
+    Returns ``(cmd, start, begin, first)``: the row walk starts in the cycle ``begin``, from
+    the command's view ``first`` (without ``fast`` the transfer's cycle and the payload; for a
+    fast clock the cycle after, from the first register, so the walk's registers are loaded
+    from flip-flops, with a registered enable)."""
     if not fast:
-        return payload, [gen.eq(1)]
-    staged = Signal(payload.shape(), name="cmd_staged", reset_less=True)
-    held = Signal(payload.shape(), name="cmd_held", reset_less=True)
+        return port.payload, [gen.eq(1)], port.valid & port.ready, port.payload
+    staged = Signal(port.payload.shape(), name="cmd_staged", reset_less=True)
+    held = Signal(port.payload.shape(), name="cmd_held", reset_less=True)
     busy_d, go = Signal(name="cmd_busy_d"), Signal(name="cmd_go")
-    m.d.sync += [staged.eq(payload), busy_d.eq(busy), go.eq(0)]
+    m.d.sync += [staged.eq(port.payload), busy_d.eq(busy), go.eq(0)]
     with m.If(~busy_d):
         m.d.sync += held.eq(staged)
     with m.If(go):
         m.d.sync += gen.eq(1)
-    return held, [go.eq(1)]
+    return held, [go.eq(1)], go, staged
 
 
 class _Walker:
@@ -489,16 +494,18 @@ class DmaLoad(wiring.Component):
         gen = Signal()      # the generator has rows left
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        cmd, start = _held_command(m, self.cmd.payload, busy, gen, c.slices)
+        cmd, start, begin, first = _held_command(m, self.cmd, busy, gen, c.slices)
         w = _Walker(m, "ld", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         s = w.add("sram", _abits(deepest))     # (exact: the static checks keep rows in range)
         d = w.add("dram", 32)
         wide = Value.cast(cmd.target).matches(isa.Buffer.ACC, isa.Buffer.PARAM)
-        # (for a fast clock the rows are written from registers, a cycle late: so is `done`)
+        # (for a fast clock the rows are written two cycles late, from registers: so is
+        # `done`)
         done = Signal(name="load_done_i") if c.slices else self.done
         if c.slices:
-            m.d.sync += self.done.eq(done)
+            done_d = Signal(name="load_done_d")
+            m.d.sync += [done_d.eq(done), self.done.eq(done_d)]
         m.d.sync += done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
@@ -507,17 +514,19 @@ class DmaLoad(wiring.Component):
                 m.d.sync += [busy.eq(0), done.eq(1)]
             with m.Else():
                 m.d.sync += start
-            w.start([p.sram_addr, p.dram_addr], (p.z_size, p.y_size, p.x_size))
+        with m.If(begin):
+            w.start([first.sram_addr, first.dram_addr],
+                    (first.z_size, first.y_size, first.x_size))
 
         y_hi = Signal(13)
         x_hi = Signal(13)
         if c.slices:
-            # (fast clock) the padding's far bounds are registered as the command starts: the
+            # (fast clock) the padding's far bounds are registered as the walk starts: the
             # padding compares and the DRAM walk's gates start from flip-flops (the near
             # bounds are the command copy's own)
-            with m.If(self.cmd.valid & self.cmd.ready):
-                p = self.cmd.payload
-                m.d.sync += [y_hi.eq(p.y_size - p.pad_bottom), x_hi.eq(p.x_size - p.pad_right)]
+            with m.If(begin):
+                m.d.sync += [y_hi.eq(first.y_size - first.pad_bottom),
+                             x_hi.eq(first.x_size - first.pad_right)]
         else:
             m.d.comb += [y_hi.eq(cmd.y_size - cmd.pad_bottom),
                          x_hi.eq(cmd.x_size - cmd.pad_right)]
@@ -526,9 +535,8 @@ class DmaLoad(wiring.Component):
             # (fast clock) registers, set as the walk steps: the gates' compares are formed
             # beside the adders they gate, not in front of them
             y_in, x_in = Signal(name="ld_y_in"), Signal(name="ld_x_in")
-            with m.If(self.cmd.valid & self.cmd.ready):
-                p = self.cmd.payload
-                m.d.sync += [y_in.eq(p.pad_top == 0), x_in.eq(p.pad_left == 0)]
+            with m.If(begin):
+                m.d.sync += [y_in.eq(first.pad_top == 0), x_in.eq(first.pad_left == 0)]
         else:
             y_in, x_in = w.y >= cmd.pad_top, w.x >= cmd.pad_left
         pad = Signal()
@@ -562,7 +570,14 @@ class DmaLoad(wiring.Component):
             m.d.comb += last.eq(w.last())
 
         # Row formatting: lanes past `elems` and padding rows carry pad_value.
-        o = rd.out.payload
+        o, o_valid = rd.out.payload, rd.out.valid & self.wr.ready
+        if c.slices:
+            # (fast clock) the row taken from the reader's output FIFO is registered before
+            # it is formatted: the FIFO's LUT RAM reaches flip-flops beside it
+            o_r = Signal.like(o, name="load_row_in", reset_less=True)
+            o_valid_r = Signal(name="load_row_in_valid")
+            m.d.sync += [o_r.eq(o), o_valid_r.eq(o_valid)]
+            o, o_valid = o_r, o_valid_r
         row = Signal(8 * nb)
         n8 = max(c.rows, c.cols)
         # (for a fast clock each lane's "within elems" flag and the element width are
@@ -603,10 +618,10 @@ class DmaLoad(wiring.Component):
             wr[0].eq(cmd.target),
             wr[1].eq(o.user.row),
             wr[2].eq(row),
-            wr[3].eq(rd.out.valid & self.wr.ready),
+            wr[3].eq(o_valid),
         ]
         m.d.comb += rd.out.ready.eq(self.wr.ready)
-        with m.If(rd.out.valid & self.wr.ready & o.user.last):
+        with m.If(rd.out.valid & self.wr.ready & rd.out.payload.user.last):
             m.d.sync += [busy.eq(0), done.eq(1)]
         return m
 
@@ -675,7 +690,7 @@ class DmaStore(wiring.Component):
         gen = Signal()
         busy = Signal()
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-        cmd, start = _held_command(m, self.cmd.payload, busy, gen, c.slices)
+        cmd, start, begin, first = _held_command(m, self.cmd, busy, gen, c.slices)
         w = _Walker(m, "st", one_adder=not c.slices,
                     sizes=(cmd.z_size, cmd.y_size, cmd.x_size))
         a = w.add("acc", _abits(c.acc_depth))  # (exact: the static checks keep rows in range)
@@ -689,7 +704,8 @@ class DmaStore(wiring.Component):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += start
-            w.start([p.acc_addr, 0], (p.z_size, p.y_size, p.x_size))
+        with m.If(begin):
+            w.start([first.acc_addr, 0], (first.z_size, first.y_size, first.x_size))
 
         last = Signal()
         m.d.comb += [

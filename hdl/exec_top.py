@@ -60,7 +60,9 @@ class ExecTop(wiring.Component):
     busy : Out(1)
         The execute unit works on a command.
     input_wr, weight_wr, acc_wr, param_wr : In(write_signature(...))
-        Buffer write ports.
+        Buffer write ports (for a fast clock INPUT, WEIGHT and PARAM rows reach their
+        memories a cycle later, from registers: a read of a row waits two cycles after its
+        write).
     acc_rd : In(read_signature(acc_depth, cols, signed(32)))
         ACC read port.
     pp_config : In(hdl.isa.SETPP)
@@ -105,10 +107,15 @@ class ExecTop(wiring.Component):
         m = Module()
         c = self._config
         m.submodules.execute = exe = ExecuteUnit(c)
+        # (for a fast clock the INPUT and WEIGHT buffers' lanes are memories of their own,
+        # each written from copies of the write register's address and enable: the block RAMs
+        # are pinned beside their lanes, down the array's left edge and along its top)
         m.submodules.input_buf = inp = Scratchpad(c.input_depth, c.rows, signed(8),
-                                                  c.input_banks)
+                                                  c.input_banks, write_register=c.slices,
+                                                  lane_groups=c.rows if c.slices else 1)
         m.submodules.weight_buf = wgt = Scratchpad(c.weight_depth, c.cols, signed(8),
-                                                   c.weight_banks)
+                                                   c.weight_banks, write_register=c.slices,
+                                                   lane_groups=c.cols if c.slices else 1)
         # (for a fast clock the ACC buffer's lanes are memories of their own, whose read and
         # write addresses are copies of their own: the block RAMs are pinned beside their
         # lanes across the die)

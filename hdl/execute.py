@@ -612,7 +612,10 @@ class ExecuteUnit(wiring.Component):
             # (the row written is a copy of `v_res` of its own: `v_res` stays beside the
             # adders it feeds back into, the copy goes to the ACC buffer's write registers)
             v_wr = Signal.like(v_res, name=f"v_res_wr_{KEEP_MARK}")
-            m.d.sync += [v_res.eq(update), v_wr.eq(update)]
+            # (and the newest row forwarded into the update is a copy of its own as well,
+            # beside the adders: the loop through them is as short as it can be)
+            v_fwd = Signal.like(v_res, name=f"v_res_fwd_{KEEP_MARK}")
+            m.d.sync += [v_res.eq(update), v_wr.eq(update), v_fwd.eq(update)]
             # (each lane with its own copy of the update's operation, as of the forwarding)
             w_ops = kept_copies(m, u_op, cols, "acc_op")
             w_new = t_data
@@ -655,7 +658,7 @@ class ExecuteUnit(wiring.Component):
                 # with the old row, and the forwarding choice made last: its copy's fan-out
                 # is not in front of the adders
                 both = [Signal(signed(32), name=f"acc_upd_{k}_{lane}") for k in ("fwd", "old")]
-                for out, old, k in zip(both, (v_res[lane], t_old[lane]), ("fwd", "old")):
+                for out, old, k in zip(both, (v_fwd[lane], t_old[lane]), ("fwd", "old")):
                     updated(out, old, w_new[lane], w_ops[lane], f"acc_d_{k}_{lane}")
                 m.d.comb += update[lane].eq(Mux(fwd_newest[lane], *both))
             else:

@@ -48,12 +48,14 @@ class Scratchpad(wiring.Component):
     returns the new data (the accumulator's read-modify-write relies on it); otherwise it returns
     the old data.
 
-    With ``write_register`` (for a fast clock; transparent buffers only) a write reaches the
-    memories a cycle later, from registers: the write port's enables, address and data fan out
-    to the banks from flip-flops, not from the writer's logic. The behaviour is the same: the
-    memories themselves are then not transparent, and a read takes the lanes of the write of
-    its cycle and of the write then reaching the memories from bypass registers (no
+    With ``write_register`` (for a fast clock) a write reaches the memories a cycle later, from
+    registers: the write port's enables, address and data fan out to the banks from
+    flip-flops, not from the writer's logic. For a transparent buffer the behaviour is the
+    same: the memories themselves are then not transparent, and a read takes the lanes of the
+    write of its cycle and of the write then reaching the memories from bypass registers (no
     transparency logic of the synthesis tool's between the write address and the block RAMs).
+    Otherwise a read sees the writes up to two cycles before its own (its writer leaves that
+    much time before reading what it wrote).
 
     A read port listed in ``read_registers`` (for a fast clock) takes two cycles: each bank's
     output goes into a register first (beside its block RAM), and the bank selection and the
@@ -116,8 +118,6 @@ class Scratchpad(wiring.Component):
         self._read_ports = read_ports
         self._transparent = bool(transparent)
         self._write_register = bool(write_register)
-        if write_register and not transparent:
-            raise ValueError("write_register needs transparent read ports")
         if not set(read_registers) <= set(range(read_ports)):
             raise ValueError(f"read_registers {read_registers!r} must be ports of "
                              f"0 .. {read_ports - 1}")
@@ -196,7 +196,7 @@ class Scratchpad(wiring.Component):
                 path=("write_r",))
             m.d.sync += [getattr(wsrc, f).eq(getattr(self.write, f))
                          for f in ("en", "addr", "data", "mask")]
-            for p in range(self._read_ports):
+            for p in range(self._read_ports if self._transparent else 0):
                 # The memories are not transparent: a read sees the writes that reached them
                 # before its cycle. The two after (the write of this cycle, and the one in
                 # `write_r` reaching them this cycle) are taken from bypass registers, their

@@ -198,15 +198,15 @@ def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
     assert path.read_text() == before
 
 
-def _small_ebr_cells(acc_groups=12):
+def _small_ebr_cells(groups=12):
     """small's scratchpad block RAMs as Yosys names them (``<buffer>.bank<b>.<port>.<slice>``,
     ``bank<b>_g<g>`` for a bank split into lane groups), with their data widths: 96-bit INPUT
     and WEIGHT rows in 9-bit slices, 384-bit ACC rows (two read ports) in 36-bit ones, a
-    memory per lane (``acc_groups`` 12, a fast clock's) or one for all; and two of the board
+    memory per lane (``groups`` 12, a fast clock's) or one for all; and two of the board
     RAM's."""
     cells = {}
-    for buf, ports, width, bits, groups in (("input", 1, 9, 96, 1), ("weight", 1, 9, 96, 1),
-                                            ("acc", 2, 36, 384, acc_groups)):
+    for buf, ports, width, bits in (("input", 1, 9, 96), ("weight", 1, 9, 96),
+                                    ("acc", 2, 36, 384)):
         for b in range(2):
             for g in range(groups):
                 mem = f"bank{b}" if groups == 1 else f"bank{b}_g{g}"
@@ -217,17 +217,17 @@ def _small_ebr_cells(acc_groups=12):
     return cells
 
 
-@pytest.mark.parametrize("acc_groups", [12, 1])
-def test_buffer_ebr_sites_put_each_lane_beside_its_pes(acc_groups):
+@pytest.mark.parametrize("groups", [12, 1])
+def test_buffer_ebr_sites_put_each_lane_beside_its_pes(groups):
     """small: every scratchpad block RAM gets its own 85F site, the board RAM's none; an ACC
     slice sits in the columns of its lanes' PEs (within a group of sites), a WEIGHT slice
     in its columns' too, an INPUT slice at the array's left edge. A buffer whose cells are
     not all found is not pinned at all."""
     config = NpuConfig.load("small")
-    cells = _small_ebr_cells(acc_groups)
+    cells = _small_ebr_cells(groups)
     sites = buffer_ebr_sites(config, cells)
     assert set(sites) == {n for n in cells if "ram.core" not in n}
-    assert len(set(sites.values())) == len(sites) == (92 if acc_groups == 12 else 88)
+    assert len(set(sites.values())) == len(sites) == (96 if groups == 12 else 88)
     assert set(sites.values()) <= set(ECP5_85F_EBR_SITES) and len(ECP5_85F_EBR_SITES) == 208
     dsp = array_dsp_sites(12, 12)
     for name, bel in sites.items():
@@ -254,7 +254,7 @@ def test_pin_buffer_ebrs_rewrites_the_netlist(tmp_path):
     path = tmp_path / "top.json"
     path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     config = NpuConfig.load("small")
-    assert pin_buffer_ebrs(path, config) == 92
+    assert pin_buffer_ebrs(path, config) == 96
     got = json.loads(path.read_text())["modules"]["top"]["cells"]
     want = buffer_ebr_sites(config, _small_ebr_cells())
     assert {n: c["attributes"]["BEL"] for n, c in got.items()

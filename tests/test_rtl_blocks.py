@@ -142,13 +142,15 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
                           (4, False, False, (), (), 1), (1, True, True, (), (), 1),
                           (2, True, True, (), (), 1), (2, True, True, (0,), (), 1),
                           (1, False, False, (0, 1), (), 1), (2, True, True, (0, 1), (1,), 3),
-                          (2, False, False, (), (0,), 2)])
+                          (2, False, False, (), (0,), 2), (2, False, True, (0,), (), 3),
+                          (1, False, True, (), (), 1)])
 def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, read_registers,
                                             addr_registers, lane_groups):
     """Random masked writes and reads (one of the rows being written), against a model; a
-    registered write port (a fast clock's) behaves as the plain transparent one, a registered
-    read port as the others a cycle later, and one with its address registered (lanes split
-    over memories) a cycle later again, from the address given a cycle early."""
+    registered write port (a fast clock's) behaves as the plain transparent one (without
+    transparency: its reads see the writes up to two cycles before), a registered read port
+    as the others a cycle later, and one with its address registered (lanes split over
+    memories) a cycle later again, from the address given a cycle early."""
     rng = np.random.default_rng(banks + 10 * write_register + 100 * len(read_registers) +
                                 1000 * lane_groups)
     depth, lanes = 32, 3
@@ -165,6 +167,7 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
     pending = [(0, False), (0, False)]      # an address-registered port's read, a cycle on
 
     async def tb(ctx):
+        before = model.copy()
         for step in range(300):
             addr = waddrs[step]
             row = rng.integers(-2**31, 2**31, size=lanes)
@@ -180,6 +183,7 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
             for p in range(2):
                 ctx.set(dut.read[p].addr, raddr[p])
                 ctx.set(dut.read[p].en, ren[p])
+            older = before      # (the state before the previous cycle's write)
             before = model.copy()
             if en:
                 for lane in range(lanes):
@@ -190,7 +194,8 @@ def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, 
                 if p in addr_registers:
                     (r_addr, r_en), pending[p] = pending[p], (raddr[p], ren[p])
                 if r_en:
-                    expect[p] = list((model if transparent else before)[r_addr])
+                    seen = (model if transparent else older if write_register else before)
+                    expect[p] = list(seen[r_addr])
                 history[p].append(expect[p])
             await ctx.tick()
             for p in range(2):
