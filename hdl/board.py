@@ -41,25 +41,25 @@ _AX_FIELDS = ("id", "addr", "len", "size", "burst", "lock", "cache", "prot", "qo
 
 
 def _connect_axi_sliced(m, master, slave):
-    """``master`` to ``slave`` (AXI4) with the AR, AW and W channels through register slices
-    (FIFOs of two), for a fast clock: the master's address and write handshakes see the
-    slices' room, and the slave's choice between a read and a write starts from the slices'
-    registers, so no path runs from one side's request logic through the other's arbitration
-    and back, nor from the slave's write ready into the master's beat formatting. B and R are
-    connected directly."""
-    for ch, fields in (("aw", _AX_FIELDS), ("ar", _AX_FIELDS), ("w", ("data", "strb", "last"))):
+    """``master`` to ``slave`` (AXI4) with the AR, AW, W and R channels through register slices
+    (FIFOs of two), for a fast clock: each side's handshakes see a slice's room or level, and
+    the slave's choice between a read and a write starts from the slices' registers, so no
+    path runs from one side's request logic through the other's arbitration and back, nor
+    from the slave's ready or valid into the master's beat logic. B is connected directly."""
+    for ch, fields, src, dst in (("aw", _AX_FIELDS, master, slave),
+                                 ("ar", _AX_FIELDS, master, slave),
+                                 ("w", ("data", "strb", "last"), master, slave),
+                                 ("r", ("id", "data", "resp", "last"), slave, master)):
         names = [f"{ch}{f}" for f in fields]
-        payload = Cat(*(getattr(master, n) for n in names))
-        room, valid, out, take = register_slice(m, f"{ch}_slice", getattr(master, f"{ch}valid"),
+        payload = Cat(*(getattr(src, n) for n in names))
+        room, valid, out, take = register_slice(m, f"{ch}_slice", getattr(src, f"{ch}valid"),
                                                 payload, len(payload))
-        m.d.comb += [getattr(master, f"{ch}ready").eq(room),
-                     getattr(slave, f"{ch}valid").eq(valid),
-                     Cat(*(getattr(slave, n) for n in names)).eq(out),
-                     take.eq(valid & getattr(slave, f"{ch}ready"))]
-    for name in ("bready", "rready"):
-        m.d.comb += getattr(slave, name).eq(getattr(master, name))
-    for name in ("bid", "bresp", "bvalid", "rid", "rdata", "rresp", "rlast",
-                 "rvalid"):
+        m.d.comb += [getattr(src, f"{ch}ready").eq(room),
+                     getattr(dst, f"{ch}valid").eq(valid),
+                     Cat(*(getattr(dst, n) for n in names)).eq(out),
+                     take.eq(valid & getattr(dst, f"{ch}ready"))]
+    m.d.comb += slave.bready.eq(master.bready)
+    for name in ("bid", "bresp", "bvalid"):
         m.d.comb += getattr(master, name).eq(getattr(slave, name))
 
 

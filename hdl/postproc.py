@@ -405,18 +405,21 @@ class PostProcessor(wiring.Component):
             if steps == 1:
                 # stage 2: v * mult1 as four products of 16-bit halves (high halves signed, low
                 # halves unsigned: 17 x 17 bits at most, one DSP each); stage 3: their sum
-                v_m, mult_m = v, mult1
+                vh, vl = v[16:].as_signed(), v[:16]
+                mh, ml = mult1[16:].as_signed(), mult1[:16]
+                operands = [(vh, mh), (vh, ml), (vl, mh), (vl, ml)]
                 if split:
                     # stage 1b: the operands registered again, and (2b) the products: the
-                    # DSPs have registers of their own on both sides, as the residual's do
-                    v_m, mult_m = _at_advance(m, adv, (v, mult1), ("v_p", "mult_p"), c)
-                vh, vl = v_m[16:].as_signed(), v_m[:16]
-                mh, ml = mult_m[16:].as_signed(), mult_m[:16]
+                    # DSPs have registers of their own on both sides, as the residual's do;
+                    # each DSP its own copy of its two operands (kept: two DSPs share each
+                    # half), so that each copy can sit beside its DSP
+                    operands = [tuple(_at_advance(m, adv, ab, [f"dsp{k}_{x}_{KEEP_MARK}"
+                                                               for x in "ab"], c))
+                                for k, ab in enumerate(operands)]
                 parts = [Signal(signed(34), name=f"part{k}_{c}", reset_less=True)
                          for k in range(4)]
                 with m.If(adv):
-                    m.d.sync += [p.eq(a * b) for p, (a, b) in
-                                 zip(parts, ((vh, mh), (vh, ml), (vl, mh), (vl, ml)))]
+                    m.d.sync += [p.eq(a * b) for p, (a, b) in zip(parts, operands)]
                 if split:
                     parts = _at_advance(m, adv, parts, [f"part{k}_r" for k in range(4)], c)
                 # (the low halves' product is below 2**32: it and the high halves' shifted one
@@ -435,12 +438,16 @@ class PostProcessor(wiring.Component):
                     ma_hi, = kept_copies(m, ma_hi, 1, f"add_ma_hi{c}")
                     mb_hi, = kept_copies(m, mb_hi, 1, f"add_mb_hi{c}")
                 d_a, d_r = da, dr
+                q_a, q_r = da, dr
                 if split:
                     # stage 5b: the operands registered again, and (6a, below) the products
                     # twice: the DSPs (at the sites the array leaves, far from the rest) have
                     # registers of their own on both sides, which the placer puts beside them
+                    # (the DSPs' operands copies of their own, apart from the logic products')
                     d_a, d_r = _at_advance(m, adv, (da, dr), ("da_p", "dr_p"), c)
-                m.d.comb += [hi_a.eq(d_a * ma_hi), hi_b.eq(d_r * mb_hi)]
+                    q_a, q_r = _at_advance(m, adv, (da, dr),
+                                           (f"da_dsp_{KEEP_MARK}", f"dr_dsp_{KEEP_MARK}"), c)
+                m.d.comb += [hi_a.eq(q_a * ma_hi), hi_b.eq(q_r * mb_hi)]
                 if split:
                     # stage 6a: the four products registered (the two in logic as the sums of
                     # their odd and even terms), 6b: again (the logic products summed); 6:
