@@ -503,35 +503,27 @@ class CommandProcessor(wiring.Component):
                                       ((ma, "ma"), (mb, "mb"), (msub, "msub"), (dest, "dest")))
                 operands_ok = Signal(name="span_operands_ok")
                 m.d.sync += operands_ok.eq(~span_init & ~span_step)
+            # the digit's product accumulated, a digit at a time (`adding`), the term's last at
+            # `last`
+            term, adding, last = partial, mcount != 0, mcount == 1
             if c.slices:
                 # (fast clock) each digit's partial product is registered before it is
                 # accumulated, a cycle later: the shifted adds and the accumulating adder
                 # are not in one path (one more cycle a term)
-                part_r = Signal.like(partial, name="span_partial_r", reset_less=True)
-                part_valid, part_last = Signal(name="span_partial_valid"), Signal()
-                m.d.sync += [part_r.eq(partial), part_valid.eq(mcount != 0),
-                             part_last.eq(mcount == 1)]
-                with m.If(span_step):
-                    m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
-                                 product.eq(0), mcount.eq(c.span_steps)]
-                with m.Else():
-                    with m.If(mcount != 0):
-                        m.d.sync += [mcand.eq(mcand << k), mcount.eq(mcount - 1)]
-                    with m.If(part_valid):
-                        m.d.sync += product.eq((product << k) + part_r)
-                m.d.sync += acc_valid.eq(part_valid & part_last)
-                m.d.comb += [span_busy.eq((mcount != 0) | part_valid | acc_valid),
-                             can_step.eq(~span_busy & operands_ok)]
-            else:
-                with m.If(span_step):
-                    m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
-                                 product.eq(0), mcount.eq(c.span_steps)]
-                with m.Elif(mcount != 0):
-                    m.d.sync += [product.eq((product << k) + partial),
-                                 mcand.eq(mcand << k), mcount.eq(mcount - 1)]
-                m.d.sync += acc_valid.eq(mcount == 1)
-                m.d.comb += [span_busy.eq((mcount != 0) | acc_valid),
-                             can_step.eq(~span_busy & operands_ok)]
+                term = Signal.like(partial, name="span_partial_r", reset_less=True)
+                adding, last = Signal(name="span_partial_valid"), Signal()
+                m.d.sync += [term.eq(partial), adding.eq(mcount != 0), last.eq(mcount == 1)]
+            with m.If(span_step):
+                m.d.sync += [mcand.eq((ma - msub)[:13]), mplier.eq(mb), acc_dest.eq(dest),
+                             product.eq(0), mcount.eq(c.span_steps)]
+            with m.Else():
+                with m.If(mcount != 0):
+                    m.d.sync += [mcand.eq(mcand << k), mcount.eq(mcount - 1)]
+                with m.If(adding):
+                    m.d.sync += product.eq((product << k) + term)
+            m.d.sync += acc_valid.eq(adding & last)
+            m.d.comb += [span_busy.eq((mcount != 0) | adding | acc_valid),
+                         can_step.eq(~span_busy & operands_ok)]
             stride = 0
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]

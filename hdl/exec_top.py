@@ -125,26 +125,14 @@ class ExecTop(wiring.Component):
                                                 read_registers=(0, 1) if c.slices else (),
                                                 addr_registers=(0, 1) if c.slices else (),
                                                 lane_groups=c.cols if c.slices else 1)
-        if c.slices:
-            # (fast clock) a PARAM memory per lane, its write and read addresses registers
-            # of its own: three copies of a row of cols int32 in LUT RAM behind one address
-            # were nets across the die
-            pars = [Scratchpad(c.param_depth, 1, signed(32), 1, read_ports=3)
-                    for _ in range(c.cols)]
-            # (the lanes' enables and addresses kept apart: merged, they would be one register
-            # reaching all twelve memories again)
-            w_addrs = kept_copies(m, self.param_wr.addr, c.cols, "param_wr_addr")
-            for j, p in enumerate(pars):
-                m.submodules[f"param_buf{j}"] = p
-                w = p.write
-                (w_en,) = kept_copies(m, self.param_wr.en & self.param_wr.mask[j], 1,
-                                      f"param_wr_en{j}")
-                m.d.sync += w.data[0].eq(self.param_wr.data[j])
-                m.d.comb += [w.en.eq(w_en), w.addr.eq(w_addrs[j]), w.mask.eq(1)]
-        else:
-            m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
-                                                      read_ports=3)
-            wiring.connect(m, wiring.flipped(self.param_wr), par.write)
+        # (for a fast clock the PARAM buffer is a memory per lane, written from registers and
+        # read from copies of its three addresses of its own: three copies of a row of cols
+        # int32 in LUT RAM behind one address were nets across the die)
+        m.submodules.param_buf = par = Scratchpad(c.param_depth, c.cols, signed(32), 1,
+                                                  read_ports=3, write_register=c.slices,
+                                                  addr_registers=(0, 1, 2) if c.slices else (),
+                                                  lane_groups=c.cols if c.slices else 1)
+        wiring.connect(m, wiring.flipped(self.param_wr), par.write)
         m.submodules.postproc = pp = PostProcessor(c.cols, self._pp_lanes, c.pp_steps,
                                                    split=c.slices)
 
@@ -194,11 +182,10 @@ class ExecTop(wiring.Component):
         else:
             m.d.comb += pp.config.eq(self.pp_config)
         row = Signal(pp.i.payload.shape())      # the rows read, with the request's fields
-        m.d.comb += row.acc.eq(rd.data)
-        for j in range(c.cols):
-            bias, mult, shift = ((pars[j].read[k].data[0] for k in range(3)) if c.slices else
-                                 (par.read[k].data[j] for k in range(3)))
-            m.d.comb += [row.bias[j].eq(bias), row.mult[j].eq(mult), row.shift[j].eq(shift[:6])]
+        m.d.comb += [row.acc.eq(rd.data), row.bias.eq(par.read[0].data),
+                     row.mult.eq(par.read[1].data)]
+        for lane in range(c.cols):
+            m.d.comb += row.shift[lane].eq(par.read[2].data[lane][:6])
         if c.slices:
             # For a fast clock the post-processor's pipeline never stalls: its rows go into a
             # FIFO with room for every row in flight, and a row enters only while it has a
@@ -265,10 +252,10 @@ class ExecTop(wiring.Component):
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(row_out),
                 ififo.r_en.eq(pp.i.valid & pp.i.ready),
             ]
-            # (each lane's PARAM reads from copies of the addresses of its own, every cycle)
-            for k, a in enumerate(a_par):
-                for p, b in zip(pars, kept_copies(m, a, c.cols, f"b_param{k}")):
-                    m.d.comb += [p.read[k].en.eq(1), p.read[k].addr.eq(b)]
+            # (the PARAM reads' addresses are registered at the buffer, stage B, a copy for
+            # each lane; it reads every cycle)
+            m.d.comb += [p.en.eq(1) for p in par.read]
+            m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, a_par)]
             m.d.sync += queued.eq(queued + take - ififo.r_en)
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
