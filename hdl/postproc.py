@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
+from .dsp import RegisteredMultiplier
 from .slices import KEEP_MARK, kept_copies
 
 __all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "saturate16",
@@ -408,20 +409,21 @@ class PostProcessor(wiring.Component):
                 vh, vl = v[16:].as_signed(), v[:16]
                 mh, ml = mult1[16:].as_signed(), mult1[:16]
                 operands = [(vh, mh), (vh, ml), (vl, mh), (vl, ml)]
-                if split:
-                    # stage 1b: the operands registered again, and (2b) the products: the
-                    # DSPs have registers of their own on both sides, as the residual's do;
-                    # each DSP its own copy of its two operands (kept: two DSPs share each
-                    # half), so that each copy can sit beside its DSP
-                    operands = [tuple(_at_advance(m, adv, ab, [f"dsp{k}_{x}_{KEEP_MARK}"
-                                                               for x in "ab"], c))
-                                for k, ab in enumerate(operands)]
                 parts = [Signal(signed(34), name=f"part{k}_{c}", reset_less=True)
                          for k in range(4)]
-                with m.If(adv):
-                    m.d.sync += [p.eq(a * b) for p, (a, b) in zip(parts, operands)]
                 if split:
+                    # stage 1b: the operands registered again, and (2b) the products: each
+                    # DSP with registers of its own on both sides (on ECP5 the DSP block's
+                    # own, hdl.dsp), as the residual's have
+                    for k, (x, y) in enumerate(operands):
+                        mul = m.submodules[f"mult{k}_{c}"] = RegisteredMultiplier(
+                            Value.cast(x).shape(), Value.cast(y).shape())
+                        m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.ce.eq(adv),
+                                     parts[k].eq(mul.p)]
                     parts = _at_advance(m, adv, parts, [f"part{k}_r" for k in range(4)], c)
+                else:
+                    with m.If(adv):
+                        m.d.sync += [p.eq(a * b) for p, (a, b) in zip(parts, operands)]
                 # (the low halves' product is below 2**32: it and the high halves' shifted one
                 # are a concatenation, not a sum)
                 prod_next = (Cat(parts[3][:32], parts[0]).as_signed() +
@@ -442,12 +444,16 @@ class PostProcessor(wiring.Component):
                 if split:
                     # stage 5b: the operands registered again, and (6a, below) the products
                     # twice: the DSPs (at the sites the array leaves, far from the rest) have
-                    # registers of their own on both sides, which the placer puts beside them
-                    # (the DSPs' operands copies of their own, apart from the logic products')
+                    # registers of their own on both sides (on ECP5 the DSP block's own,
+                    # hdl.dsp), which the placer puts beside them
                     d_a, d_r = _at_advance(m, adv, (da, dr), ("da_p", "dr_p"), c)
-                    q_a, q_r = _at_advance(m, adv, (da, dr),
-                                           (f"da_dsp_{KEEP_MARK}", f"dr_dsp_{KEEP_MARK}"), c)
-                m.d.comb += [hi_a.eq(q_a * ma_hi), hi_b.eq(q_r * mb_hi)]
+                    for x, (q, mh) in (("a", (da, ma_hi)), ("r", (dr, mb_hi))):
+                        mul = m.submodules[f"mult_hi_{x}_{c}"] = RegisteredMultiplier(
+                            q.shape(), mh.shape())
+                        m.d.comb += [mul.a.eq(q), mul.b.eq(mh), mul.ce.eq(adv),
+                                     (hi_a if x == "a" else hi_b).eq(mul.p)]
+                else:
+                    m.d.comb += [hi_a.eq(q_a * ma_hi), hi_b.eq(q_r * mb_hi)]
                 if split:
                     # stage 6a: the four products registered (the two in logic as the sums of
                     # their odd and even terms), 6b: again (the logic products summed); 6:
@@ -458,9 +464,9 @@ class PostProcessor(wiring.Component):
                     mb_lo, = kept_copies(m, cfg.add_mb[:ADD_SPLIT], 1, f"add_mb_lo{c}")
                     lo_a = shift_add_mul(m, d_a, ma_lo, f"lo_a{c}", parts=2)
                     lo_b = shift_add_mul(m, d_r, mb_lo, f"lo_b{c}", parts=2)
-                    hi_a, hi_b, *lo = _at_advance(
-                        m, adv, (hi_a, hi_b, *lo_a, *lo_b),
-                        ["hi_a_r", "hi_b_r", "lo_a_r0", "lo_a_r1", "lo_b_r0", "lo_b_r1"], c)
+                    # (hi_a and hi_b are the DSPs' product registers: stage 6a already)
+                    lo = _at_advance(m, adv, (*lo_a, *lo_b),
+                                     ["lo_a_r0", "lo_a_r1", "lo_b_r0", "lo_b_r1"], c)
                     hi_a, hi_b, lo_a, lo_b = _at_advance(
                         m, adv, (hi_a, hi_b, lo[0] + lo[1], lo[2] + lo[3]),
                         [f"{t}_r2" for t in ("hi_a", "hi_b", "lo_a", "lo_b")], c)

@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import RegisteredMultiplier
+
 __all__ = ["SystolicArray", "psum_width"]
 
 
@@ -185,9 +187,12 @@ class SystolicArray(wiring.Component):
                 # the product is registered: the vector is at PE (r, c) in cycle t + r + c,
                 # its product is added to the partial sum from above in cycle t + r + c + 1
                 if self._registered:
-                    # (the input's register is the one that passes it on: Yosys merges them)
-                    a_op = Signal(signed(8), name=f"a_op_{r}_{c}", reset_less=quiet)
-                    m.d.sync += [a_op.eq(a_in[r][c]), prod.eq(a_op * w_act)]
+                    # the operands registered and their product registered: on ECP5 the DSP
+                    # block's own registers (hdl.dsp), elsewhere flip-flops (Yosys merges the
+                    # input's with the one that passes it on, the weight's with `w_act`)
+                    mul = RegisteredMultiplier(signed(8), signed(8))
+                    m.submodules[f"prod_{r}_{c}"] = mul
+                    m.d.comb += [mul.a.eq(a_in[r][c]), mul.b.eq(w_use), prod.eq(mul.p)]
                 else:
                     m.d.sync += prod.eq(a_in[r][c] * w_use)
                 m.d.sync += w_act.eq(w_use)

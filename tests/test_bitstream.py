@@ -172,9 +172,20 @@ def test_array_dsp_sites_keep_neighbouring_pes_close():
     assert array_dsp_sites(16, 16) == {}
 
 
-def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
-    cells = {f"system.npu.datapath.execute.array.{'a_op' if c == 2 else 'w_act'}_{r}_{c}"
-             f"_MULT18X18D_B9": {"type": "MULT18X18D", "attributes": {}}
+def _inferred_dsp(r, c):
+    """A multiplier Yosys mapped onto a DSP block, named after a register it absorbed."""
+    return (f"system.npu.datapath.execute.array.{'a_op' if c == 2 else 'w_act'}_{r}_{c}"
+            f"_MULT18X18D_B9")
+
+
+def _instantiated_dsp(r, c):
+    """A DSP block with its own registers (hdl.dsp), named after its PE's submodule."""
+    return f"system.npu.datapath.execute.array.prod_{r}_{c}.dsp"
+
+
+@pytest.mark.parametrize("dsp_name", [_inferred_dsp, _instantiated_dsp])
+def test_pin_array_dsps_rewrites_the_netlist(tmp_path, dsp_name):
+    cells = {dsp_name(r, c): {"type": "MULT18X18D", "attributes": {}}
              for r in range(3) for c in range(3)}
     cells["system.npu.datapath.postproc.hi_a_0_MULT18X18D_P9"] = {"type": "MULT18X18D",
                                                                   "attributes": {}}
@@ -185,13 +196,13 @@ def test_pin_array_dsps_rewrites_the_netlist(tmp_path):
     got = json.loads(path.read_text())["modules"]["top"]["cells"]
     sites = array_dsp_sites(3, 3)
     for name, cell in got.items():
-        m = re.search(r"array\.\w+?_(\d)_(\d)_MULT", name)
+        m = re.search(r"array\.\w+?_(\d)_(\d)(?:_MULT|\.dsp)", name)
         if m:
             assert cell["attributes"]["BEL"] == sites[(int(m[1]), int(m[2]))]
         else:
             assert "BEL" not in cell.get("attributes", {})
     # a PE that cannot be found: nothing is pinned, the netlist is left as it was
-    del cells["system.npu.datapath.execute.array.w_act_1_1_MULT18X18D_B9"]
+    del cells[dsp_name(1, 1)]
     path.write_text(json.dumps({"modules": {"top": {"cells": cells}}}))
     before = path.read_text()
     assert pin_array_dsps(path, 3, 3) == 0
@@ -324,6 +335,11 @@ def test_build_plan_of_every_board(board, config):
         assert "npu_clk" not in files["top.pcf"]
     else:
         assert "EHXPLLL" in il and "SB_SPRAM256KA" not in il
+        # a fast clock's multipliers (the array's and the post-processor's) are DSP blocks
+        # with their own operand and product registers (hdl.dsp)
+        dsps = il.count("cell \\MULT18X18D ")
+        assert dsps == (cfg.rows * cfg.cols + 6 * cfg.pp_lanes if cfg.slices else 0)
+        assert il.count('parameter \\REG_OUTPUT_CLK "CLK0"') == dsps
         # synth_ecp5 in two parts around the classic ABC LUT mapping (not ABC9)
         assert ys.index("synth_ecp5 -run :map_luts") < ys.index("abc -lut 4:7") < \
             ys.index("synth_ecp5 -top top -run map_cells:")
