@@ -133,8 +133,11 @@ class AxiMaster(wiring.Component):
         Address of the failing write burst.
     wr_idle : Out(1)
         No write request or burst outstanding (every B response received).
-    flush : In(1)
-        Stop: drop requests, discard read data, finish announced bursts.
+    flush : In(len(AxiMaster.flush_groups(config, read_clients)))
+        Stop: drop requests, discard read data, finish announced bursts. For a fast clock one
+        copy of the flush for each part of the master (:meth:`flush_groups`, in that order),
+        so that no one flip-flop reaches all of them; all copies are equal. One bit
+        otherwise.
     idle : Out(1)
         Nothing outstanding on the bus.
     """
@@ -153,9 +156,24 @@ class AxiMaster(wiring.Component):
             "wr_err": Out(1),
             "wr_err_addr": Out(32),
             "wr_idle": Out(1),
-            "flush": In(1),
+            "flush": In(len(self.flush_groups(c, read_clients))),
             "idle": Out(1),
         })
+
+    @staticmethod
+    def flush_groups(config, read_clients=1):
+        """The parts of the master that take a copy of :attr:`flush` of their own (for a fast
+        clock; otherwise one part, ``"all"``): the two burst splitters, each request slice,
+        the read arbiter, RREADY, each client's R beats and the W channel."""
+        if not config.slices:
+            return ("all",)
+        return ("ar", "aw", *[f"rd_req_{k}" for k in range(read_clients)], "wr_req",
+                "grant", "r", *[f"r_beats_{k}" for k in range(read_clients)], "w")
+
+    def _flush(self, group):
+        """The copy of :attr:`flush` that ``group`` (:meth:`flush_groups`) takes."""
+        groups = self.flush_groups(self._config, self._clients)
+        return self.flush[groups.index(group) if group in groups else 0]
 
     def _splitter(self, m, name, limit, release, handshake, tag=None, b_tag=None):
         """Burst splitter: holds one request and proposes its bursts, one per cycle.
@@ -244,13 +262,13 @@ class AxiMaster(wiring.Component):
             has_credit = Signal(init=limit != 0, name=f"{name}_has_credit")
             m.d.sync += has_credit.eq(release | Mux(load, credits >= 2, has_credit))
         m.d.comb += [
-            load.eq(busy & planned & rem_left & room & has_credit & ~self.flush),
+            load.eq(busy & planned & rem_left & room & has_credit & ~self._flush(name)),
             # (a fast clock takes a request only into an empty splitter: a cycle between
             # requests, and no path from the burst planning into the next request's)
             free.eq(~busy if ahead else ~busy | (load & last)),
         ]
         m.d.sync += credits.eq(credits - load + release)
-        with m.If(busy & ((remaining == 0) | self.flush)):
+        with m.If(busy & ((remaining == 0) | self._flush(name))):
             m.d.sync += busy.eq(0)
         with m.If(load):
             rem = Signal(range(MAX_REQUEST_BEATS + 1), name=f"{name}_rem_next")
@@ -288,7 +306,7 @@ class AxiMaster(wiring.Component):
         # splitter's planning start from registers, and a client's READY is the FIFO's room.
         # (A flush drops what they hold.)
         def request_slice(name, req):
-            return stream_slice(m, name, req, drop=self.flush) if c.slices else req
+            return stream_slice(m, name, req, drop=self._flush(name)) if c.slices else req
 
         reqs = [request_slice(f"rd_req_{k}", self.rd_req[k]) for k in range(nclients)]
         # Round-robin arbiter: the client after the last one granted goes first.
@@ -318,15 +336,16 @@ class AxiMaster(wiring.Component):
             glayout = data.StructLayout({"client": cbits, "req": read_request_layout()})
             g_in = Signal(glayout)
             m.d.comb += [g_in.client.eq(grant), g_in.req.eq(g_req)]
+            g_flush = self._flush("grant")
             g_room, g_queued, g_head, g_take = register_slice(
-                m, "rd_granted", any_req & ~self.flush, g_in, glayout)
-            m.d.comb += [granted.eq(g_room & ~self.flush & any_req), g_take.eq(self.flush)]
-            with m.If(r_free & ~self.flush & g_queued):
+                m, "rd_granted", any_req & ~g_flush, g_in, glayout)
+            m.d.comb += [granted.eq(g_room & ~g_flush & any_req), g_take.eq(g_flush)]
+            with m.If(r_free & ~g_flush & g_queued):
                 m.d.comb += g_take.eq(1)
                 m.d.sync += [*r_start(g_head.req.addr, g_head.req.beats),
                              r_client.eq(g_head.client)]
         else:
-            m.d.comb += granted.eq(r_free & ~self.flush & any_req)
+            m.d.comb += granted.eq(r_free & ~self._flush("grant") & any_req)
             with m.If(granted):
                 m.d.sync += [*r_start(g_req.addr, g_req.beats), r_client.eq(grant)]
         # (an empty request, beats = 0, is accepted and produces nothing)
@@ -354,22 +373,23 @@ class AxiMaster(wiring.Component):
             for k in range(nclients):
                 # (the beats' head in a register: the client's row reader loads its beat
                 # words from flip-flops)
+                k_flush = self._flush(f"r_beats_{k}")
                 room, valid, head, take = skid_slice(
-                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~self.flush & (h_client == k),
+                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~k_flush & (h_client == k),
                     beat, beat.shape())
                 held.append(valid)
                 rooms.append(room)
-                m.d.comb += [self.rd_data[k].valid.eq(valid & ~self.flush),
+                m.d.comb += [self.rd_data[k].valid.eq(valid & ~k_flush),
                              self.rd_data[k].payload.eq(head),
-                             take.eq(self.rd_data[k].ready | self.flush)]
+                             take.eq(self.rd_data[k].ready | k_flush)]
             r_held = Cat(*held).any()
             room = Cat(*rooms).bit_select(h_client, 1)
-            m.d.comb += bus.rready.eq(inflight.r_rdy & (room | self.flush))
+            m.d.comb += bus.rready.eq(inflight.r_rdy & (room | self._flush("r")))
         else:
             for k in range(nclients):
                 m.d.comb += self.rd_data[k].payload.eq(beat)
             with m.If(inflight.r_rdy):
-                with m.If(self.flush):
+                with m.If(self._flush("all")):
                     m.d.comb += bus.rready.eq(1)
                 with m.Else():
                     for k in range(nclients):
@@ -389,7 +409,7 @@ class AxiMaster(wiring.Component):
         # requests the slices hold (none without them: the ports' valid is the clients')
         r_queued = Cat(*[r.valid for r in reqs], g_queued).any() if c.slices else 0
         w_queued = wr_req.valid if c.slices else 0
-        m.d.comb += wr_req.ready.eq(w_free & ~self.flush)
+        m.d.comb += wr_req.ready.eq(w_free & ~self._flush("aw"))
         with m.If(wr_req.valid & wr_req.ready):
             m.d.sync += w_start(wr_req.payload.addr, wr_req.payload.beats)
         m.d.comb += [
@@ -400,12 +420,13 @@ class AxiMaster(wiring.Component):
             bq.w_en.eq(w_valid & bus.awready), bq.w_data.eq(w_addr),
         ]
         w_count = Signal(9)
+        w_flush = self._flush("w")
         m.d.comb += [
-            bus.wvalid.eq(wq.r_rdy & (self.wr_data.valid | self.flush)),
+            bus.wvalid.eq(wq.r_rdy & (self.wr_data.valid | w_flush)),
             bus.wdata.eq(self.wr_data.payload.data),
-            bus.wstrb.eq(Mux(self.flush, 0, self.wr_data.payload.strb)),
+            bus.wstrb.eq(Mux(w_flush, 0, self.wr_data.payload.strb)),
             bus.wlast.eq(w_count + 1 == wq.r_data),
-            self.wr_data.ready.eq(wq.r_rdy & bus.wready & ~self.flush),
+            self.wr_data.ready.eq(wq.r_rdy & bus.wready & ~w_flush),
         ]
         with m.If(bus.wvalid & bus.wready):
             with m.If(bus.wlast):
@@ -414,7 +435,7 @@ class AxiMaster(wiring.Component):
             with m.Else():
                 m.d.sync += w_count.eq(w_count + 1)
         m.d.comb += [bus.bready.eq(1), bq.r_en.eq(bus.bvalid)]
-        with m.If(bus.bvalid & bq.r_rdy & bus.bresp[1] & ~self.flush):
+        with m.If(bus.bvalid & bq.r_rdy & bus.bresp[1] & ~w_flush):
             m.d.comb += [self.wr_err.eq(1), self.wr_err_addr.eq(bq.r_data)]
 
         m.d.comb += [

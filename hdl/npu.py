@@ -1,6 +1,7 @@
 """The NPU top: AXI4 memory master, AXI4-Lite control slave, interrupt."""
 
 from amaranth.hdl import (
+    Cat,
     ClockDomain,
     ClockSignal,
     DomainRenamer,
@@ -158,10 +159,21 @@ class Npu(wiring.Component):
             m.d.comb += [domain.clk.eq(ClockSignal("sync")),
                          domain.rst.eq(halt if buffer is None else buffer(m, halt, name))]
             m.submodules[name] = DomainRenamer({"sync": f"run_{name}"})(unit)
-        m.d.comb += axi.flush.eq(~running)
+        # The AXI master flushes while not running. For a fast clock each of its parts takes a
+        # flip-flop of its own, set with `running` (kept apart, as the halts are): `running`
+        # alone reached every part of the master, and every path through the read beats into
+        # the readers started at it.
+        flushes = []
+        if c.slices:
+            flushes = [Signal(init=1, name=f"flush_{g}_{KEEP_MARK}")
+                       for g in AxiMaster.flush_groups(c, 3)]
+            m.d.comb += axi.flush.eq(Cat(*flushes))
+        else:
+            m.d.comb += axi.flush.eq(~running)
 
         def set_running(value):
-            return [running.eq(value)] + [h.eq(~value) for h in halts.values()]
+            return ([running.eq(value)] + [h.eq(~value) for h in halts.values()] +
+                    [f.eq(~value) for f in flushes])
 
         # ---- memory traffic
         wiring.connect(m, cp.rd_req, axi.rd_req[0])
