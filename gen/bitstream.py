@@ -261,7 +261,7 @@ def array_dsp_sites(rows, cols, site_rows=ECP5_85F_DSP_SITES):
     return {(r, c): site(r, c) for r in range(rows) for c in range(cols)}
 
 
-_PE_DSP_NAME = re.compile(r"\.array\.(?:w_act|a_op|prod)_(\d+)_(\d+)[_.]")
+_PE_DSP_NAME = re.compile(r"\.array\.(?:w_act|a_op|prod)_(\d+)_(\d+)[_.$]")
 
 
 def pin_array_dsps(netlist_path, rows, cols):

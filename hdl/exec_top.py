@@ -226,7 +226,10 @@ class ExecTop(wiring.Component):
             c_res = Signal.like(req.payload.residual, reset_less=True)
             a_use, b_use, c_use = (Signal(reset_less=True) for _ in range(3))
             take = Signal()
-            m.d.comb += [req.ready.eq(queued != 4), take.eq(req.valid & req.ready)]
+            # (whether a request can be taken, `queued != 4`, is a register of its own, set
+            # as `queued` changes: `take` starts from flip-flops, not from a compare)
+            has_room = Signal(init=1)
+            m.d.comb += [req.ready.eq(has_room), take.eq(req.valid & req.ready)]
             m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid),
                          b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
             # (stage C's valid: a copy for each lane's part of the input FIFO)
@@ -256,7 +259,9 @@ class ExecTop(wiring.Component):
             # each lane; it reads every cycle)
             m.d.comb += [p.en.eq(1) for p in par.read]
             m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, a_par)]
-            m.d.sync += queued.eq(queued + take - ififo.r_en)
+            queued_next = Signal.like(queued)
+            m.d.comb += queued_next.eq(queued + take - ififo.r_en)
+            m.d.sync += [queued.eq(queued_next), has_room.eq(queued_next != 4)]
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
                          ofifo.w_data.eq(pp.o.payload), out.valid.eq(ofifo.r_rdy),

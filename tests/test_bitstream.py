@@ -180,7 +180,7 @@ def _inferred_dsp(r, c):
 
 def _instantiated_dsp(r, c):
     """A DSP block with its own registers (hdl.dsp), named after its PE's submodule."""
-    return f"system.npu.datapath.execute.array.prod_{r}_{c}.dsp"
+    return f"system.npu.datapath.execute.array.prod_{r}_{c}${2057 + 12 * r + c}.dsp"
 
 
 @pytest.mark.parametrize("dsp_name", [_inferred_dsp, _instantiated_dsp])
@@ -196,7 +196,7 @@ def test_pin_array_dsps_rewrites_the_netlist(tmp_path, dsp_name):
     got = json.loads(path.read_text())["modules"]["top"]["cells"]
     sites = array_dsp_sites(3, 3)
     for name, cell in got.items():
-        m = re.search(r"array\.\w+?_(\d)_(\d)(?:_MULT|\.dsp)", name)
+        m = re.search(r"array\.\w+?_(\d)_(\d)(?:_MULT|\$\d+\.dsp)", name)
         if m:
             assert cell["attributes"]["BEL"] == sites[(int(m[1]), int(m[2]))]
         else:
