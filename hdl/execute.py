@@ -600,9 +600,14 @@ class ExecuteUnit(wiring.Component):
             # adder's output is forwarded.
             fwd = kept_copies(m, Cat(t_valid & (t_addr == s_addr), v_valid & (v_addr == s_addr)),
                               cols, "acc_fwd")
-            fwd_newest = [kept_copies(m, c, 1, f"acc_fwd_newest{lane}")[0] for lane, c in
-                          enumerate(kept_copies(m, u_valid & (u_addr == s_addr), cols,
-                                                "acc_fwd_next"))]
+            # (whether the newest row is forwarded into an ADD, or into a MAX: registered
+            # twice, a copy per lane, with the operation, so that in the loop through the
+            # adders the choice is one level of logic, made from flip-flops)
+            newest = u_valid & (u_addr == s_addr)
+            fwd_add, fwd_max = (
+                [kept_copies(m, c, 1, f"acc_fwd_{k}{lane}")[0] for lane, c in enumerate(
+                    kept_copies(m, newest & (s_op == op), cols, f"acc_fwd_{k}_next"))]
+                for k, op in (("add", AccOp.ADD), ("max", AccOp.MAX)))
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
@@ -654,13 +659,17 @@ class ExecuteUnit(wiring.Component):
 
         for lane in range(cols):
             if cfg.slices:
-                # (fast clock) the row updated both ways, with the newest row forwarded and
-                # with the old row, and the forwarding choice made last: its copy's fan-out
-                # is not in front of the adders
-                both = [Signal(signed(32), name=f"acc_upd_{k}_{lane}") for k in ("fwd", "old")]
-                for out, old, k in zip(both, (v_fwd[lane], t_old[lane]), ("fwd", "old")):
-                    updated(out, old, w_new[lane], w_ops[lane], f"acc_d_{k}_{lane}")
-                m.d.comb += update[lane].eq(Mux(fwd_newest[lane], *both))
+                # (fast clock) the row updated both ways, with the old row and, for an ADD
+                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it);
+                # the forwarding choice is made last, from registers: the loop from the
+                # newest row through the adder or the compare back to it has one multiplexer
+                upd_old = Signal(signed(32), name=f"acc_upd_old_{lane}")
+                updated(upd_old, t_old[lane], w_new[lane], w_ops[lane], f"acc_d_old_{lane}")
+                old, new = v_fwd[lane], w_new[lane]
+                total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_fwd_{lane}")
+                m.d.comb += update[lane].eq(
+                    Mux(fwd_add[lane], total,
+                        Mux(fwd_max[lane], Mux(new_wins, new, old), upd_old)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 

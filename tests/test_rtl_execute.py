@@ -131,7 +131,9 @@ def test_matmul_tile(tmp_path, simulator):
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_conv_tile_and_maxpool(tmp_path, simulator):
     """A 3x3 convolution tile over 24 channels (two channel blocks) as one COMPUTE, laid out as
-    firmware.kernels.conv2d lays it out, then a 3x3 stride-2 max pool of the same input."""
+    firmware.kernels.conv2d lays it out, then a 3x3 stride-2 max pool and a 3x3 stride-2 sum
+    pool of the same input (a window's rows, one after the other into one ACC row: each
+    update takes the one before it, forwarded)."""
     cfg, rng = CONFIG, np.random.default_rng(12)
     rows, cols = cfg.rows, cfg.cols
     oh, ow, kh, kw, nkb = 4, 5, 3, 3, 2
@@ -156,17 +158,25 @@ def test_conv_tile_and_maxpool(tmp_path, simulator):
         mode=PoolMode.MAX, accumulate=0, win_w=3, win_h=3, in_addr=in_base, acc_addr=400,
         y_size=ph, x_size=pw, in_y_stride=2 * iw, in_x_stride=2, win_y_stride=iw,
         win_x_stride=1, acc_y_stride=pw, acc_x_stride=1))
+    pool_sum = (Opcode.POOL, dict(
+        mode=PoolMode.SUM, accumulate=0, win_w=3, win_h=3, in_addr=in_base, acc_addr=500,
+        y_size=ph, x_size=pw, in_y_stride=2 * iw, in_x_stride=2, win_y_stride=iw,
+        win_x_stride=1, acc_y_stride=pw, acc_x_stride=1))
     setpp = _pp_params(rng, cfg, buffers, 1)
     reqs = [(acc_base + i, 0) for i in range(oh * ow)]
     residual = rng.integers(-128, 128, (oh * ow, cols))
-    npu, res = _run_case(tmp_path, simulator, cfg, buffers, [conv, pool],
+    npu, res = _run_case(tmp_path, simulator, cfg, buffers, [conv, pool, pool_sum],
                          pp=(setpp, reqs, residual, [1] * (oh * ow)), seed=2)
     ref = numerics.conv2d(x[None], 0, w, np.zeros(cols, np.int32))[0].reshape(oh * ow, cols)
     assert np.array_equal(npu.buffers[Buffer.ACC][acc_base:acc_base + oh * ow], ref)
     ref_pool = numerics.maxpool(x[None, :, :, :rows].astype(np.int8), (3, 3), (2, 2),
                                 (0, 0, 0, 0))[0].reshape(ph * pw, rows)
     assert np.array_equal(npu.buffers[Buffer.ACC][400:400 + ph * pw, :rows], ref_pool)
-    assert res["mac"] == oh * ow * nkb * kh * kw and res["done"] == 2
+    xs = x[:, :, :rows].astype(np.int64)
+    ref_sum = np.array([[xs[2 * i:2 * i + 3, 2 * j:2 * j + 3].sum(axis=(0, 1))
+                         for j in range(pw)] for i in range(ph)]).reshape(ph * pw, rows)
+    assert np.array_equal(npu.buffers[Buffer.ACC][500:500 + ph * pw, :rows], ref_sum)
+    assert res["mac"] == oh * ow * nkb * kh * kw and res["done"] == 3
 
 
 def test_long_matmul_utilization(tmp_path):
