@@ -114,6 +114,7 @@ class CommandProcessor(wiring.Component):
     store_done, store_err : In(1)
     store_err_addr : In(32)
     pp_config : Out(hdl.isa.SETPP)
+        The last SETPP's fields (for a fast clock from the cycle after it completes).
     pp_param : Out(16)
     done : Out(1)
         The program has ended and drained (level).
@@ -848,9 +849,23 @@ class CommandProcessor(wiring.Component):
         m.d.comb += [self.pp_config.eq(pp), self.pp_param.eq(pp_param)]
         s_complete = Signal()
         is_setpp = sh.op == isa.Opcode.SETPP
+        pp_load = Signal()
+        if c.slices:
+            # (fast clock) the configuration is set a cycle after its SETPP completes, from a
+            # copy of the queue head taken every cycle: the queue's read pointer and the
+            # SETPP's decode do not reach the enable of its ~250 flip-flops. (A STORE's rows
+            # reach the post-processor many cycles after the SETPP before it.)
+            pp_head = Signal(isa.SETPP, name="pp_head", reset_less=True)
+            pp_go = Signal(name="pp_go")
+            m.d.sync += [pp_head.eq(s_e.cmd.setpp), pp_go.eq(pp_load)]
+            with m.If(pp_go):
+                m.d.sync += pp.eq(pp_head)
         with m.If(s_held & ~s_active & s_ready):
             with m.If(is_setpp):
-                m.d.sync += [pp.eq(s_e.cmd.setpp), pp_param.eq(s_e.cmd.setpp.param_addr)]
+                m.d.comb += pp_load.eq(1)
+                m.d.sync += pp_param.eq(s_e.cmd.setpp.param_addr)
+                if not c.slices:
+                    m.d.sync += pp.eq(s_e.cmd.setpp)
                 m.d.comb += [dec[2].eq(sh.pop_prev), s_complete.eq(1)]
             with m.Else():
                 m.d.comb += self.store_cmd.valid.eq(1)
