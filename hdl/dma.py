@@ -304,9 +304,19 @@ class RowReader(wiring.Component):
                         emit(0)
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
-                    with m.If(~last_beat | self._slice):
-                        for j in range(maxb):
-                            m.d.sync += words[j].eq(nxt[j])
+                    if not self._slice:
+                        with m.If(~last_beat):
+                            for j in range(maxb):
+                                m.d.sync += words[j].eq(nxt[j])
+        if self._slice:
+            # (fast clock) a word register takes the beat on offer for its place whether or
+            # not the beat is taken this cycle: a beat not taken is offered again, and taken
+            # into the same place, so the words are those of the beats taken, and their
+            # enables come from flip-flops (the beat's valid and `k`), not from the row's
+            # bookkeeping and the readiness of the output FIFO
+            for j in range(maxb):
+                with m.If(self.rd_data.valid & (k == j)):
+                    m.d.sync += words[j].eq(beat.data)
         return m
 
 

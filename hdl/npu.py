@@ -266,15 +266,22 @@ class Npu(wiring.Component):
         ctrl = csr.ctrl
         start = Signal()
         abort = Signal()
-        m.d.comb += [start.eq(csr.ctrl_write & ctrl.start & ~ctrl.abort),
-                     abort.eq(csr.ctrl_write & ctrl.abort)]
+        bad_program = Signal()
+        requests = [start.eq(csr.ctrl_write & ctrl.start & ~ctrl.abort),
+                    abort.eq(csr.ctrl_write & ctrl.abort),
+                    bad_program.eq((csr.prog_base[:5] != 0) | (csr.prog_len == 0))]
+        # (for a fast clock a write of CTRL takes effect a cycle later, from registers: the
+        # write pulse and the program's check do not reach the enables of the run's
+        # registers and of every performance counter, some 460 flip-flops)
+        m.d.comb += requests if not c.slices else []
+        m.d.sync += requests if c.slices else []
         clear_perf = Signal()
         with m.FSM(name="run"):
             with m.State("IDLE"), m.If(start):
                 m.d.comb += clear_perf.eq(1)
                 m.d.sync += [st_done.eq(0), st_error.eq(0), st_ignored.eq(0),
                              code.eq(E.NONE), err_index.eq(0), err_addr.eq(0)]
-                with m.If((csr.prog_base[:5] != 0) | (csr.prog_len == 0)):
+                with m.If(bad_program):
                     m.d.sync += [st_error.eq(1), code.eq(E.BAD_PROGRAM)]
                     m.d.comb += csr.irq_status_set.error.eq(1)
                 with m.Else():
