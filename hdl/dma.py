@@ -249,7 +249,15 @@ class RowReader(wiring.Component):
             e_valid = Signal(name="emit_d")
             e_head = Signal(pend_layout, name="emit_head", reset_less=True)
             m.d.sync += e_head.eq(head)
-            m.d.comb += row.eq((Cat(*words) >> Cat(Const(0, 3), e_head.off))[:8 * self._bytes])
+            # (the shift in 32-bit parts, each with a copy of the offset of its own: no one
+            # register steers the multiplexers of the whole row)
+            nbits = 8 * self._bytes
+            flat = Cat(*words)
+            offs = kept_copies(m, head.off, -(-nbits // 32), "emit_off")
+            for g, off in enumerate(offs):
+                lo, hi = 32 * g, min(32 * g + 32, nbits)
+                window = flat[lo:min(len(flat), hi + 8 * (bb - 1))]
+                m.d.comb += row[lo:hi].eq((window >> Cat(Const(0, 3), off))[:hi - lo])
             out_layout = self.out.payload.shape()
             # (the output FIFO in parts of 32 bits, each with its pointers and a copy of the
             # write enable of its own: no one pointer reaches all of the row's LUT RAM)
@@ -293,7 +301,11 @@ class RowReader(wiring.Component):
                 m.d.comb += pend.r_en.eq(1)
                 emit(1)
             with m.Else():
-                m.d.comb += [self.rd_data.ready.eq(~last_beat | out_free),
+                # (a fast clock takes every beat only while the output FIFO has room for a
+                # row, not just the last: the beat's READY does not wait for the compare
+                # that finds the row's last beat)
+                m.d.comb += [self.rd_data.ready.eq(out_free if self._slice else
+                                                   ~last_beat | out_free),
                              self.stall.eq(~self.rd_data.valid)]
                 with m.If(self.rd_data.valid & self.rd_data.ready):
                     with m.If(beat.err):
