@@ -116,6 +116,7 @@ class CommandProcessor(wiring.Component):
     pp_config : Out(hdl.isa.SETPP)
         The last SETPP's fields (for a fast clock from the cycle after it completes).
     pp_param : Out(16)
+        Its PARAM address (likewise).
     done : Out(1)
         The program has ended and drained (level).
     error : Out(1)
@@ -858,14 +859,15 @@ class CommandProcessor(wiring.Component):
             pp_head = Signal(isa.SETPP, name="pp_head", reset_less=True)
             pp_go = Signal(name="pp_go")
             m.d.sync += [pp_head.eq(s_e.cmd.setpp), pp_go.eq(pp_load)]
+            # (and the PARAM address with it: STORE reads it as it takes its next command,
+            # which reaches it through a register, a cycle later still)
             with m.If(pp_go):
-                m.d.sync += pp.eq(pp_head)
+                m.d.sync += [pp.eq(pp_head), pp_param.eq(pp_head.param_addr)]
         with m.If(s_held & ~s_active & s_ready):
             with m.If(is_setpp):
                 m.d.comb += pp_load.eq(1)
-                m.d.sync += pp_param.eq(s_e.cmd.setpp.param_addr)
                 if not c.slices:
-                    m.d.sync += pp.eq(s_e.cmd.setpp)
+                    m.d.sync += [pp.eq(s_e.cmd.setpp), pp_param.eq(s_e.cmd.setpp.param_addr)]
                 m.d.comb += [dec[2].eq(sh.pop_prev), s_complete.eq(1)]
             with m.Else():
                 m.d.comb += self.store_cmd.valid.eq(1)

@@ -40,7 +40,7 @@ def _command_wire(m, name, src, dst):
     wiring.connect(m, src, dst)
 
 
-def _command_register(m, name, src, dst):
+def _command_register(m, name, src, dst, held=False):
     """A command from the command processor (``src``) to its unit (``dst``) through registers
     (a fast clock's): the unit reads a copy of the command, so the queue head's outputs drive
     one register each, not the unit's logic across the die.
@@ -50,12 +50,17 @@ def _command_register(m, name, src, dst):
     withdrawn by the issue (or, for EXECUTE, by a LOAD into ACC starting), so the unit is
     offered the copy only from the second cycle of the processor's offer, and both sides see
     the same transfer: ``valid`` is the processor's and the copy's, ``ready`` the unit's
-    while the copy is offered. Costs a cycle per command."""
+    while the copy is offered. Costs a cycle per command.
+
+    With ``held`` (LOAD and STORE, whose offers only the transfer withdraws: the processor's
+    ``valid`` holds from the offer to the transfer, or to a halt, which resets the unit as
+    well) ``valid`` is the copy's alone, a flip-flop: the queue head's decode does not reach
+    the unit's command registers."""
     payload = Signal(src.payload.shape(), name=f"{name}_r", reset_less=True)
     offered = Signal(name=f"{name}_offered")
     m.d.sync += [payload.eq(src.payload), offered.eq(src.valid & ~src.ready)]
-    m.d.comb += [dst.valid.eq(src.valid & offered), dst.payload.eq(payload),
-                 src.ready.eq(dst.ready & offered)]
+    m.d.comb += [dst.valid.eq(offered if held else src.valid & offered),
+                 dst.payload.eq(payload), src.ready.eq(dst.ready & offered)]
 
 
 class Npu(wiring.Component):
@@ -189,7 +194,8 @@ class Npu(wiring.Component):
 
         # ---- units
         command = _command_register if c.slices else _command_wire
-        command(m, "load_cmd", cp.load_cmd, ld.cmd)
+        held = {"held": True} if c.slices else {}
+        command(m, "load_cmd", cp.load_cmd, ld.cmd, **held)
         # (for a fast clock LOAD's rows reach the scratchpads a cycle later, from registers
         # below: its completion is delayed with them)
         ld_done = ld.done
@@ -200,7 +206,7 @@ class Npu(wiring.Component):
                      cp.load_err_addr.eq(ld.err_addr)]
         command(m, "exec_cmd", cp.exec_cmd, exe.cmd)
         m.d.comb += cp.exec_done.eq(exe.done)
-        command(m, "store_cmd", cp.store_cmd, st.cmd)
+        command(m, "store_cmd", cp.store_cmd, st.cmd, **held)
         m.d.comb += [cp.store_done.eq(st.done), cp.store_err.eq(st.err),
                      cp.store_err_addr.eq(st.err_addr), st.param_addr.eq(cp.pp_param),
                      exe.pp_config.eq(cp.pp_config)]
