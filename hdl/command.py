@@ -529,7 +529,23 @@ class CommandProcessor(wiring.Component):
             stride = 0
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]
+        if c.slices:
+            # (fast clock) the bases are formed from the command every cycle into registers,
+            # and loaded a cycle after CHECK1 (a term's first accumulation comes later
+            # still): the op's decode and the bases' adders are not in front of the spans'
+            base_r = [Signal(48, name=f"span_base_{i}", reset_less=True) for i in range(3)]
+            base = [Signal(48, name=f"span_base_next_{i}") for i in range(3)]
             with m.Switch(op):
+                for o, bases in inits.items():
+                    with m.Case(o):
+                        m.d.comb += [base[d].eq(b) for d, b in bases]
+            m.d.sync += [r.eq(b) for r, b in zip(base_r, base)]
+            span_load = Signal(name="span_load")
+            m.d.sync += span_load.eq(span_init)
+            with m.If(span_load):
+                m.d.sync += [sp.eq(b) for sp, b in zip(span, base_r)]
+        else:
+            with m.If(span_init), m.Switch(op):
                 for o, bases in inits.items():
                     with m.Case(o):
                         m.d.sync += [sp.eq(0) for sp in span]
