@@ -171,9 +171,11 @@ class AxiMaster(wiring.Component):
                 "grant", "r", *[f"r_beats_{k}" for k in range(read_clients)], "w")
 
     def _flush(self, group):
-        """The copy of :attr:`flush` that ``group`` (:meth:`flush_groups`) takes."""
-        groups = self.flush_groups(self._config, self._clients)
-        return self.flush[groups.index(group) if group in groups else 0]
+        """The copy of :attr:`flush` that ``group`` (:meth:`flush_groups`) takes: the one bit
+        without a fast clock."""
+        if not self._config.slices:
+            return self.flush[0]
+        return self.flush[self.flush_groups(self._config, self._clients).index(group)]
 
     def _splitter(self, m, name, limit, release, handshake, tag=None, b_tag=None):
         """Burst splitter: holds one request and proposes its bursts, one per cycle.
@@ -389,7 +391,7 @@ class AxiMaster(wiring.Component):
             for k in range(nclients):
                 m.d.comb += self.rd_data[k].payload.eq(beat)
             with m.If(inflight.r_rdy):
-                with m.If(self._flush("all")):
+                with m.If(self._flush("r")):
                     m.d.comb += bus.rready.eq(1)
                 with m.Else():
                     for k in range(nclients):

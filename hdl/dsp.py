@@ -5,7 +5,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, Va
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegisteredMultiplier", "ECP5_DSP_INPUT_BITS"]
+__all__ = ["RegisteredMultiplier", "registered_product", "ECP5_DSP_INPUT_BITS"]
 
 #: Operand bits of an ECP5 ``MULT18X18D`` (signed; an unsigned operand takes one bit less).
 ECP5_DSP_INPUT_BITS = 18
@@ -105,3 +105,14 @@ class RegisteredMultiplier(wiring.Component):
             i_CLK0=ClockSignal("sync"), i_CE0=self.ce, i_RST0=Const(0, 1),
             **ports)
         m.d.comb += self.p.eq(p36.as_signed() if self._p_shape.signed else p36)
+
+
+def registered_product(m, name, a, b, ce=None):
+    """``a * b`` through a :class:`RegisteredMultiplier` (submodule ``name`` of ``m``), its
+    registers enabled by ``ce`` (always, if None): the product of the operands of two enabled
+    cycles before."""
+    mul = m.submodules[name] = RegisteredMultiplier(Value.cast(a).shape(), Value.cast(b).shape())
+    m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
+    if ce is not None:
+        m.d.comb += mul.ce.eq(ce)
+    return mul.p

@@ -279,8 +279,8 @@ class Npu(wiring.Component):
         # (for a fast clock a write of CTRL takes effect a cycle later, from registers: the
         # write pulse and the program's check do not reach the enables of the run's
         # registers and of every performance counter, some 460 flip-flops)
-        m.d.comb += requests if not c.slices else []
-        m.d.sync += requests if c.slices else []
+        dom = m.d.sync if c.slices else m.d.comb
+        dom += requests
         clear_perf = Signal()
         with m.FSM(name="run"):
             with m.State("IDLE"), m.If(start):

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import POSTPROC_STEPS as STEPS
-from .dsp import RegisteredMultiplier
+from .dsp import registered_product
 from .slices import KEEP_MARK, kept_copies
 
 __all__ = ["PostProcessor", "postproc_input_layout", "round_parts", "round_shift", "saturate16",
@@ -415,11 +415,8 @@ class PostProcessor(wiring.Component):
                     # stage 1b: the operands registered again, and (2b) the products: each
                     # DSP with registers of its own on both sides (on ECP5 the DSP block's
                     # own, hdl.dsp), as the residual's have
-                    for k, (x, y) in enumerate(operands):
-                        mul = m.submodules[f"mult{k}_{c}"] = RegisteredMultiplier(
-                            Value.cast(x).shape(), Value.cast(y).shape())
-                        m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.ce.eq(adv),
-                                     parts[k].eq(mul.p)]
+                    m.d.comb += [part.eq(registered_product(m, f"mult{k}_{c}", x, y, adv))
+                                 for k, (part, (x, y)) in enumerate(zip(parts, operands))]
                     parts = _at_advance(m, adv, parts, [f"part{k}_r" for k in range(4)], c)
                 else:
                     with m.If(adv):
@@ -440,20 +437,17 @@ class PostProcessor(wiring.Component):
                     ma_hi, = kept_copies(m, ma_hi, 1, f"add_ma_hi{c}")
                     mb_hi, = kept_copies(m, mb_hi, 1, f"add_mb_hi{c}")
                 d_a, d_r = da, dr
-                q_a, q_r = da, dr
                 if split:
                     # stage 5b: the operands registered again, and (6a, below) the products
                     # twice: the DSPs (at the sites the array leaves, far from the rest) have
                     # registers of their own on both sides (on ECP5 the DSP block's own,
                     # hdl.dsp), which the placer puts beside them
                     d_a, d_r = _at_advance(m, adv, (da, dr), ("da_p", "dr_p"), c)
-                    for x, (q, mh) in (("a", (da, ma_hi)), ("r", (dr, mb_hi))):
-                        mul = m.submodules[f"mult_hi_{x}_{c}"] = RegisteredMultiplier(
-                            q.shape(), mh.shape())
-                        m.d.comb += [mul.a.eq(q), mul.b.eq(mh), mul.ce.eq(adv),
-                                     (hi_a if x == "a" else hi_b).eq(mul.p)]
+                    m.d.comb += [
+                        hi_a.eq(registered_product(m, f"mult_hi_a_{c}", da, ma_hi, adv)),
+                        hi_b.eq(registered_product(m, f"mult_hi_r_{c}", dr, mb_hi, adv))]
                 else:
-                    m.d.comb += [hi_a.eq(q_a * ma_hi), hi_b.eq(q_r * mb_hi)]
+                    m.d.comb += [hi_a.eq(da * ma_hi), hi_b.eq(dr * mb_hi)]
                 if split:
                     # stage 6a: the four products registered (the two in logic as the sums of
                     # their odd and even terms), 6b: again (the logic products summed); 6:

@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .dsp import RegisteredMultiplier
+from .dsp import registered_product
 
 __all__ = ["SystolicArray", "psum_width"]
 
@@ -190,9 +190,7 @@ class SystolicArray(wiring.Component):
                     # the operands registered and their product registered: on ECP5 the DSP
                     # block's own registers (hdl.dsp), elsewhere flip-flops (Yosys merges the
                     # input's with the one that passes it on, the weight's with `w_act`)
-                    mul = RegisteredMultiplier(signed(8), signed(8))
-                    m.submodules[f"prod_{r}_{c}"] = mul
-                    m.d.comb += [mul.a.eq(a_in[r][c]), mul.b.eq(w_use), prod.eq(mul.p)]
+                    m.d.comb += prod.eq(registered_product(m, f"prod_{r}_{c}", a_in[r][c], w_use))
                 else:
                     m.d.sync += prod.eq(a_in[r][c] * w_use)
                 m.d.sync += w_act.eq(w_use)
