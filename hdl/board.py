@@ -207,7 +207,7 @@ class NpuSystem(wiring.Component):
             # bridge, beside the RAM, and the receive FIFO, beside the UART's pin, are far apart
             wiring.connect(m, stream_slice(m, "rx_slice", rxq.r_stream), br.rx)
             # and the replies reach the transmitter, beside its pin, through another
-            wiring.connect(m, stream_slice(m, "tx_slice", br.tx), utx.i)
+            wiring.connect(m, stream_slice(m, "tx_slice", br.tx, skid=True), utx.i)
         else:
             m.d.comb += [br.rx.valid.eq(rxq.r_rdy), br.rx.payload.eq(rxq.r_data),
                          rxq.r_en.eq(br.rx.ready)]

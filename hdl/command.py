@@ -381,7 +381,11 @@ class CommandProcessor(wiring.Component):
         reg("s_elems", (S.elems < 1) | (S.elems > c.cols), 1)
         reg("s_zero", (S.x_size == 0) | (S.y_size == 0) | (S.z_size == 0), 1)
         z1 = _nm1(S.z_size)                 # (z - 1) * 3 as a shift and an add: no multiplier
-        reg("s_param", pp_static + (z1 << 1) + z1 + 2 >= c.param_depth, 1)
+        # ((z - 1) * 3 + 2 registered first for a fast clock: the verdict reads the check
+        # after the spans, several cycles on)
+        z3 = (z1 << 1) + z1 + 2
+        reg("s_param", pp_static + (_registered(m, z3, "chk_s_z3") if c.slices else z3)
+            >= c.param_depth, 1)
         # COMPUTE
         reg("c_zero", (C.x_size == 0) | (C.y_size == 0) | (C.kx_size == 0) |
             (C.ky_size == 0) | (C.kz_size == 0), 1)

@@ -168,9 +168,10 @@ class ExecTop(wiring.Component):
                              acc.write.mask.eq(self.acc_wr.mask)]
 
         # Post-processing: read the ACC row and three PARAM rows, then the post-processor.
-        # (for a fast clock requests wait in a FIFO of two: STORE's row reader and the
-        # post-processor's input handshake are separate paths)
-        req = stream_slice(m, "pp_req_fifo", self.pp_req) if c.slices else self.pp_req
+        # (for a fast clock requests wait in a slice of two registers: STORE's row reader and
+        # the post-processor's input handshake are separate paths, and a request is taken,
+        # and its ACC address chosen, from flip-flops)
+        req = stream_slice(m, "pp_req_fifo", self.pp_req, skid=True) if c.slices else self.pp_req
         rd = acc.read[1]
         m.d.comb += self.acc_rd.data.eq(rd.data)
         if c.slices:

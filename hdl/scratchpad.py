@@ -190,31 +190,11 @@ class Scratchpad(wiring.Component):
                 g_en.append([port.en] * len(groups))
 
         wsrc = self.write
-        bypass = []     # per read port: (lanes hit, row) pairs, the newest write first
         if self._write_register:
             wsrc = write_signature(self._depth, self._lanes, self._lane_shape).create(
                 path=("write_r",))
             m.d.sync += [getattr(wsrc, f).eq(getattr(self.write, f))
                          for f in ("en", "addr", "data", "mask")]
-            for p in range(self._read_ports if self._transparent else 0):
-                # The memories are not transparent: a read sees the writes that reached them
-                # before its cycle. The two after (the write of this cycle, and the one in
-                # `write_r` reaching them this cycle) are taken from bypass registers, their
-                # address matches formed from the read's address and registers.
-                # (each lane's match flag a flip-flop of its own, kept: with the mask constant
-                # they would be merged into one, steering every lane's multiplexers)
-                pairs = []
-                for k, w in enumerate((self.write, wsrc)):
-                    hit = [Signal(name=f"read{p}_bypass{k}_lane{j}_{KEEP_MARK}")
-                           for j in range(self._lanes)]
-                    row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
-                                 name=f"read{p}_bypass{k}_row", reset_less=True)
-                    match = w.en & (raddr[p] == w.addr)
-                    with m.If(ren[p]):
-                        m.d.sync += [h.eq(match & w.mask[j]) for j, h in enumerate(hit)]
-                        m.d.sync += row.eq(w.data)
-                    pairs.append((hit, row))
-                bypass.append(pairs)
         # each lane group's write address and enable (with write_register and groups, copies
         # of the write register's of their own)
         if self._write_register and len(groups) > 1:
@@ -223,6 +203,31 @@ class Scratchpad(wiring.Component):
             g_wen = [c[len(wsrc.addr)] for c in w_copies]
         else:
             g_waddr, g_wen = [wsrc.addr] * len(groups), [wsrc.en] * len(groups)
+        bypass = []     # per read port: (lanes hit, row) pairs, the newest write first
+        for p in range(self._read_ports if self._transparent and self._write_register else 0):
+            # The memories are not transparent: a read sees the writes that reached them
+            # before its cycle. The two after (the write of this cycle, and the one in
+            # `write_r` reaching them this cycle) are taken from bypass registers, their
+            # address matches formed from the read's address and registers. Each lane group
+            # matches with its own copies of the read's address and enable and of `write_r`'s
+            # (no one flip-flop enables the bypass registers of all lanes across the die).
+            # (each lane's match flag a flip-flop of its own, kept: with the mask constant
+            # they would be merged into one, steering every lane's multiplexers)
+            pairs = []
+            for k in range(2):
+                hit = [Signal(name=f"read{p}_bypass{k}_lane{j}_{KEEP_MARK}")
+                       for j in range(self._lanes)]
+                row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
+                             name=f"read{p}_bypass{k}_row", reset_less=True)
+                w = (self.write, wsrc)[k]
+                for g, group in enumerate(groups):
+                    w_en, w_addr = (w.en, w.addr) if k == 0 else (g_wen[g], g_waddr[g])
+                    match = w_en & (g_addr[p][g] == w_addr)
+                    with m.If(g_en[p][g]):
+                        m.d.sync += [hit[j].eq(match & w.mask[j]) for j in group]
+                        m.d.sync += [row[j].eq(w.data[j]) for j in group]
+                pairs.append((hit, row))
+            bypass.append(pairs)
         selects = []
         for p in range(self._read_ports):
             sel = Signal(range(self._banks), name=f"read{p}_bank")

@@ -79,16 +79,23 @@ def skid_slice(m, name, valid, payload, shape):
     return room, out_valid, out, take
 
 
-def stream_slice(m, name, src, drop=None, parted=False):
+def stream_slice(m, name, src, drop=None, parted=False, skid=False):
     """The stream ``src`` (valid and payload read, ready driven here: an ``In`` stream of the
-    component, or a submodule's ``Out`` one) through :func:`register_slice`.
+    component, or a submodule's ``Out`` one) through :func:`register_slice`, or with ``skid``
+    through :func:`skid_slice` (the consumer's valid and payload, and the producer's ready,
+    are flip-flops).
 
     Returns the stream the consumer uses (``stream.Signature`` of the same payload: it reads
     ``valid`` and ``payload`` and drives ``ready``). ``drop``, if given, pops the head as
     ``ready`` does (to discard what is queued). ``parted`` as for :func:`register_slice`.
     """
     shape = src.payload.shape()
-    room, valid, out, take = register_slice(m, name, src.valid, src.payload, shape, parted)
+    if skid:
+        if parted:
+            raise ValueError("a skid slice's head is registers, not parted memories")
+        room, valid, out, take = skid_slice(m, name, src.valid, src.payload, shape)
+    else:
+        room, valid, out, take = register_slice(m, name, src.valid, src.payload, shape, parted)
     port = stream.Signature(shape).create(path=(name,))
     m.d.comb += [src.ready.eq(room), port.valid.eq(valid), port.payload.eq(out),
                  take.eq(port.ready if drop is None else port.ready | drop)]

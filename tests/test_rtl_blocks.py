@@ -143,7 +143,7 @@ def test_systolic_back_to_back_tiles(rows, cols, registered):
                           (2, True, True, (), (), 1), (2, True, True, (0,), (), 1),
                           (1, False, False, (0, 1), (), 1), (2, True, True, (0, 1), (1,), 3),
                           (2, False, False, (), (0,), 2), (2, False, True, (0,), (), 3),
-                          (1, False, True, (), (), 1)])
+                          (1, False, True, (), (), 1), (2, True, True, (0, 1), (0, 1), 3)])
 def test_scratchpad_masked_writes_and_reads(banks, transparent, write_register, read_registers,
                                             addr_registers, lane_groups):
     """Random masked writes and reads (one of the rows being written), against a model; a
