@@ -1,6 +1,9 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+import operator
+from functools import reduce
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -604,10 +607,18 @@ class ExecuteUnit(wiring.Component):
             # twice, a copy per lane, with the operation, so that in the loop through the
             # adders the choice is one level of logic, made from flip-flops)
             newest = u_valid & (u_addr == s_addr)
-            fwd_add, fwd_max = (
-                [kept_copies(m, c, 1, f"acc_fwd_{k}{lane}")[0] for lane, c in enumerate(
-                    kept_copies(m, newest & (s_op == op), cols, f"acc_fwd_{k}_next"))]
-                for k, op in (("add", AccOp.ADD), ("max", AccOp.MAX)))
+            fwd_next = [kept_copies(m, newest & (s_op == op), cols, f"acc_fwd_{k}_next")
+                        for k, op in (("add", AccOp.ADD), ("max", AccOp.MAX))]
+            # (and for the row not forwarded into, its operation: OVERWRITE, ADD or MAX of the
+            # old row, one-hot, so that each bit of the update is an AND-OR of five values
+            # with choices each made by one LUT after the adders' and compares' carry chains)
+            sel = {}
+            for lane in range(cols):
+                fa, fm = fwd_next[0][lane], fwd_next[1][lane]
+                for k, v in (("add", fa), ("max", fm),
+                             *((f"{op.name.lower()}_old", (u_op == op) & ~fa & ~fm)
+                               for op in AccOp)):
+                    sel[k, lane] = kept_copies(m, v, 1, f"acc_{k}{lane}")[0]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
@@ -621,8 +632,6 @@ class ExecuteUnit(wiring.Component):
             # beside the adders: the loop through them is as short as it can be)
             v_fwd = Signal.like(v_res, name=f"v_res_fwd_{KEEP_MARK}")
             m.d.sync += [v_res.eq(update), v_wr.eq(update), v_fwd.eq(update)]
-            # (each lane with its own copy of the update's operation, as of the forwarding)
-            w_ops = kept_copies(m, u_op, cols, "acc_op")
             w_new = t_data
             m.d.comb += [
                 self.acc_wr.en.eq(v_valid),
@@ -660,16 +669,20 @@ class ExecuteUnit(wiring.Component):
         for lane in range(cols):
             if cfg.slices:
                 # (fast clock) the row updated both ways, with the old row and, for an ADD
-                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it);
-                # the forwarding choice is made last, from registers: the loop from the
-                # newest row through the adder or the compare back to it has one multiplexer
-                upd_old = Signal(signed(32), name=f"acc_upd_old_{lane}")
-                updated(upd_old, t_old[lane], w_new[lane], w_ops[lane], f"acc_d_old_{lane}")
-                old, new = v_fwd[lane], w_new[lane]
-                total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_fwd_{lane}")
+                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it):
+                # each bit is one of five values (the two sums, the new row, the newest row,
+                # the old row), chosen one-hot by flags from registers and the two compares
+                old, fwd, new = t_old[lane], v_fwd[lane], w_new[lane]
+                total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_old_{lane}")
+                total_f, new_wins_f = _sum_or_max(m, fwd, new, None, True, f"acc_d_fwd_{lane}")
+                picks = [(total_f, sel["add", lane]), (total, sel["add_old", lane]),
+                         (fwd, sel["max", lane] & ~new_wins_f),
+                         (new, (sel["max", lane] & new_wins_f) | sel["overwrite_old", lane] |
+                          (sel["max_old", lane] & new_wins)),
+                         (old, sel["max_old", lane] & ~new_wins)]
                 m.d.comb += update[lane].eq(
-                    Mux(fwd_add[lane], total,
-                        Mux(fwd_max[lane], Mux(new_wins, new, old), upd_old)))
+                    reduce(operator.or_, (Value.cast(v).as_unsigned() & pick.replicate(32)
+                                          for v, pick in picks)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
