@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BuildError", "BitstreamResult", "build_bitstream", "build_plan", "parse_report",
-           "keep_alias_wires", "keep_command", "pnr_overconstraint",
+           "collision_free_reads", "keep_alias_wires", "keep_command", "pnr_overconstraint",
            "report_markdown", "yosys_cell_counts", "synthesis_needs", "RESOURCES",
            "ECP5_85F_DSP_SITES", "array_dsp_sites", "pin_array_dsps", "ECP5_85F_EBR_SITES",
            "buffer_ebr_sites", "pin_buffer_ebrs"]
@@ -229,6 +229,54 @@ def keep_alias_wires(rtlil):
                     and (name, wire) not in found):
                 found.append((name, wire))
     return found
+
+
+def collision_free_reads(rtlil):
+    """``(rtlil, count)``: Amaranth's RTLIL ``rtlil`` with the synchronous read ports of the
+    memories marked :data:`hdl.scratchpad.READ_COLLISION_X` (a registered write port's
+    scratchpad memories) undefined where a write reaches their row in the same cycle, and
+    how many read ports that is.
+
+    Amaranth asks every read port not transparent for a write port for the old row in that
+    case (``COLLISION_X_MASK`` 0). A block RAM's ports leave it undefined, so synthesis
+    emulates it with logic: the write delayed through registers, its address compared with
+    the read's, and a multiplexer after the block RAM, on the path from the read address to
+    the data. Those memories never use such a read, so the mask becomes all ones."""
+    from hdl.scratchpad import READ_COLLISION_X
+    out, count = [], 0
+    marked, pending = set(), False     # (module's marked memories; an attribute seen)
+    cell = None                        # the $memrd_v2 cell being read: its lines
+    for line in rtlil.splitlines(keepends=True):
+        text = line.strip()
+        if text.startswith("module "):
+            marked = set()
+        if cell is not None:
+            cell.append(line)
+            if text == "end":
+                memid = next((ln.split('"')[1] for ln in cell
+                              if ln.strip().startswith("parameter \\MEMID")), None)
+                if memid is not None and memid.lstrip("\\") in marked:
+                    for i, ln in enumerate(cell):
+                        m = re.match(r"(\s*parameter \\COLLISION_X_MASK )(\d+)'[01]+$", ln)
+                        if m:
+                            cell[i] = f"{m[1]}{m[2]}'{'1' * int(m[2])}\n"
+                            count += 1
+                out += cell
+                cell = None
+            continue
+        if text == f"attribute \\{READ_COLLISION_X} 1":
+            pending = True
+        elif text.startswith("memory "):
+            if pending:
+                marked.add(text.split()[-1].lstrip("\\"))
+            pending = False
+        elif not text.startswith("attribute "):
+            pending = False
+        if text.startswith("cell $memrd_v2 "):
+            cell = [line]
+            continue
+        out.append(line)
+    return "".join(out), count
 
 
 def _keep_aliases(plan):
@@ -504,6 +552,7 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         overrides["synth_opts"], overrides["script_after_synth"] = _ECP5_LUT_MAPPING
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
     _keep_aliases(plan)
+    plan.files["top.il"], _ = collision_free_reads(plan.files["top.il"])
     scale = pnr_overconstraint(config, top)
     if scale != 1.0:
         # Place and route for the configuration's clock, the PLL at the slower one asked for:

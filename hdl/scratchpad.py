@@ -6,7 +6,13 @@ from amaranth.lib.wiring import In, Out
 
 from .slices import KEEP_MARK, kept_copies
 
-__all__ = ["Scratchpad", "read_signature", "write_signature"]
+__all__ = ["READ_COLLISION_X", "Scratchpad", "read_signature", "write_signature"]
+
+#: The attribute marking a memory whose synchronous reads never use what they return in a
+#: cycle in which a write reaches the same row (a registered write port's memories): the
+#: FPGA flow lets synthesis return anything then (``gen.bitstream.collision_free_reads``),
+#: where it would otherwise add logic that returns the old row.
+READ_COLLISION_X = "npugen_read_collision_x"
 
 
 def write_signature(depth, lanes, lane_shape):
@@ -55,7 +61,13 @@ class Scratchpad(wiring.Component):
     write of its cycle and of the write then reaching the memories from bypass registers (no
     transparency logic of the synthesis tool's between the write address and the block RAMs).
     Otherwise a read sees the writes up to two cycles before its own (its writer leaves that
-    much time before reading what it wrote).
+    much time before reading what it wrote). With ``write_register`` the memories themselves
+    never serve a read the row that a write reaches in the same cycle (a transparent buffer
+    takes it from a bypass register, and otherwise it is a row written in the cycle before
+    the read, which the writer does not read back so soon): they carry the attribute
+    :data:`READ_COLLISION_X`, with which the FPGA flow leaves such a read's result undefined
+    and synthesis adds no logic to return the old row (as it must for a block RAM whose two
+    ports' collision is undefined). In simulation a read returns the old row.
 
     A read port listed in ``read_registers`` (for a fast clock) takes two cycles: each bank's
     output goes into a register first (beside its block RAM), and the bank selection and the
@@ -257,7 +269,9 @@ class Scratchpad(wiring.Component):
         for b in range(self._banks):
             for g, group in enumerate(groups):
                 n = len(group)
-                mem = memory.Memory(shape=width * n, depth=bank_depth, init=[])
+                mem = memory.Memory(shape=width * n, depth=bank_depth, init=[],
+                                    attrs={READ_COLLISION_X: 1} if self._write_register
+                                    else None)
                 name = f"bank{b}" if len(groups) == 1 else f"bank{b}_g{g}"
                 m.submodules[name] = mem
                 wp = mem.write_port(granularity=width)

