@@ -34,13 +34,13 @@ class ExecTop(wiring.Component):
 
     ``acc_wr`` may only be used while the execute unit is idle (the execute unit's writes win).
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
-    Latency: ``acc_rd`` 1 cycle (3 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
+    Latency: ``acc_rd`` 1 cycle (4 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
     to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles (for a fast clock,
-    :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline and five
-    more: the requests pass through a FIFO of two, their addresses are
-    registered, the ACC rows are registered at the block RAMs' outputs, the rows read wait
-    in a FIFO of four and leave through another; the ACC buffer's writes reach its memories
-    a cycle later, from registers).
+    :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline and six
+    more: the requests pass through a slice of two registers, their addresses are
+    registered and copied beside the lanes, the ACC rows are registered at the block RAMs'
+    outputs, the rows read wait in a FIFO of five and leave through another; the ACC
+    buffer's writes reach its memories a cycle later, from registers).
 
     Parameters
     ----------
@@ -99,9 +99,10 @@ class ExecTop(wiring.Component):
 
     @staticmethod
     def acc_read_latency(config):
-        """Cycles from an :attr:`acc_rd` address to its row: 3 for a fast clock (the address
-        is registered, and the ACC rows at the block RAMs), else 1."""
-        return 3 if config.slices else 1
+        """Cycles from an :attr:`acc_rd` address to its row: 4 for a fast clock (the address
+        is registered, then copied beside each lane's block RAMs, and the ACC rows are
+        registered at the block RAMs), else 1."""
+        return 4 if config.slices else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -191,12 +192,13 @@ class ExecTop(wiring.Component):
             # For a fast clock the post-processor's pipeline never stalls: its rows go into a
             # FIFO with room for every row in flight, and a row enters only while it has a
             # credit (a free place in that FIFO), so no pipeline enable fans out to its
-            # stages. In front of it, a request's ACC address is registered (stage A: the
-            # ACC read address comes from flip-flops), the ACC row is registered at the block
-            # RAMs (B) while the PARAM rows are read from B's addresses, and the rows (C) go
-            # into a FIFO of four; a request is taken only while that FIFO has room for it
-            # and those in A, B and C: no stage stalls, and nothing from the
-            # post-processor's input handshake reaches the buffers' addresses.
+            # stages. In front of it, a request's ACC address is registered (stage A), and
+            # copied from that register beside each lane's block RAMs (B: no logic in front
+            # of the nets across the die), the ACC row is registered at the block RAMs (C)
+            # while the PARAM rows are read from C's addresses, and the rows (D) go into a
+            # FIFO of five; a request is taken only while that FIFO has room for it and those
+            # in A to D: no stage stalls, and nothing from the post-processor's input
+            # handshake reaches the buffers' addresses.
             depth = pp.LATENCY + pp.beats + 2
             m.submodules.pp_out_fifo = ofifo = fifo.SyncFIFO(
                 width=Shape.cast(pp.o.payload.shape()).width, depth=depth)
@@ -207,7 +209,7 @@ class ExecTop(wiring.Component):
             fields = ("acc", "bias", "mult", "shift", "residual")
             widths = [sum(Shape.cast(row.shape()[f].shape.elem_shape).width for f in fields)
                       + (j == 0) for j in range(c.cols)]
-            m.submodules.pp_in_fifo = ififo = PartedFIFO(widths, depth=4)
+            m.submodules.pp_in_fifo = ififo = PartedFIFO(widths, depth=5)
             row_out = Signal.like(row, name="pp_in_row")
             w_parts, r_parts = [], []
             for j in range(c.cols):
@@ -217,52 +219,52 @@ class ExecTop(wiring.Component):
                 w_parts.append(Cat(*own))
                 r_parts.append(Cat(*out))
             m.d.comb += [ififo.w_data.eq(Cat(*w_parts)), Cat(*r_parts).eq(ififo.r_data)]
-            queued = Signal(range(5))           # requests in A, B, C and the input FIFO
-            a_valid, b_valid = Signal(), Signal()
+            queued = Signal(range(6))           # requests in A to D and the input FIFO
+            a_valid, b_valid, c_valid = Signal(), Signal(), Signal()
             a_acc = Signal.like(req.payload.acc_addr, reset_less=True)
             a_par = [Signal.like(req.payload.param_addr, name=f"a_param{k}", reset_less=True)
                      for k in range(3)]
+            b_par = [Signal.like(a, name=f"b_param{k}", reset_less=True)
+                     for k, a in enumerate(a_par)]
             a_res = Signal.like(req.payload.residual, reset_less=True)
             b_res = Signal.like(req.payload.residual, reset_less=True)
             c_res = Signal.like(req.payload.residual, reset_less=True)
-            a_use, b_use, c_use = (Signal(reset_less=True) for _ in range(3))
+            d_res = Signal.like(req.payload.residual, reset_less=True)
+            a_use, b_use, c_use, d_use = (Signal(reset_less=True) for _ in range(4))
             take = Signal()
-            # (whether a request can be taken, `queued != 4`, is a register of its own, set
+            # (whether a request can be taken, `queued != 5`, is a register of its own, set
             # as `queued` changes: `take` starts from flip-flops, not from a compare)
             has_room = Signal(init=1)
             m.d.comb += [req.ready.eq(has_room), take.eq(req.valid & req.ready)]
-            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid),
-                         b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use)]
-            # (stage C's valid: a copy for each lane's part of the input FIFO)
-            m.d.comb += ififo.w_en.eq(Cat(*kept_copies(m, b_valid, c.cols, "c_valid")))
+            m.d.sync += [a_valid.eq(take), b_valid.eq(a_valid), c_valid.eq(b_valid),
+                         b_res.eq(a_res), b_use.eq(a_use), c_res.eq(b_res), c_use.eq(b_use),
+                         d_res.eq(c_res), d_use.eq(c_use),
+                         *(b.eq(a) for a, b in zip(a_par, b_par))]
+            # (stage D's valid: a copy for each lane's part of the input FIFO)
+            m.d.comb += ififo.w_en.eq(Cat(*kept_copies(m, c_valid, c.cols, "d_valid")))
             # (the ACC read port's address is a register: a request's address, or else the
-            # host's, registered first, and a host read takes three cycles; the port reads
+            # host's, registered first, and a host read takes four cycles; the port reads
             # every cycle, so no enable fans out to its block RAMs and bypass registers)
-            # (stage A's ACC address is the buffer's own register: its next value goes to
-            # the port, which registers it in a copy for each lane's memories)
-            a_acc_next = Signal.like(a_acc)
-            m.d.comb += a_acc_next.eq(a_acc)
-            m.d.sync += a_acc.eq(a_acc_next)
             with m.If(take):
                 m.d.sync += [a_res.eq(req.payload.residual), a_use.eq(req.payload.use_residual)]
                 m.d.sync += [a.eq(req.payload.param_addr + k) for k, a in enumerate(a_par)]
-                m.d.comb += a_acc_next.eq(req.payload.acc_addr)
+                m.d.sync += a_acc.eq(req.payload.acc_addr)
             with m.Elif(self.acc_rd.en):
-                m.d.comb += a_acc_next.eq(self.acc_rd.addr)
+                m.d.sync += a_acc.eq(self.acc_rd.addr)
             m.d.comb += [
-                rd.addr.eq(a_acc_next),
+                rd.addr.eq(a_acc),
                 rd.en.eq(1),
-                row.residual.eq(c_res), row.use_residual.eq(c_use),
+                row.residual.eq(d_res), row.use_residual.eq(d_use),
                 pp.i.valid.eq(ififo.r_rdy & has_credit), pp.i.payload.eq(row_out),
                 ififo.r_en.eq(pp.i.valid & pp.i.ready),
             ]
-            # (the PARAM reads' addresses are registered at the buffer, stage B, a copy for
+            # (the PARAM reads' addresses are registered at the buffer, stage C, a copy for
             # each lane; it reads every cycle)
             m.d.comb += [p.en.eq(1) for p in par.read]
-            m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, a_par)]
+            m.d.comb += [p.addr.eq(a) for p, a in zip(par.read, b_par)]
             queued_next = Signal.like(queued)
             m.d.comb += queued_next.eq(queued + take - ififo.r_en)
-            m.d.sync += [queued.eq(queued_next), has_room.eq(queued_next != 4)]
+            m.d.sync += [queued.eq(queued_next), has_room.eq(queued_next != 5)]
             out = self.pp_out
             m.d.comb += [pp.o.ready.eq(1), ofifo.w_en.eq(pp.o.valid),
                          ofifo.w_data.eq(pp.o.payload), out.valid.eq(ofifo.r_rdy),

@@ -495,13 +495,12 @@ class ExecuteUnit(wiring.Component):
             array.i_data.eq(self.input_rd.data),
             self.mac_active.eq(a_valid1),
         ]
-        t = tag
+        tags = [tag]
         for k in range(1 + alat):
-            t_prev = t
             t_d = Signal(tag_layout, name=f"tag_d{k + 1}")
-            m.d.sync += t_d.eq(t)
-            t = t_d
-        a_tail = t
+            m.d.sync += t_d.eq(tags[-1])
+            tags.append(t_d)
+        a_tail = tags[-1]
 
         # -- pool path: input read (1 cycle), row register -----------------------------------
         # A window's elements are reduced in the accumulator itself: the first is written
@@ -550,11 +549,14 @@ class ExecuteUnit(wiring.Component):
             self.acc_rd.en.eq(1),
         ]
         if cfg.slices:
-            # For a fast clock the read address is given a cycle ahead (formed from the stages
-            # before `r`) and registered at the ACC buffer, in a copy for each lane's memories,
-            # so the block RAMs' address comes from flip-flops beside them, not from the
-            # choice between the array's and the pool's rows.
-            m.d.comb += self.acc_rd.addr.eq(Mux(pin.valid, pin.addr, t_prev.addr))
+            # For a fast clock the read address is given a cycle ahead and registered at the
+            # ACC buffer, in a copy for each lane's memories. It is itself a register, formed
+            # from the stages two before `r` (the choice between the pool's element and the
+            # array's row made there): the copies beside the lanes' block RAMs across the die
+            # take it from a flip-flop, with no logic in front of the long nets.
+            rd_addr = Signal.like(r_addr, name="acc_rd_addr")
+            m.d.sync += rd_addr.eq(Mux(p1.valid, p1.addr, tags[-3].addr))
+            m.d.comb += self.acc_rd.addr.eq(rd_addr)
         else:
             m.d.comb += self.acc_rd.addr.eq(r_addr)
         s_valid = Signal()
@@ -601,23 +603,30 @@ class ExecuteUnit(wiring.Component):
             # from registers; the newest, being updated at `t` as this row reaches `u`, is
             # forwarded a cycle later, from its register at `v` into this row's update: no
             # adder's output is forwarded.
-            fwd = kept_copies(m, Cat(t_valid & (t_addr == s_addr), v_valid & (v_addr == s_addr)),
-                              cols, "acc_fwd")
-            # (whether the newest row is forwarded into an ADD, or into a MAX: registered
-            # twice, a copy per lane, with the operation, so that in the loop through the
-            # adders the choice is one level of logic, made from flip-flops)
-            newest = u_valid & (u_addr == s_addr)
-            fwd_next = [kept_copies(m, newest & (s_op == op), cols, f"acc_fwd_{k}_next")
-                        for k, op in (("add", AccOp.ADD), ("max", AccOp.MAX))]
-            # (and for the row not forwarded into, its operation: OVERWRITE, ADD or MAX of the
-            # old row, one-hot, so that each bit of the update is an AND-OR of five values
-            # with choices each made by one LUT after the adders' and compares' carry chains)
+            # The lanes' copies (across the die) take the matches from central registers
+            # formed a cycle ahead, from the stages before (`r` becomes `s`, `s` `u`, `u` `t`
+            # and `t` `v`): no compare lies in front of their long nets.
+            # - the two older rows' matches: `t` and `v` with `s`;
+            # - whether the newest row (`u` with `s`) is forwarded into an ADD, or into a MAX
+            #   (registered twice, so that in the loop through the adders the choice is one
+            #   level of logic, made from flip-flops);
+            # - `s`'s operation, one-hot: for the row not forwarded into, OVERWRITE, ADD or
+            #   MAX of the old row (each bit of the update is an AND-OR of five values, with
+            #   choices each made by one LUT after the adders' and compares' carry chains).
+            ahead = Signal(7, name="acc_match_ahead")
+            m.d.sync += ahead.eq(Cat(
+                u_valid & (u_addr == r_addr), t_valid & (t_addr == r_addr),
+                s_valid & (s_addr == r_addr) & (r_op == AccOp.ADD),
+                s_valid & (s_addr == r_addr) & (r_op == AccOp.MAX),
+                *(r_op == op for op in AccOp)))
+            lane_ctl = kept_copies(m, ahead, cols, "acc_fwd")
+            fwd = [c[:2] for c in lane_ctl]
             sel = {}
-            for lane in range(cols):
-                fa, fm = fwd_next[0][lane], fwd_next[1][lane]
+            for lane, c in enumerate(lane_ctl):
+                fa, fm, ops = c[2], c[3], c[4:]
                 for k, v in (("add", fa), ("max", fm),
-                             *((f"{op.name.lower()}_old", (u_op == op) & ~fa & ~fm)
-                               for op in AccOp)):
+                             *((f"{op.name.lower()}_old", ops[i] & ~fa & ~fm)
+                               for i, op in enumerate(AccOp))):
                     sel[k, lane] = kept_copies(m, v, 1, f"acc_{k}{lane}")[0]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")

@@ -220,9 +220,11 @@ class Scratchpad(wiring.Component):
             # The memories are not transparent: a read sees the writes that reached them
             # before its cycle. The two after (the write of this cycle, and the one in
             # `write_r` reaching them this cycle) are taken from bypass registers, their
-            # address matches formed from the read's address and registers. Each lane group
-            # matches with its own copies of the read's address and enable and of `write_r`'s
-            # (no one flip-flop enables the bypass registers of all lanes across the die).
+            # address matches formed from the read's address and registers. Each lane group's
+            # registers are enabled by its own copy of the read's enable (no one flip-flop
+            # enables the bypass registers of all lanes across the die); the match with
+            # `write_r` is made per group from its own copies of both addresses, the match
+            # with the write of this cycle (whose address comes from the writer's logic) once.
             # (each lane's match flag a flip-flop of its own, kept: with the mask constant
             # they would be merged into one, steering every lane's multiplexers)
             pairs = []
@@ -232,9 +234,11 @@ class Scratchpad(wiring.Component):
                 row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
                              name=f"read{p}_bypass{k}_row", reset_less=True)
                 w = (self.write, wsrc)[k]
+                if k == 0:
+                    match0 = Signal(name=f"read{p}_bypass0_match")
+                    m.d.comb += match0.eq(w.en & (raddr[p] == w.addr))
                 for g, group in enumerate(groups):
-                    w_en, w_addr = (w.en, w.addr) if k == 0 else (g_wen[g], g_waddr[g])
-                    match = w_en & (g_addr[p][g] == w_addr)
+                    match = match0 if k == 0 else g_wen[g] & (g_addr[p][g] == g_waddr[g])
                     with m.If(g_en[p][g]):
                         m.d.sync += [hit[j].eq(match & w.mask[j]) for j in group]
                         m.d.sync += [row[j].eq(w.data[j]) for j in group]
