@@ -1,6 +1,8 @@
 """The command processor: fetch, static checks, dispatch into the LOAD/EXECUTE/STORE queues,
 dependency tokens, deadlock detection and completion."""
 
+import operator
+from functools import reduce
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
@@ -438,15 +440,30 @@ class CommandProcessor(wiring.Component):
         programs = {o: pre.get(o, []) + [(n, st, d, 1) for d, _, ts in sp for n, st in ts]
                     for o, sp in spans.items()}
         inits = {o: [(d, base) for d, base, _ in sp] for o, sp in spans.items()}
-        with m.Switch(op):
-            for o, terms in programs.items():
-                with m.Case(o):
-                    m.d.comb += nsteps.eq(len(terms))
-                    with m.Switch(step):
-                        for k, (a, b, d, sub) in enumerate(terms):
-                            with m.Case(k):
-                                m.d.comb += [ma.eq(a), mb.eq(b), dest.eq(d), msub.eq(sub),
-                                             reads_tiles.eq(b is tiles_operand)]
+        # Each opcode's term at `step`, and the one of the command's opcode chosen as an
+        # AND-OR by one-hot flags (for a fast clock registered from the fetch buffer's head
+        # as the command's copy is: no opcode decode in front of the operand registers).
+        if c.slices:
+            op_is = {o: _registered(m, cur.cmd.header.op == o, f"chk_is_{o.name.lower()}")
+                     for o in programs}
+        else:
+            op_is = {o: op == o for o in programs}
+        sigs = {"ma": ma, "mb": mb, "dest": dest, "msub": msub, "reads_tiles": reads_tiles,
+                "nsteps": nsteps}
+        chosen = {n: [] for n in sigs}
+        for o, terms in programs.items():
+            own = {n: Signal.like(sig, name=f"span_{o.name.lower()}_{n}")
+                   for n, sig in sigs.items()}
+            m.d.comb += own["nsteps"].eq(len(terms))
+            with m.Switch(step):
+                for k, (a, b, d, sub) in enumerate(terms):
+                    with m.Case(k):
+                        m.d.comb += [own["ma"].eq(a), own["mb"].eq(b), own["dest"].eq(d),
+                                     own["msub"].eq(sub),
+                                     own["reads_tiles"].eq(b is tiles_operand)]
+            for n, v in own.items():
+                chosen[n].append(v & op_is[o].replicate(len(v)))
+        m.d.comb += [sigs[n].eq(reduce(operator.or_, vs)) for n, vs in chosen.items()]
         product = Signal(37)
         span_init = Signal()        # decode: load the bases (CHECK1)
         span_step = Signal()        # decode: one term (SPAN)
