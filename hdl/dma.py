@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
-from .slices import PartedFIFO, kept_copies, register_slice
+from .slices import PartedFIFO, kept_copies, skid_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -179,10 +179,10 @@ class RowReader(wiring.Component):
         d = Signal(in_layout)
         d_valid, d_ready = Signal(), Signal()
         if self._slice:
-            # a register slice: neither the walker's step nor the coalescing compares below
-            # wait on the other's logic
-            room, q_valid, q_head, take = register_slice(m, "desc_slice", self.desc.valid, din,
-                                                         in_layout)
+            # a skid slice: neither the walker's step nor the coalescing compares below wait
+            # on the other's logic, and the compares start from its head's flip-flops
+            room, q_valid, q_head, take = skid_slice(m, "desc_slice", self.desc.valid, din,
+                                                     in_layout)
             m.d.comb += [self.desc.ready.eq(room), d_valid.eq(q_valid), d.eq(q_head),
                          take.eq(d_ready)]
         else:

@@ -5,6 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dsp import registered_product
+from .slices import KEEP_MARK
 
 __all__ = ["SystolicArray", "psum_width"]
 
@@ -151,7 +152,11 @@ class SystolicArray(wiring.Component):
             a_in[r][0], sw_in[r][0] = a, sw
 
         # Weight rows: column c's weight enters PE (0, c) c cycles after w_*, with its row
-        # number and valid bit, and moves down a PE a cycle.
+        # number and valid bit, and moves down a PE a cycle. (With registered operands, for a
+        # fast clock, each PE's registers are kept: the row numbers and valid bits of all
+        # columns at the same distance from w_* are equal, and synthesis would merge them
+        # into one register steering PEs across the array.)
+        keep = f"_{KEEP_MARK}" if self._registered else ""
         load = data.StructLayout({"row": range(rows), "w": signed(8)})
         w_in = [[None] * cols for _ in range(rows)]
         wv_in = [[None] * cols for _ in range(rows)]
@@ -160,14 +165,14 @@ class SystolicArray(wiring.Component):
             wv = self.w_en
             m.d.comb += [w.row.eq(self.w_row), w.w.eq(self.w_data[c])]
             for k in range(c):
-                w_d = Signal(load, name=f"wskew_{c}_{k + 1}", reset_less=quiet)
-                wv_d = Signal(name=f"wskew_valid_{c}_{k + 1}")
+                w_d = Signal(load, name=f"wskew_{c}_{k + 1}{keep}", reset_less=quiet)
+                wv_d = Signal(name=f"wskew_valid_{c}_{k + 1}{keep}")
                 m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
                 w, wv = w_d, wv_d
             w_in[0][c], wv_in[0][c] = w, wv
             for r in range(1, rows):
-                w_d = Signal(load, name=f"wload_{r}_{c}", reset_less=quiet)
-                wv_d = Signal(name=f"wload_valid_{r}_{c}")
+                w_d = Signal(load, name=f"wload_{r}_{c}{keep}", reset_less=quiet)
+                wv_d = Signal(name=f"wload_valid_{r}_{c}{keep}")
                 m.d.sync += [w_d.eq(w), wv_d.eq(wv)]
                 w, wv = w_in[r][c], wv_in[r][c] = w_d, wv_d
 
