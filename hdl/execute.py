@@ -1,9 +1,7 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
-import operator
-from functools import reduce
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -610,9 +608,8 @@ class ExecuteUnit(wiring.Component):
             # - whether the newest row (`u` with `s`) is forwarded into an ADD, or into a MAX
             #   (registered twice, so that in the loop through the adders the choice is one
             #   level of logic, made from flip-flops);
-            # - `s`'s operation, one-hot: for the row not forwarded into, OVERWRITE, ADD or
-            #   MAX of the old row (each bit of the update is an AND-OR of five values, with
-            #   choices each made by one LUT after the adders' and compares' carry chains).
+            # - `s`'s operation, one-hot, for the update of the old row (registered twice as
+            #   well, with the forwarding choices).
             ahead = Signal(7, name="acc_match_ahead")
             m.d.sync += ahead.eq(Cat(
                 u_valid & (u_addr == r_addr), t_valid & (t_addr == r_addr),
@@ -621,13 +618,7 @@ class ExecuteUnit(wiring.Component):
                 *(r_op == op for op in AccOp)))
             lane_ctl = kept_copies(m, ahead, cols, "acc_fwd")
             fwd = [c[:2] for c in lane_ctl]
-            sel = {}
-            for lane, c in enumerate(lane_ctl):
-                fa, fm, ops = c[2], c[3], c[4:]
-                for k, v in (("add", fa), ("max", fm),
-                             *((f"{op.name.lower()}_old", ops[i] & ~fa & ~fm)
-                               for i, op in enumerate(AccOp))):
-                    sel[k, lane] = kept_copies(m, v, 1, f"acc_{k}{lane}")[0]
+            sel = [kept_copies(m, c[2:], 1, f"acc_op{lane}")[0] for lane, c in enumerate(lane_ctl)]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
@@ -678,20 +669,17 @@ class ExecuteUnit(wiring.Component):
         for lane in range(cols):
             if cfg.slices:
                 # (fast clock) the row updated both ways, with the old row and, for an ADD
-                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it):
-                # each bit is one of five values (the two sums, the new row, the newest row,
-                # the old row), chosen one-hot by flags from registers and the two compares
+                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it);
+                # the forwarding choice is made last, from registers: the loop from the
+                # newest row through the adder or the compare back to it has one multiplexer
+                # (flags from registers: forward into an ADD, into a MAX; the operation)
+                fwd_add, fwd_max, is_ovw, is_add, _ = sel[lane]
                 old, fwd, new = t_old[lane], v_fwd[lane], w_new[lane]
                 total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_old_{lane}")
                 total_f, new_wins_f = _sum_or_max(m, fwd, new, None, True, f"acc_d_fwd_{lane}")
-                picks = [(total_f, sel["add", lane]), (total, sel["add_old", lane]),
-                         (fwd, sel["max", lane] & ~new_wins_f),
-                         (new, (sel["max", lane] & new_wins_f) | sel["overwrite_old", lane] |
-                          (sel["max_old", lane] & new_wins)),
-                         (old, sel["max_old", lane] & ~new_wins)]
+                upd_old = Mux(is_ovw, new, Mux(is_add, total, Mux(new_wins, new, old)))
                 m.d.comb += update[lane].eq(
-                    reduce(operator.or_, (Value.cast(v).as_unsigned() & pick.replicate(32)
-                                          for v, pick in picks)))
+                    Mux(fwd_add, total_f, Mux(fwd_max, Mux(new_wins_f, new, fwd), upd_old)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
