@@ -524,8 +524,10 @@ class CommandProcessor(wiring.Component):
                 # bases are loaded or a term started: one more cycle a command)
                 ma, mb, msub, dest = (_registered(m, v, f"span_{n}_r") for v, n in
                                       ((ma, "ma"), (mb, "mb"), (msub, "msub"), (dest, "dest")))
+                # (nor in the cycle after a term wrote `tiles`, which the next may read)
                 operands_ok = Signal(name="span_operands_ok")
-                m.d.sync += operands_ok.eq(~span_init & ~span_step)
+                m.d.sync += operands_ok.eq(~span_init & ~span_step &
+                                           ~(acc_valid & (acc_dest == T)))
             # the digit's product accumulated, a digit at a time (`adding`), the term's last at
             # `last`
             term, adding, last = partial, mcount != 0, mcount == 1
@@ -585,11 +587,16 @@ class CommandProcessor(wiring.Component):
             # (fast clock) registered before its check: `tiles` is final in SPAN's last cycle,
             # and the verdict reads the checks three cycles after SPAN_DONE
             wrows = _registered(m, wrows, "span_wrows")
+        # the weight rows' end, for a fast clock registered before its compare as well (the
+        # verdict reads the check two cycles later still)
+        w_end = C.wgt_addr + wrows - 1
+        if c.slices:
+            w_end = _registered(m, w_end, "span_wrows_end")
         span_checks = {
             "l_rows": (span[A] >= depth, 1), "l_hi": (span[B], 48),
             "s_acc": (span[A] >= c.acc_depth, 1), "s_hi": (S.dram_addr + span[B], 48),
             "r_hi": (S.res_addr + span[B], 48),
-            "c_wgt": (C.wgt_addr + wrows - 1 >= c.weight_depth, 1),
+            "c_wgt": (w_end >= c.weight_depth, 1),
             "c_in": (span[B] >= c.input_depth, 1), "c_acc": (span[Cc] >= c.acc_depth, 1),
             "p_in": (span[B] >= c.input_depth, 1), "p_acc": (span[Cc] >= c.acc_depth, 1),
         }

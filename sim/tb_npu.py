@@ -398,6 +398,43 @@ async def test_errors(dut):
     tb.pauses(False)
     await then_good("abort")
 
+    # Buffer overflows, one for each span check: a single command (after a SETPP for the
+    # STOREs) whose rows run past its buffer's end, against the golden model's verdict.
+    c = CONFIG
+    one = dict(x_size=1, y_size=1)
+    k1 = dict(kx_size=1, ky_size=1, kz_size=1)
+    store = dict(elems=1, z_size=1, dram_addr=WINDOW[0], dram_x_stride=1, **one)
+    overflows = {
+        "COMPUTE weight rows": [(Opcode.COMPUTE, dict(wgt_addr=c.weight_depth - c.rows,
+                                                      kx_size=2, ky_size=1, kz_size=1, **one))],
+        "COMPUTE input rows": [(Opcode.COMPUTE, dict(in_addr=c.input_depth - 1, x_size=2,
+                                                     y_size=1, in_x_stride=1, **k1))],
+        "COMPUTE ACC rows": [(Opcode.COMPUTE, dict(acc_addr=c.acc_depth - 1, x_size=2,
+                                                   y_size=1, acc_x_stride=1, **k1))],
+        "POOL input rows": [(Opcode.POOL, dict(win_w=2, win_h=1, win_x_stride=1,
+                                               in_addr=c.input_depth - 1, **one))],
+        "POOL ACC rows": [(Opcode.POOL, dict(win_w=1, win_h=1, acc_addr=c.acc_depth - 1,
+                                             x_size=2, y_size=1, acc_x_stride=1))],
+        "LOAD rows": [(Opcode.LOAD, dict(target=Buffer.WEIGHT, elems=1, z_size=1,
+                                         sram_addr=c.weight_depth - 1, sram_x_stride=1,
+                                         dram_addr=WINDOW[0], dram_x_stride=1, x_size=2,
+                                         y_size=1))],
+        "STORE ACC rows": [(Opcode.SETPP, {}),
+                           (Opcode.STORE, dict(store, acc_addr=c.acc_depth - 1, x_size=2,
+                                               acc_x_stride=1))],
+        "STORE PARAM rows": [(Opcode.SETPP, dict(param_addr=c.param_depth - 2)),
+                             (Opcode.STORE, store)],
+    }
+    for what, cmds in overflows.items():
+        raw = [encode(op, **f) for op, f in cmds] + [encode(Opcode.END)]
+        image = np.zeros(MEM_SIZE, dtype=np.uint8)
+        image[0x100:0x100 + len(b"".join(raw))] = np.frombuffer(b"".join(raw), np.uint8)
+        ref = expect(CONFIG, image, 0x100, len(raw), (WINDOW[0], 0), MEM_SIZE)
+        assert ref.expect_error == ErrorCode.BUFFER_OVERFLOW, (what, ref.expect_error)
+        ref.commands = raw
+        await tb.run_case(ref, label=f"overflow: {what}")
+        await then_good(f"overflow: {what}")
+
     # Deadlock: a COMPUTE pops a token nothing pushes.
     tb.ram.write(0x100, encode(Opcode.COMPUTE, pop_prev=1) + encode(Opcode.END))
     await tb.start(0x100, 2)
