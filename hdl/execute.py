@@ -1,6 +1,5 @@
 """The execute unit: runs COMPUTE and POOL commands on the systolic array and the accumulator."""
 
-
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out

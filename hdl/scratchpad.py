@@ -227,16 +227,14 @@ class Scratchpad(wiring.Component):
             # with the write of this cycle (whose address comes from the writer's logic) once.
             # (each lane's match flag a flip-flop of its own, kept: with the mask constant
             # they would be merged into one, steering every lane's multiplexers)
+            match0 = Signal(name=f"read{p}_bypass0_match")
+            m.d.comb += match0.eq(self.write.en & (raddr[p] == self.write.addr))
             pairs = []
-            for k in range(2):
+            for k, w in enumerate((self.write, wsrc)):
                 hit = [Signal(name=f"read{p}_bypass{k}_lane{j}_{KEEP_MARK}")
                        for j in range(self._lanes)]
                 row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
                              name=f"read{p}_bypass{k}_row", reset_less=True)
-                w = (self.write, wsrc)[k]
-                if k == 0:
-                    match0 = Signal(name=f"read{p}_bypass0_match")
-                    m.d.comb += match0.eq(w.en & (raddr[p] == w.addr))
                 for g, group in enumerate(groups):
                     match = match0 if k == 0 else g_wen[g] & (g_addr[p][g] == g_waddr[g])
                     with m.If(g_en[p][g]):
