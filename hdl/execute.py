@@ -570,12 +570,14 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += s_data[lane].eq(Mux(pr_sel[lane], pr_data[lane], array.o_data[lane]))
         if cfg.slices:
             # For a fast clock the ACC read takes two cycles (``acc_rd`` is registered at the
-            # block RAMs' outputs), the old row is registered before the update and the
-            # update before the write: the row read at `r` arrives at `u`, is registered into
-            # `t_old`, updated at `t` and written from a register at `v` (the ACC buffer's
-            # write registers and bypass rows, beside its block RAMs across the die, take it
-            # from flip-flops, not from the adders). The read sees every write up to its own
-            # cycle; the three written after it (the rows then at `u`, `t` and `v`) are
+            # block RAMs' outputs), the old row is registered before the update, the update
+            # takes two stages and is registered before the write: the row read at `r`
+            # arrives at `u`, is registered into `t_old`; at `t` the old row is added to the
+            # new and compared with it, both registered at `w`, where the operation chooses
+            # the result; it is written from a register at `v` (the ACC buffer's write
+            # registers and bypass rows, beside its block RAMs across the die, take it from
+            # flip-flops, not from the adders). The read sees every write up to its own
+            # cycle; the four written after it (the rows then at `s`, `u`, `t` and `w`) are
             # forwarded, the newest first, with their address matches registered ahead.
             def stage(name, valid, done, op, addr, dat):
                 regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_done"),
@@ -589,35 +591,37 @@ class ExecuteUnit(wiring.Component):
                                                           s_data)
             t_valid, t_done, t_op, t_addr, t_data = stage("t", u_valid, u_done, u_op, u_addr,
                                                           u_data)
+            w_valid, w_done, _, w_addr, w_new = stage("w", t_valid, t_done, t_op, t_addr,
+                                                      t_data)
             v_valid, v_done, v_addr = (Signal(name="v_valid"), Signal(name="v_done"),
                                        Signal(range(cfg.acc_depth), name="v_addr"))
             v_res = Signal(data.ArrayLayout(signed(32), cols), name="v_res", reset_less=True)
-            m.d.sync += [v_valid.eq(t_valid), v_done.eq(t_done), v_addr.eq(t_addr)]
+            m.d.sync += [v_valid.eq(w_valid), v_done.eq(w_done), v_addr.eq(w_addr)]
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
             prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at v - 1
-            # (each lane with its own copies of the forwarding choices: no one flip-flop
-            # steers all lanes' multiplexers). The two older rows are forwarded into `t_old`
-            # from registers; the newest, being updated at `t` as this row reaches `u`, is
-            # forwarded a cycle later, from its register at `v` into this row's update: no
-            # adder's output is forwarded.
+            # The two older rows are forwarded into `t_old` from registers (`v_res`, `prev`);
+            # the two newer into the old row at `t`: the row at `v` from a register of its
+            # own beside the adders, the row at `w` as its result is chosen there. The loop
+            # through the adders is then: the `w` registers, the result's multiplexer, the
+            # forwarding multiplexer, one adder or comparator; no compare's result fans out
+            # in it (each lane's "new wins" is a register at `w`).
             # The lanes' copies (across the die) take the matches from central registers
-            # formed a cycle ahead, from the stages before (`r` becomes `s`, `s` `u`, `u` `t`
-            # and `t` `v`): no compare lies in front of their long nets.
-            # - the two older rows' matches: `t` and `v` with `s`;
-            # - whether the newest row (`u` with `s`) is forwarded into an ADD, or into a MAX
-            #   (registered twice, so that in the loop through the adders the choice is one
-            #   level of logic, made from flip-flops);
-            # - `s`'s operation, one-hot, for the update of the old row (registered twice as
-            #   well, with the forwarding choices).
+            # formed a cycle ahead, from the stages before (`r` becomes `s`, `s` `u`, `u` `t`,
+            # `t` `w` and `w` `v`): no compare lies in front of their long nets.
+            # - into `t_old` at `u`: the rows then at `v` (`t` with `r`) and written the cycle
+            #   before (`w` with `r`);
+            # - into the old row at `t`: the rows then at `w` (`s` with `r`) and at `v` (`u`
+            #   with `r`), registered twice;
+            # - `r`'s operation, one-hot, registered twice as well and then once more for `w`.
             ahead = Signal(7, name="acc_match_ahead")
             m.d.sync += ahead.eq(Cat(
-                u_valid & (u_addr == r_addr), t_valid & (t_addr == r_addr),
-                s_valid & (s_addr == r_addr) & (r_op == AccOp.ADD),
-                s_valid & (s_addr == r_addr) & (r_op == AccOp.MAX),
+                t_valid & (t_addr == r_addr), w_valid & (w_addr == r_addr),
+                s_valid & (s_addr == r_addr), u_valid & (u_addr == r_addr),
                 *(r_op == op for op in AccOp)))
             lane_ctl = kept_copies(m, ahead, cols, "acc_fwd")
             fwd = [c[:2] for c in lane_ctl]
             sel = [kept_copies(m, c[2:], 1, f"acc_op{lane}")[0] for lane, c in enumerate(lane_ctl)]
+            w_sel = [kept_copies(m, c[2:4], 1, f"acc_w_op{lane}")[0] for lane, c in enumerate(sel)]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
@@ -627,11 +631,10 @@ class ExecuteUnit(wiring.Component):
             # (the row written is a copy of `v_res` of its own: `v_res` stays beside the
             # adders it feeds back into, the copy goes to the ACC buffer's write registers)
             v_wr = Signal.like(v_res, name=f"v_res_wr_{KEEP_MARK}")
-            # (and the newest row forwarded into the update is a copy of its own as well,
-            # beside the adders: the loop through them is as short as it can be)
+            # (and the row forwarded into the old row at `t` is a copy of its own as well,
+            # beside the adders)
             v_fwd = Signal.like(v_res, name=f"v_res_fwd_{KEEP_MARK}")
             m.d.sync += [v_res.eq(update), v_wr.eq(update), v_fwd.eq(update)]
-            w_new = t_data
             m.d.comb += [
                 self.acc_wr.en.eq(v_valid),
                 self.acc_wr.addr.eq(v_addr),
@@ -651,7 +654,7 @@ class ExecuteUnit(wiring.Component):
             # (fast clock) the mask is a copy of `v_valid` per lane: all ones as a row is
             # written; the ACC port's owner chooses each lane's writer with it, not with
             # one enable fanning out over the row
-            m.d.comb += self.acc_wr.mask.eq(Cat(*kept_copies(m, t_valid, cols, "acc_wr_lane")))
+            m.d.comb += self.acc_wr.mask.eq(Cat(*kept_copies(m, w_valid, cols, "acc_wr_lane")))
         else:
             m.d.comb += self.acc_wr.mask.eq((1 << cols) - 1)
 
@@ -667,24 +670,25 @@ class ExecuteUnit(wiring.Component):
 
         for lane in range(cols):
             if cfg.slices:
-                # (fast clock) the row updated both ways, with the old row and, for an ADD
-                # or a MAX, with the newest row forwarded (an OVERWRITE does not read it);
-                # the forwarding choice is made last, from registers: the loop from the
-                # newest row through the adder or the compare back to it has one multiplexer
-                # (flags from registers: forward into an ADD, into a MAX; the operation)
-                fwd_add, fwd_max, is_ovw, is_add, _ = sel[lane]
-                old, fwd, new = t_old[lane], v_fwd[lane], w_new[lane]
-                total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_old_{lane}")
-                total_f, new_wins_f = _sum_or_max(m, fwd, new, None, True, f"acc_d_fwd_{lane}")
-                upd_old = Mux(is_ovw, new, Mux(is_add, total, Mux(new_wins, new, old)))
+                # (fast clock) at `t` the old row (or the newest row forwarded) plus the new
+                # and whether the new is greater, at `w` the operation's choice
+                fwd_w, fwd_v = sel[lane][:2]
+                w_ovw, w_add = w_sel[lane]
+                old = Mux(fwd_w, update[lane], Mux(fwd_v, v_fwd[lane], t_old[lane]))
+                new = t_data[lane]
+                w_sum = Signal(signed(32), name=f"acc_w_sum{lane}", reset_less=True)
+                w_old = Signal(signed(32), name=f"acc_w_old{lane}", reset_less=True)
+                w_nw = Signal(name=f"acc_w_new_wins{lane}", reset_less=True)
+                total, new_wins = _sum_or_max(m, old, new, None, True, f"acc_d_{lane}")
+                m.d.sync += [w_sum.eq(total), w_old.eq(old), w_nw.eq(new_wins)]
                 m.d.comb += update[lane].eq(
-                    Mux(fwd_add, total_f, Mux(fwd_max, Mux(new_wins_f, new, fwd), upd_old)))
+                    Mux(w_add, w_sum, Mux(w_ovw | w_nw, w_new[lane], w_old)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |
-                                 t_valid | v_valid | (u_valid if cfg.slices else 0))
+                                 t_valid | v_valid | (u_valid | w_valid if cfg.slices else 0))
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)
         return m

@@ -223,24 +223,40 @@ class Scratchpad(wiring.Component):
             # address matches formed from the read's address and registers. Each lane group's
             # registers are enabled by its own copy of the read's enable (no one flip-flop
             # enables the bypass registers of all lanes across the die); the match with
-            # `write_r` is made per group from its own copies of both addresses, the match
-            # with the write of this cycle (whose address comes from the writer's logic) once.
+            # `write_r` is made per group from its own copies of both addresses. The match
+            # with the write of this cycle (whose address comes from the writer) is made once;
+            # for a registered read port it is made a cycle later instead, per group, when
+            # that write is in `write_r` (with copies of the read's address and enable a
+            # cycle on): every match is then formed beside its lanes, from registers, and no
+            # match crosses the die.
             # (each lane's match flag a flip-flop of its own, kept: with the mask constant
             # they would be merged into one, steering every lane's multiplexers)
-            match0 = Signal(name=f"read{p}_bypass0_match")
-            m.d.comb += match0.eq(self.write.en & (raddr[p] == self.write.addr))
+            late = p in self._read_registers
+            if late:
+                g_ae_d = [kept_copies(m, Cat(g_addr[p][g], g_en[p][g]), 1,
+                                      f"read{p}_ae{g}_d")[0] for g in range(len(groups))]
+            else:
+                match0 = Signal(name=f"read{p}_bypass0_match")
+                m.d.comb += match0.eq(self.write.en & (raddr[p] == self.write.addr))
             pairs = []
             for k, w in enumerate((self.write, wsrc)):
-                hit = [Signal(name=f"read{p}_bypass{k}_lane{j}_{KEEP_MARK}")
+                suffix = "_d" if k == 0 and late else ""
+                hit = [Signal(name=f"read{p}_bypass{k}_lane{j}{suffix}_{KEEP_MARK}")
                        for j in range(self._lanes)]
                 row = Signal(data.ArrayLayout(self._lane_shape, self._lanes),
-                             name=f"read{p}_bypass{k}_row", reset_less=True)
+                             name=f"read{p}_bypass{k}_row{suffix}", reset_less=True)
                 for g, group in enumerate(groups):
-                    match = match0 if k == 0 else g_wen[g] & (g_addr[p][g] == g_waddr[g])
-                    with m.If(g_en[p][g]):
+                    if k == 0 and late:
+                        # (the data register's stage: `write_r` holds this write)
+                        a_d, e_d = g_ae_d[g][:-1], g_ae_d[g][-1]
+                        match, en, w = g_wen[g] & (a_d == g_waddr[g]), e_d, wsrc
+                    else:
+                        match = match0 if k == 0 else g_wen[g] & (g_addr[p][g] == g_waddr[g])
+                        en = g_en[p][g]
+                    with m.If(en):
                         m.d.sync += [hit[j].eq(match & w.mask[j]) for j in group]
                         m.d.sync += [row[j].eq(w.data[j]) for j in group]
-                pairs.append((hit, row))
+                pairs.append((hit, row, k == 0 and late))
             bypass.append(pairs)
         selects = []
         for p in range(self._read_ports):
@@ -256,13 +272,15 @@ class Scratchpad(wiring.Component):
                         else sels)
                 if bypass:
                     pairs = []
-                    for k, (hit, row) in enumerate(bypass[p]):
-                        hit_d = [Signal(name=f"read{p}_bypass{k}_lane{j}_d_{KEEP_MARK}")
-                                 for j in range(self._lanes)]
-                        row_d = Signal.like(row, name=f"read{p}_bypass{k}_row_d")
-                        m.d.sync += [h_d.eq(h) for h_d, h in zip(hit_d, hit)]
-                        m.d.sync += row_d.eq(row)
-                        pairs.append((hit_d, row_d))
+                    for k, (hit, row, done) in enumerate(bypass[p]):
+                        if not done:
+                            hit_d = [Signal(name=f"read{p}_bypass{k}_lane{j}_d_{KEEP_MARK}")
+                                     for j in range(self._lanes)]
+                            row_d = Signal.like(row, name=f"read{p}_bypass{k}_row_d")
+                            m.d.sync += [h_d.eq(h) for h_d, h in zip(hit_d, hit)]
+                            m.d.sync += row_d.eq(row)
+                            hit, row = hit_d, row_d
+                        pairs.append((hit, row, True))
                     bypass[p] = pairs
             selects.append(sels)
 
@@ -300,7 +318,7 @@ class Scratchpad(wiring.Component):
         for p in range(self._read_ports):
             for k in range(self._lanes):
                 value = raws[p][k]
-                for hit, row in reversed(bypass[p] if bypass else []):
+                for hit, row, _ in reversed(bypass[p] if bypass else []):
                     value = Mux(hit[k], row[k], value)
                 m.d.comb += self.read[p].data[k].eq(value)
         return m

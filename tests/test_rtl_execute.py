@@ -179,6 +179,30 @@ def test_conv_tile_and_maxpool(tmp_path, simulator):
     assert res["mac"] == oh * ow * nkb * kh * kw and res["done"] == 3
 
 
+def test_accumulator_forwarding_at_every_distance(tmp_path):
+    """Rows into the same ACC row 1 to 6 rows apart, back to back: POOLs of 1 x 1 (and 2 x 1)
+    windows over ``d`` columns whose y steps come back to the same ACC rows (``acc_y_stride``
+    0), as SUM and MAX accumulating into what is there, and as MAX starting each window
+    afresh. Each distance takes the old row from a different place in the read-modify-write
+    (the read itself, or a row forwarded from one of the stages after it)."""
+    cfg, rng = CONFIG, np.random.default_rng(13)
+    buffers = _empty(cfg)
+    buffers[Buffer.INPUT][:] = rng.integers(-128, 128, buffers[Buffer.INPUT].shape)
+    buffers[Buffer.ACC][:] = rng.integers(-1000, 1000, buffers[Buffer.ACC].shape)
+    cmds, acc = [], 16
+    for d in range(1, 7):
+        for mode, accumulate, win_w in ((PoolMode.SUM, 1, 1), (PoolMode.MAX, 1, 1),
+                                        (PoolMode.MAX, 0, 2)):
+            cmds.append((Opcode.POOL, dict(
+                mode=mode, accumulate=accumulate, win_w=win_w, win_h=1,
+                in_addr=int(rng.integers(0, 64)), acc_addr=acc, y_size=5, x_size=d,
+                in_y_stride=7, in_x_stride=3, win_y_stride=1, win_x_stride=1,
+                acc_y_stride=0, acc_x_stride=1)))
+            acc += d
+    _, res = _run_case(tmp_path, "verilator", cfg, buffers, cmds, seed=3, p_idle=0)
+    assert res["done"] == len(cmds)
+
+
 def test_long_matmul_utilization(tmp_path):
     """K = 1024 (86 tiles of 12) over 16 vectors per tile, one COMPUTE: MAC-active cycles are at
     least 95% of the cycles from the first vector into the array to the last ACC write."""
@@ -195,9 +219,9 @@ def test_long_matmul_utilization(tmp_path):
     total = res["last_done"] - res["first_mac"] + 1
     assert res["mac"] == n * tiles
     # fill and drain: one array latency (rows + cols, products registered, and for small's fast
-    # clock the multipliers' operands) plus the input read and the accumulator update (four
+    # clock the multipliers' operands) plus the input read and the accumulator update (five
     # stages for the fast clock: the two-cycle ACC read, the old row's register, the update's
-    # register), less the cycle counted at both ends
+    # two stages), less the cycle counted at both ends
     assert cfg.slices
-    assert total == n * tiles + cfg.rows + cfg.cols + 5, total
+    assert total == n * tiles + cfg.rows + cfg.cols + 6, total
     assert res["mac"] / total >= 0.95
