@@ -109,14 +109,19 @@ class ExecTop(wiring.Component):
         c = self._config
         m.submodules.execute = exe = ExecuteUnit(c)
         # (for a fast clock the INPUT and WEIGHT buffers' lanes are memories of their own,
-        # each written from copies of the write register's address and enable: the block RAMs
-        # are pinned beside their lanes, down the array's left edge and along its top)
+        # each written from copies of the write register's address and enable and read from
+        # copies of the read address of their own, a cycle later: the block RAMs are pinned
+        # beside their lanes, down the array's left edge and along its top)
+        rd_regs = (0,) if ExecuteUnit.read_latency(c) == 2 else ()
         m.submodules.input_buf = inp = Scratchpad(c.input_depth, c.rows, signed(8),
                                                   c.input_banks, write_register=c.slices,
+                                                  addr_registers=rd_regs,
                                                   lane_groups=c.rows if c.slices else 1)
         m.submodules.weight_buf = wgt = Scratchpad(c.weight_depth, c.cols, signed(8),
                                                    c.weight_banks, write_register=c.slices,
+                                                   addr_registers=rd_regs,
                                                    lane_groups=c.cols if c.slices else 1)
+        assert inp.read_latency(0) == wgt.read_latency(0) == ExecuteUnit.read_latency(c)
         # (for a fast clock the ACC buffer's lanes are memories of their own, whose read and
         # write addresses are copies of their own: the block RAMs are pinned beside their
         # lanes across the die)

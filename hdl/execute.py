@@ -104,16 +104,17 @@ class ExecuteUnit(wiring.Component):
       overwrite / add / max one cycle later, at one row per cycle. Because the read of a row sees
       a write of the same cycle, rows repeated back to back (acc stride 0) accumulate in order.
       For a fast clock (:attr:`~hdl.config.NpuConfig.slices`) the row read takes two cycles
-      (registered at the block RAMs) and is registered again before the update, which is
-      written back a cycle later; the two rows written after a read of the same row are
-      forwarded to it;
+      (registered at the block RAMs) and is registered again before the update, which takes
+      two cycles (the sum and the compare, then the operation's choice) and is written back a
+      cycle later; the four rows written after a read of the same row are forwarded to it;
+      the INPUT and WEIGHT reads take two cycles (:meth:`read_latency`);
       commands wait in a FIFO of two, and jobs in another between the generator and the loader;
       a POOL's input rows are registered once more; the array's multipliers take
       their operands from registers.
 
-    Latency of a COMPUTE vector: input read 1 + array ``rows + cols`` (one more for a fast
-    clock) + accumulator update 1 (4 for a fast clock) cycles (:attr:`LATENCY`), i.e. an ACC row
-    is written ``LATENCY`` cycles after its input read.
+    Latency of a COMPUTE vector: input read 1 (2 for a fast clock) + array ``rows + cols`` (one
+    more for a fast clock) + accumulator update 1 (5 for a fast clock) cycles
+    (:attr:`LATENCY`), i.e. an ACC row is written ``LATENCY`` cycles after its input read.
 
     Parameters
     ----------
@@ -150,7 +151,8 @@ class ExecuteUnit(wiring.Component):
                              f"implements only 'weight_stationary'")
         self._config = config
         c = config
-        self.LATENCY = 1 + SystolicArray.latency(c.rows, c.cols, c.slices) + 1 + 3 * c.slices
+        self.LATENCY = (self.read_latency(c) + SystolicArray.latency(c.rows, c.cols, c.slices) +
+                        1 + 4 * c.slices)
         super().__init__({
             "cmd": In(stream.Signature(isa.COMMAND)),
             "done": Out(1),
@@ -166,6 +168,13 @@ class ExecuteUnit(wiring.Component):
     def config(self):
         return self._config
 
+    @staticmethod
+    def read_latency(config):
+        """Cycles from an INPUT or WEIGHT read address to its row that the unit expects: 1, or
+        2 for a fast clock (the buffers register the address, in a copy beside each lane's
+        block RAMs: ``Scratchpad`` ``addr_registers``)."""
+        return 2 if config.slices else 1
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
@@ -174,6 +183,7 @@ class ExecuteUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(rows, cols, registered_operands=cfg.slices,
                                                   data_reset=not cfg.slices)
         alat = array.LATENCY
+        ilat = self.read_latency(cfg)
 
         # -- job generator -------------------------------------------------------------------
         g_valid = Signal()
@@ -350,7 +360,14 @@ class ExecuteUnit(wiring.Component):
                 m.d.sync += seq_run.eq(seq_left != 1)
         with m.Else():
             m.d.sync += w_en.eq(0)
-        m.d.comb += [array.w_en.eq(w_en), array.w_row.eq(w_row),
+        if ilat == 2:
+            # (fast clock) the row arrives a cycle later: so do its enable and number
+            w_en_d = Signal(name="w_en_d")
+            w_row_d = Signal.like(w_row, name="w_row_d")
+            m.d.sync += [w_en_d.eq(w_en), w_row_d.eq(w_row)]
+        else:
+            w_en_d, w_row_d = w_en, w_row
+        m.d.comb += [array.w_en.eq(w_en_d), array.w_row.eq(w_row_d),
                      array.w_data.eq(self.weight_rd.data)]
 
         # -- issuer --------------------------------------------------------------------------
@@ -483,9 +500,12 @@ class ExecuteUnit(wiring.Component):
             tag.op.eq(Mux(c_job.overwrite, AccOp.OVERWRITE, AccOp.ADD)),
             tag.addr.eq(acc_cur),
         ]
-        a_valid1 = Signal()
-        a_switch1 = Signal()
-        m.d.sync += [a_valid1.eq(a_issue), a_switch1.eq(a_issue & c_first)]
+        # (the vector and its switch flag reach the array with the row read, ``ilat`` later)
+        a_valid1, a_switch1 = a_issue, a_issue & c_first
+        for k in range(ilat):
+            v_k, s_k = Signal(name=f"a_valid{k + 1}"), Signal(name=f"a_switch{k + 1}")
+            m.d.sync += [v_k.eq(a_valid1), s_k.eq(a_switch1)]
+            a_valid1, a_switch1 = v_k, s_k
         m.d.comb += [
             array.i_valid.eq(a_valid1),
             array.i_switch.eq(a_switch1),
@@ -493,13 +513,13 @@ class ExecuteUnit(wiring.Component):
             self.mac_active.eq(a_valid1),
         ]
         tags = [tag]
-        for k in range(1 + alat):
+        for k in range(ilat + alat):
             t_d = Signal(tag_layout, name=f"tag_d{k + 1}")
             m.d.sync += t_d.eq(tags[-1])
             tags.append(t_d)
         a_tail = tags[-1]
 
-        # -- pool path: input read (1 cycle), row register -----------------------------------
+        # -- pool path: input read (ilat cycles), row register -------------------------------
         # A window's elements are reduced in the accumulator itself: the first is written
         # with the job's operation (overwrite, or add or max into the row there), the others
         # added or maxed into it, through the same read-modify-write as the array's rows
@@ -512,14 +532,21 @@ class ExecuteUnit(wiring.Component):
             p1.op.eq(Mux(p_first & ~c_job.accumulate, AccOp.OVERWRITE, mode_op)),
             p1.addr.eq(acc_cur),
         ]
-        # the element's row: the read row with p1, or for a fast clock both registered once
-        # more (a block RAM's output goes to a register)
+        # the element's row: the read row with the last of the stages `ilat` after the issue
+        # (p1, and for a fast clock p2), for a fast clock both registered once more (a block
+        # RAM's output goes to a register)
+        p_stages = [p1]
+        for k in range(1, ilat):
+            p_k = Signal.like(p1, name=f"p{k + 1}")
+            m.d.sync += p_k.eq(p_stages[-1])
+            p_stages.append(p_k)
+        p_rd = p_stages[-1]
         if cfg.slices:
             pin = Signal.like(p1)
             vals = Signal.like(self.input_rd.data, reset_less=True)
-            m.d.sync += [pin.eq(p1), vals.eq(self.input_rd.data)]
+            m.d.sync += [pin.eq(p_rd), vals.eq(self.input_rd.data)]
         else:
-            pin, vals = p1, self.input_rd.data
+            pin, vals = p_rd, self.input_rd.data
         pr_valid = Signal()
         pr_done = Signal()
         pr_op = Signal(AccOp)
@@ -552,7 +579,7 @@ class ExecuteUnit(wiring.Component):
             # array's row made there): the copies beside the lanes' block RAMs across the die
             # take it from a flip-flop, with no logic in front of the long nets.
             rd_addr = Signal.like(r_addr, name="acc_rd_addr")
-            m.d.sync += rd_addr.eq(Mux(p1.valid, p1.addr, tags[-3].addr))
+            m.d.sync += rd_addr.eq(Mux(p_rd.valid, p_rd.addr, tags[-3].addr))
             m.d.comb += self.acc_rd.addr.eq(rd_addr)
         else:
             m.d.comb += self.acc_rd.addr.eq(r_addr)
@@ -687,8 +714,9 @@ class ExecuteUnit(wiring.Component):
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq((inflight != 0) | p1.valid | pin.valid | pr_valid | s_valid |
-                                 t_valid | v_valid | (u_valid | w_valid if cfg.slices else 0))
+        m.d.comb += pipe_busy.eq((inflight != 0) | Cat(p.valid for p in p_stages).any() |
+                                 pin.valid | pr_valid | s_valid | t_valid | v_valid |
+                                 (u_valid | w_valid if cfg.slices else 0))
         m.d.comb += self.busy.eq(queued | t_busy | g_valid | n_valid | l_valid | c_valid |
                                  pipe_busy)
         return m
