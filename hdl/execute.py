@@ -346,18 +346,20 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += self.weight_rd.addr.eq(wgt_rd)
         else:
             m.d.comb += self.weight_rd.addr.eq(Mux(seq_run, seq_addr, l_job.wgt))
+        # seq_left <= 1 (for a fast clock a register, set with seq_left)
+        seq_near = Signal(name="seq_near", init=1) if cfg.slices else seq_left <= 1
         with m.If(start):
             m.d.sync += [seq_left.eq(rows - 1), seq_addr.eq(l_job.wgt + 1),
                          seq_row.eq(1 % rows), w_en.eq(1), w_row.eq(0)]
             if cfg.slices:
-                m.d.sync += seq_run.eq(rows > 1)
+                m.d.sync += [seq_run.eq(rows > 1), seq_near.eq(rows <= 2)]
             with m.If(~l_take):
                 m.d.sync += l_loaded.eq(1)
         with m.Elif(seq_run):
             m.d.sync += [seq_left.eq(seq_left - 1), seq_addr.eq(seq_addr + 1),
                          seq_row.eq(seq_row + 1), w_en.eq(1), w_row.eq(seq_row)]
             if cfg.slices:
-                m.d.sync += seq_run.eq(seq_left != 1)
+                m.d.sync += [seq_run.eq(seq_left != 1), seq_near.eq(seq_left <= 2)]
         with m.Else():
             m.d.sync += w_en.eq(0)
         if ilat == 2:
@@ -408,74 +410,84 @@ class ExecuteUnit(wiring.Component):
         # ``start`` for a single row): the row enters the array the cycle after, the tile's
         # first vector (its switch) a cycle later. Its rows are read only after the previous
         # tile was taken, so they enter the array after that tile's switch.
-        if rows == 1:
-            next_ready = l_valid & (l_loaded | start)
-        else:
-            next_ready = l_valid & l_loaded & (seq_left <= 1)
+        next_ready = l_valid & ((l_loaded | start) if rows == 1 else (l_loaded & seq_near))
         m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
 
+        # the array has drained (inflight == 0; for a fast clock a register, set with inflight)
+        drained = Signal(name="drained", init=1) if cfg.slices else inflight == 0
         with m.If(a_issue | a_marker):
             m.d.sync += inflight.eq(alat + 2)
+            if cfg.slices:
+                m.d.sync += drained.eq(0)
         with m.Elif(inflight != 0):
             m.d.sync += inflight.eq(inflight - 1)
+            if cfg.slices:
+                m.d.sync += drained.eq(inflight == 1)
 
+        # the job's kind: for a fast clock one-hot registers set as the job is taken (each
+        # false while no job is there), so that an issue is a flip-flop, not a decode
+        if cfg.slices:
+            c_kind = {k: Signal(name=f"c_is_{k.name.lower()}") for k in JobKind}
+        else:
+            c_kind = {k: c_valid & (c_job.kind == k) for k in JobKind}
         m.d.comb += [self.input_rd.en.eq(1), self.input_rd.addr.eq(rd_cur)]
-        with m.If(c_valid), m.Switch(c_job.kind):
-            with m.Case(JobKind.MARKER):
-                m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
-            with m.Case(JobKind.TILE):
-                m.d.comb += [
-                    a_issue.eq(1),
-                    job_end.eq(last_x & last_y),
-                    a_done.eq(last_x & last_y & c_job.last),
-                ]
-                m.d.sync += c_first.eq(0)
+        with m.If(c_kind[JobKind.MARKER]):
+            m.d.comb += [a_marker.eq(1), a_done.eq(1), job_end.eq(1)]
+        with m.If(c_kind[JobKind.TILE]):
+            m.d.comb += [
+                a_issue.eq(1),
+                job_end.eq(last_x & last_y),
+                a_done.eq(last_x & last_y & c_job.last),
+            ]
+            m.d.sync += c_first.eq(0)
+            with m.If(~last_x):
+                nin = in_cur + c_job.in_x_stride
+                m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end),
+                             in_cur.eq(nin), rd_cur.eq(nin),
+                             acc_cur.eq(acc_cur + c_job.acc_x_stride)]
+            with m.Else():
+                nin = in_row + c_job.in_y_stride
+                nacc = acc_row + c_job.acc_y_stride
+                m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
+                             last_y.eq(y + 1 == y_end), in_row.eq(nin), in_cur.eq(nin),
+                             rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
+        with m.If(c_kind[JobKind.POOL] & drained):
+            m.d.comb += [
+                p_issue.eq(1),
+                p_first.eq((wx == 0) & (wy == 0)),
+                p_done.eq(last_wx & last_wy & last_x & last_y),
+                job_end.eq(last_wx & last_wy & last_x & last_y),
+            ]
+            with m.If(~last_wx):
+                nwin = win_cur + c_job.win_x_stride
+                m.d.sync += [wx.eq(wx + 1), last_wx.eq(wx + 1 == wx_end),
+                             win_cur.eq(nwin), rd_cur.eq(nwin)]
+            with m.Elif(~last_wy):
+                nwin = win_row + c_job.win_y_stride
+                m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(wy + 1),
+                             last_wy.eq(wy + 1 == wy_end), win_row.eq(nwin),
+                             win_cur.eq(nwin), rd_cur.eq(nwin)]
+            with m.Else():
+                m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(0),
+                             last_wy.eq(wy_end == 0)]
                 with m.If(~last_x):
                     nin = in_cur + c_job.in_x_stride
-                    m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end),
-                                 in_cur.eq(nin), rd_cur.eq(nin),
+                    m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end), in_cur.eq(nin),
+                                 win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
                                  acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
                     nin = in_row + c_job.in_y_stride
                     nacc = acc_row + c_job.acc_y_stride
                     m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
-                                 last_y.eq(y + 1 == y_end), in_row.eq(nin), in_cur.eq(nin),
+                                 last_y.eq(y + 1 == y_end), in_row.eq(nin),
+                                 in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
                                  rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
-            with m.Case(JobKind.POOL), m.If(inflight == 0):
-                m.d.comb += [
-                    p_issue.eq(1),
-                    p_first.eq((wx == 0) & (wy == 0)),
-                    p_done.eq(last_wx & last_wy & last_x & last_y),
-                    job_end.eq(last_wx & last_wy & last_x & last_y),
-                ]
-                with m.If(~last_wx):
-                    nwin = win_cur + c_job.win_x_stride
-                    m.d.sync += [wx.eq(wx + 1), last_wx.eq(wx + 1 == wx_end),
-                                 win_cur.eq(nwin), rd_cur.eq(nwin)]
-                with m.Elif(~last_wy):
-                    nwin = win_row + c_job.win_y_stride
-                    m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(wy + 1),
-                                 last_wy.eq(wy + 1 == wy_end), win_row.eq(nwin),
-                                 win_cur.eq(nwin), rd_cur.eq(nwin)]
-                with m.Else():
-                    m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(0),
-                                 last_wy.eq(wy_end == 0)]
-                    with m.If(~last_x):
-                        nin = in_cur + c_job.in_x_stride
-                        m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end), in_cur.eq(nin),
-                                     win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
-                                     acc_cur.eq(acc_cur + c_job.acc_x_stride)]
-                    with m.Else():
-                        nin = in_row + c_job.in_y_stride
-                        nacc = acc_row + c_job.acc_y_stride
-                        m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
-                                     last_y.eq(y + 1 == y_end), in_row.eq(nin),
-                                     in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
-                                     rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
 
         # Taking the next job comes last: it overrides the counter updates above.
         with m.If(l_take):
             nj = l_job
+            if cfg.slices:
+                m.d.sync += [c.eq(nj.kind == k) for k, c in c_kind.items()]
             m.d.sync += [
                 c_valid.eq(1), c_job.eq(nj), c_first.eq(1),
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
@@ -489,8 +501,10 @@ class ExecuteUnit(wiring.Component):
             ]
         with m.Elif(job_end):
             m.d.sync += c_valid.eq(0)
+            if cfg.slices:
+                m.d.sync += [c.eq(0) for c in c_kind.values()]
 
-        # -- array path: input read (1 cycle), array, tag pipeline alongside -----------------
+        # -- array path: input read (ilat cycles), array, tag pipeline alongside -------------
         tag_layout = data.StructLayout({"valid": 1, "done": 1, "op": AccOp,
                                         "addr": range(cfg.acc_depth)})
         tag = Signal(tag_layout)
