@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import read_beat_layout, read_request_layout, write_beat_layout, write_request_layout
-from .slices import PartedFIFO, kept_copies, skid_slice
+from .slices import PartedFIFO, kept_copies, skid_slice, stream_slice
 
 __all__ = ["RowReader", "DmaLoad", "DmaStore", "buffer_write_signature", "load_row_bytes",
            "pp_request_layout"]
@@ -232,9 +232,14 @@ class RowReader(wiring.Component):
 
         head = Signal(pend_layout)
         m.d.comb += head.eq(pend.r_data)
+        # (for a fast clock the beats come through a skid slice of the reader's own: the bus
+        # master's beat registers are enabled by its room, a flip-flop, not by this reader's
+        # bookkeeping across the die)
+        rd_data = (stream_slice(m, "beats", self.rd_data, skid=True) if self._slice
+                   else self.rd_data)
         k = Signal(range(maxb + 1))
         words = [Signal(8 * bb, name=f"buf{j}", reset_less=True) for j in range(maxb)]
-        beat = self.rd_data.payload
+        beat = rd_data.payload
         nxt = [Mux(k == j, beat.data, words[j]) for j in range(maxb)]
         # the row with this beat, shifted down to byte 0 (emitted on its last beat)
         row = Signal(8 * self._bytes, name="row")
@@ -304,10 +309,10 @@ class RowReader(wiring.Component):
                 # (a fast clock takes every beat only while the output FIFO has room for a
                 # row, not just the last: the beat's READY does not wait for the compare
                 # that finds the row's last beat)
-                m.d.comb += [self.rd_data.ready.eq(out_free if self._slice else
+                m.d.comb += [rd_data.ready.eq(out_free if self._slice else
                                                    ~last_beat | out_free),
-                             self.stall.eq(~self.rd_data.valid)]
-                with m.If(self.rd_data.valid & self.rd_data.ready):
+                             self.stall.eq(~rd_data.valid)]
+                with m.If(rd_data.valid & rd_data.ready):
                     with m.If(beat.err):
                         m.d.comb += [self.err.eq(1), self.err_addr.eq(beat.addr)]
                     with m.If(last_beat):
@@ -327,7 +332,7 @@ class RowReader(wiring.Component):
             # enables come from flip-flops (the beat's valid and `k`), not from the row's
             # bookkeeping and the readiness of the output FIFO
             for j in range(maxb):
-                with m.If(self.rd_data.valid & (k == j)):
+                with m.If(rd_data.valid & (k == j)):
                     m.d.sync += words[j].eq(beat.data)
         return m
 
