@@ -209,17 +209,27 @@ class RowReader(wiring.Component):
         grow = Signal()                    # the descriptor joins the open run
         m.d.comb += grow.eq(run_open & ~d.skip & follows & (nbeats <= run_room))
         take = Signal()
+        if self._slice:
+            # (fast clock) requests leave through a skid slice of the reader's own: whether a
+            # run can be issued is its room, a flip-flop beside the reader, not the bus
+            # master's request slice across the die
+            rd_req = stream.Signature(read_request_layout()).create(path=("run_req",))
+            out = stream_slice(m, "req_slice", rd_req, skid=True)
+            m.d.comb += [self.rd_req.valid.eq(out.valid), self.rd_req.payload.eq(out.payload),
+                         out.ready.eq(self.rd_req.ready)]
+        else:
+            rd_req = self.rd_req
         m.d.comb += [
             # Issue the run whenever it cannot grow this cycle.
-            self.rd_req.valid.eq(run_open & ~(d_valid & pend.w_rdy & (d.skip | grow))),
-            self.rd_req.payload.addr.eq(run_addr),
-            self.rd_req.payload.beats.eq(run_beats),
-            take.eq(d_valid & pend.w_rdy & (d.skip | grow | ~run_open | self.rd_req.ready)),
+            rd_req.valid.eq(run_open & ~(d_valid & pend.w_rdy & (d.skip | grow))),
+            rd_req.payload.addr.eq(run_addr),
+            rd_req.payload.beats.eq(run_beats),
+            take.eq(d_valid & pend.w_rdy & (d.skip | grow | ~run_open | rd_req.ready)),
             d_ready.eq(take),
             pend.w_en.eq(take),
             pend.w_data.eq(entry),
         ]
-        with m.If(self.rd_req.valid & self.rd_req.ready):
+        with m.If(rd_req.valid & rd_req.ready):
             m.d.sync += run_open.eq(0)
         with m.If(take & ~d.skip):
             if not self._slice:
