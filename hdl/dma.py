@@ -625,15 +625,23 @@ class DmaLoad(wiring.Component):
         if c.slices:
             within = kept_copies(m, Cat(*within), 1, "load_within")[0]
             byte_wide = kept_copies(m, wide, nb, "load_wide")
+            # (whether a lane keeps its bytes, not a skipped row's and within `elems`, is
+            # registered with the row, a copy for each lane of each width: no one flag of
+            # the row steers all of its multiplexers)
+            keep8 = [kept_copies(m, ~rd.out.payload.skip & within[i], 1, f"load_keep8_{i}")[0]
+                     for i in range(n8)]
+            keep32 = [kept_copies(m, ~rd.out.payload.skip & within[i], 1,
+                                  f"load_keep32_{i}")[0] for i in range(c.cols)]
+        else:
+            keep8 = keep32 = [~o.skip & within[i] for i in range(n8)]
         lanes8, lanes32 = [], []
         for i in range(n8):
             lane = Signal(8, name=f"lane8_{i}")
-            m.d.comb += lane.eq(Mux(~o.skip & within[i], o.bytes[8 * i:8 * i + 8],
-                                    cmd.pad_value))
+            m.d.comb += lane.eq(Mux(keep8[i], o.bytes[8 * i:8 * i + 8], cmd.pad_value))
             lanes8.append(lane)
         for i in range(c.cols):
             lane = Signal(32, name=f"lane32_{i}")
-            m.d.comb += lane.eq(Mux(~o.skip & within[i], o.bytes[32 * i:32 * i + 32],
+            m.d.comb += lane.eq(Mux(keep32[i], o.bytes[32 * i:32 * i + 32],
                                     cmd.pad_value))   # pad_value is signed: sign-extended
             lanes32.append(lane)
         # (each byte of the row chooses between the two widths with its own copy of the flag)
