@@ -688,9 +688,9 @@ def test_execute_consecutive_commands_overlap(fast):
     assert out["mac"] == vectors == 36
     # first vector in to last ACC write: the vectors, then the array's latency (rows + cols
     # with its registered products, and registered operands for a fast clock) and the
-    # accumulator update (four stages for a fast clock: the two-cycle ACC read, the old row's
-    # register, the update's register)
-    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + 4 * fast
+    # accumulator update (five stages for a fast clock: the two-cycle ACC read, the old row's
+    # register, the update's two stages)
+    assert out["last_done"] - out["first_mac"] + 1 == vectors + rows + cols + 1 + 5 * fast
 
 
 @pytest.mark.parametrize("pp_lanes, fast", [(None, False), (2, False), (None, True),
