@@ -4,6 +4,7 @@ real builds: tiny for iCEBreaker in the default run, small for the ECP5-85F boar
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ from gen.bitstream import (
     ECP5_85F_EBR_SITES,
     BitstreamResult,
     BuildError,
+    RouterWatch,
     array_dsp_sites,
     buffer_ebr_sites,
     build_bitstream,
@@ -24,6 +26,7 @@ from gen.bitstream import (
     pin_array_dsps,
     pin_buffer_ebrs,
     report_markdown,
+    run_watched,
     synthesis_needs,
     yosys_cell_counts,
 )
@@ -278,6 +281,80 @@ def test_pin_buffer_ebrs_rewrites_the_netlist(tmp_path):
     before = path.read_text()
     assert pin_buffer_ebrs(path, NpuConfig.load("tiny")) == 0
     assert path.read_text() == before
+
+
+def _router_line(it, overuse):
+    return (f"Info:     iter={it} wires={1_000_000 + it} overused={overuse} "
+            f"overuse={overuse} archfail=NA")
+
+
+# router2's overused wires at each iteration of two builds of small on the ECP5-85F (from
+# their logs): one that converged (noisy counts of a few wires near the end, one bump), one
+# that diverged (fewest at iteration 49, then rising)
+CONVERGED = ([64_000 // k for k in range(1, 30)] + [300, 120, 60, 30, 12, 8, 5, 3] +
+             [1, 3, 1, 1, 4, 2, 1, 2, 3, 1] * 4 + [1, 2, 1, 0])
+DIVERGED = [64_316, 20_000, 9_000, 3_799] + [729] * 10 + [372] * 10 + [228] * 20 + [194] + \
+    [int(194 * 1.06 ** k) for k in range(1, 60)]
+
+
+def test_router_watch_lets_a_converging_route_run():
+    watch = RouterWatch()
+    for it, overuse in enumerate(CONVERGED, 1):
+        assert watch.feed(_router_line(it, overuse)) is None
+        assert (watch.iteration, watch.overuse) == (it, overuse)
+    assert watch.feed("Info: Routing complete.") is None
+
+
+def test_router_watch_stops_a_diverging_route():
+    watch = RouterWatch()
+    verdicts = [watch.feed(_router_line(it, o)) for it, o in enumerate(DIVERGED, 1)]
+    first = next(k for k, v in enumerate(verdicts) if v)
+    best_at = DIVERGED.index(194) + 1
+    # once the count is 4x the best (and 500 more), but not before 40 iterations after it
+    over = next(k for k in range(best_at, len(DIVERGED)) if DIVERGED[k] >= 4 * 194)
+    assert first == max(over, best_at - 1 + 40)
+    assert verdicts[first] == (f"routing does not converge: the overused wires rose from 194 "
+                               f"at iteration {best_at} to {DIVERGED[first]:,} at iteration "
+                               f"{first + 1}")
+
+
+def _fake_router(tmp_path, counts, linger):
+    """A stand-in for nextpnr: writes router2's lines for ``counts`` to ``top.tim`` as it goes,
+    then waits ``linger`` seconds."""
+    script = tmp_path / "router.py"
+    script.write_text(
+        "import sys, time\n"
+        f"counts = {counts!r}\n"
+        "with open('top.tim', 'w') as f:\n"
+        "    for it, o in enumerate(counts, 1):\n"
+        "        f.write(f'Info:     iter={it} wires=1 overused={o} overuse={o} "
+        "archfail=NA\\n')\n"
+        "        f.flush()\n"
+        "        time.sleep(0.002)\n"
+        f"time.sleep({linger})\n"
+        "print('done')\n")
+    return [sys.executable, str(script)]
+
+
+def test_run_watched_stops_a_diverging_router(tmp_path):
+    argv = _fake_router(tmp_path, DIVERGED, linger=600)
+    rc, verdict = run_watched(argv, tmp_path, None, tmp_path / "out.log", tmp_path / "top.tim",
+                              RouterWatch(), log=lambda s: None, poll=0.05)
+    assert verdict.startswith("routing does not converge: the overused wires rose from 194")
+    assert rc != 0      # stopped, not finished
+    assert "done" not in (tmp_path / "out.log").read_text()
+
+
+def test_run_watched_lets_a_converging_router_finish(tmp_path):
+    argv = _fake_router(tmp_path, CONVERGED, linger=0)
+    shown = []
+    rc, verdict = run_watched(argv, tmp_path, None, tmp_path / "out.log", tmp_path / "top.tim",
+                              RouterWatch(), log=shown.append, poll=0.05, every=0)
+    assert (rc, verdict) == (0, None)
+    assert "done" in (tmp_path / "out.log").read_text()
+    assert shown and all(re.fullmatch(r"      routing: iteration \d+, [\d,]+ wires overused", s)
+                         for s in shown)
+
 
 
 def test_icebreaker_tiny_bitstream(tmp_path):
