@@ -451,6 +451,10 @@ class CommandProcessor(wiring.Component):
         sigs = {"ma": ma, "mb": mb, "dest": dest, "msub": msub, "reads_tiles": reads_tiles,
                 "nsteps": nsteps}
         chosen = {n: [] for n in sigs}
+        # (a fast clock with a multi-cycle span multiplier registers each opcode's operands
+        # at `step` before they are ORed: the choice by step and the one by opcode are not
+        # one path; a term then waits a cycle more for its operands, below)
+        staged = c.slices and c.span_steps > 1
         for o, terms in programs.items():
             own = {n: Signal.like(sig, name=f"span_{o.name.lower()}_{n}")
                    for n, sig in sigs.items()}
@@ -462,6 +466,8 @@ class CommandProcessor(wiring.Component):
                                      own["msub"].eq(sub),
                                      own["reads_tiles"].eq(b is tiles_operand)]
             for n, v in own.items():
+                if staged and n in ("ma", "mb", "msub", "dest"):
+                    v = _registered(m, v, f"span_{o.name.lower()}_{n}_r")
                 chosen[n].append(v & op_is[o].replicate(len(v)))
         m.d.comb += [sigs[n].eq(reduce(operator.or_, vs)) for n, vs in chosen.items()]
         product = Signal(37)
@@ -524,10 +530,12 @@ class CommandProcessor(wiring.Component):
                 # bases are loaded or a term started: one more cycle a command)
                 ma, mb, msub, dest = (_registered(m, v, f"span_{n}_r") for v, n in
                                       ((ma, "ma"), (mb, "mb"), (msub, "msub"), (dest, "dest")))
-                # (nor in the cycle after a term wrote `tiles`, which the next may read)
+                # (nor in the cycle after a term wrote `tiles`, which the next may read; with
+                # each opcode's operands registered as well, in neither of the two cycles after)
                 operands_ok = Signal(name="span_operands_ok")
-                m.d.sync += operands_ok.eq(~span_init & ~span_step &
-                                           ~(acc_valid & (acc_dest == T)))
+                settled = ~span_init & ~span_step & ~(acc_valid & (acc_dest == T))
+                m.d.sync += operands_ok.eq(settled)
+                operands_ok = operands_ok & _registered(m, operands_ok, "span_settled_2")
             # the digit's product accumulated, a digit at a time (`adding`), the term's last at
             # `last`
             term, adding, last = partial, mcount != 0, mcount == 1
