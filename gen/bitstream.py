@@ -708,10 +708,11 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
 class RouterWatch:
     """Follows nextpnr's log as it routes (router2's ``iter=N ... overuse=M`` lines) and tells
     whether routing diverges: ``patience`` iterations after its fewest overused wires, their
-    count has risen to ``factor`` times that and ``margin`` more. A routing that converges
-    falls to none (on the ECP5-85F in 43 to 85 iterations, with counts of a few wires
-    rising and falling near the end); one that diverges keeps rising for as long as it is
-    let run.
+    count has risen to ``factor`` times that and ``margin`` more, or ``stall`` iterations
+    have passed without a new fewest. A routing that converges falls to none (small on the
+    ECP5-85F: in 43 to 85 iterations, at most 36 without a new fewest, with counts of a few
+    wires rising and falling near the end); one that diverges keeps rising, or hovers, for
+    as long as it is let run.
 
     :meth:`feed` takes a line of the log; :attr:`iteration` and :attr:`overuse` are the last
     seen; :attr:`diverging` is a one-line verdict once it diverges, else ``None``.
@@ -719,8 +720,9 @@ class RouterWatch:
 
     LINE = re.compile(r"\biter=(\d+)\b.*\boveruse=(\d+)")
 
-    def __init__(self, patience=40, factor=4, margin=500):
+    def __init__(self, patience=40, factor=4, margin=500, stall=100):
         self.patience, self.factor, self.margin = patience, factor, margin
+        self.stall = stall
         self.iteration = self.overuse = None
         self.best = self.best_at = None
         self.diverging = None
@@ -737,6 +739,10 @@ class RouterWatch:
             self.diverging = (f"routing does not converge: the overused wires rose from "
                               f"{self.best:,} at iteration {self.best_at} to "
                               f"{self.overuse:,} at iteration {self.iteration}")
+        elif self.iteration - self.best_at >= self.stall:
+            self.diverging = (f"routing does not converge: {self.overuse:,} wires overused at "
+                              f"iteration {self.iteration}, none fewer than {self.best:,} since "
+                              f"iteration {self.best_at}")
         return self.diverging
 
 

@@ -318,6 +318,19 @@ def test_router_watch_stops_a_diverging_route():
                                f"{first + 1}")
 
 
+def test_router_watch_stops_a_route_that_hovers():
+    # (fewest 300 at iteration 20, then between 300 and 700: never 4x, never fewer)
+    counts = ([5_000 - 250 * k for k in range(19)] + [300] +
+              [400 + 300 * (k % 2) for k in range(150)])
+    watch = RouterWatch()
+    verdicts = [watch.feed(_router_line(it, o)) for it, o in enumerate(counts, 1)]
+    first = next(k for k, v in enumerate(verdicts) if v) + 1
+    assert first == 20 + 100
+    assert verdicts[first - 1] == (f"routing does not converge: {counts[first - 1]:,} wires "
+                                   f"overused at iteration {first}, none fewer than 300 since "
+                                   f"iteration 20")
+
+
 def _fake_router(tmp_path, counts, linger):
     """A stand-in for nextpnr: writes router2's lines for ``counts`` to ``top.tim`` as it goes,
     then waits ``linger`` seconds."""
