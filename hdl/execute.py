@@ -316,12 +316,34 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += g_take.eq(g_valid & room)
         else:
             n_valid, n_job, n_take = g_valid, g_job, g_take
+        # For a fast clock (and a weight tile of more than one row) the take is decided from
+        # three registers formed a cycle ahead (the loader's job is ready, the issuer is free
+        # or at a TILE's or MARKER's end, the issuer is at a POOL's end with the array
+        # drained), in a copy of its own for each group of the registers it enables: the
+        # loader's job, the issuer's job, its counters (see ``take_at`` below).
+        fast_take = cfg.slices and rows > 1
+        take_groups = ("loader", "job", "issuer", "counters")
+        if fast_take:
+            l_ready_n, c_free_n, c_pool_go_n = Signal(), Signal(), Signal()
+            ready, free, pool_go = (
+                kept_copies(m, v, len(take_groups), name, init=init)
+                for v, name, init in ((l_ready_n, "l_ready", 0), (c_free_n, "c_free", 1),
+                                      (c_pool_go_n, "c_pool_go", 0)))
+            take_at = {g: Signal(name=f"take_{g}") for g in take_groups}
+            m.d.comb += [t.eq(ready[k] & (free[k] | pool_go[k]))
+                         for k, t in enumerate(take_at.values())]
+            m.d.comb += l_take.eq(take_at["loader"])
+        else:
+            take_at = dict.fromkeys(take_groups, l_take)
         m.d.comb += n_take.eq(n_valid & (~l_valid | l_take))
         with m.If(l_take):
             m.d.sync += l_valid.eq(0)
         with m.If(n_take):
-            m.d.sync += [l_valid.eq(1), l_job.eq(n_job),
-                         l_loaded.eq(n_job.kind != JobKind.TILE)]
+            m.d.sync += [l_valid.eq(1), l_loaded.eq(n_job.kind != JobKind.TILE)]
+        # (the job register takes the FIFO's head whenever it is free or taken, a stale one
+        # too, with ``l_valid`` then clear: its enable is one LUT from flip-flops)
+        with m.If(~l_valid | take_at["job"]):
+            m.d.sync += l_job.eq(n_job)
 
         start = Signal()
         # seq_left != 0 (for a fast clock a register, set with seq_left)
@@ -405,13 +427,18 @@ class ExecuteUnit(wiring.Component):
         x_end, y_end = Signal(12), Signal(12)
         wx_end, wy_end = Signal(8), Signal(8)
         last_x, last_y, last_wx, last_wy = Signal(), Signal(), Signal(), Signal()
+        # (their next values, which the take's registers formed ahead read)
+        nx_x, nx_y, nx_wx, nx_wy = (Signal(name=f"last_{n}_next") for n in ("x", "y", "wx", "wy"))
+        m.d.comb += [nx_x.eq(last_x), nx_y.eq(last_y), nx_wx.eq(last_wx), nx_wy.eq(last_wy)]
+        m.d.sync += [last_x.eq(nx_x), last_y.eq(nx_y), last_wx.eq(nx_wx), last_wy.eq(nx_wy)]
 
         # A tile may be taken in the cycle its last weight row is read (``seq_left == 1``, or
         # ``start`` for a single row): the row enters the array the cycle after, the tile's
         # first vector (its switch) a cycle later. Its rows are read only after the previous
         # tile was taken, so they enter the array after that tile's switch.
-        next_ready = l_valid & ((l_loaded | start) if rows == 1 else (l_loaded & seq_near))
-        m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
+        if not fast_take:
+            next_ready = l_valid & ((l_loaded | start) if rows == 1 else (l_loaded & seq_near))
+            m.d.comb += l_take.eq(next_ready & (~c_valid | job_end))
 
         # the array has drained (inflight == 0; for a fast clock a register, set with inflight)
         drained = Signal(name="drained", init=1) if cfg.slices else inflight == 0
@@ -442,14 +469,14 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += c_first.eq(0)
             with m.If(~last_x):
                 nin = in_cur + c_job.in_x_stride
-                m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end),
-                             in_cur.eq(nin), rd_cur.eq(nin),
+                m.d.comb += nx_x.eq(x + 1 == x_end)
+                m.d.sync += [x.eq(x + 1), in_cur.eq(nin), rd_cur.eq(nin),
                              acc_cur.eq(acc_cur + c_job.acc_x_stride)]
             with m.Else():
                 nin = in_row + c_job.in_y_stride
                 nacc = acc_row + c_job.acc_y_stride
-                m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
-                             last_y.eq(y + 1 == y_end), in_row.eq(nin), in_cur.eq(nin),
+                m.d.comb += [nx_x.eq(x_end == 0), nx_y.eq(y + 1 == y_end)]
+                m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
                              rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
         with m.If(c_kind[JobKind.POOL] & drained):
             m.d.comb += [
@@ -460,49 +487,67 @@ class ExecuteUnit(wiring.Component):
             ]
             with m.If(~last_wx):
                 nwin = win_cur + c_job.win_x_stride
-                m.d.sync += [wx.eq(wx + 1), last_wx.eq(wx + 1 == wx_end),
-                             win_cur.eq(nwin), rd_cur.eq(nwin)]
+                m.d.comb += nx_wx.eq(wx + 1 == wx_end)
+                m.d.sync += [wx.eq(wx + 1), win_cur.eq(nwin), rd_cur.eq(nwin)]
             with m.Elif(~last_wy):
                 nwin = win_row + c_job.win_y_stride
-                m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(wy + 1),
-                             last_wy.eq(wy + 1 == wy_end), win_row.eq(nwin),
-                             win_cur.eq(nwin), rd_cur.eq(nwin)]
+                m.d.comb += [nx_wx.eq(wx_end == 0), nx_wy.eq(wy + 1 == wy_end)]
+                m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin), win_cur.eq(nwin),
+                             rd_cur.eq(nwin)]
             with m.Else():
-                m.d.sync += [wx.eq(0), last_wx.eq(wx_end == 0), wy.eq(0),
-                             last_wy.eq(wy_end == 0)]
+                m.d.comb += [nx_wx.eq(wx_end == 0), nx_wy.eq(wy_end == 0)]
+                m.d.sync += [wx.eq(0), wy.eq(0)]
                 with m.If(~last_x):
                     nin = in_cur + c_job.in_x_stride
-                    m.d.sync += [x.eq(x + 1), last_x.eq(x + 1 == x_end), in_cur.eq(nin),
-                                 win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
+                    m.d.comb += nx_x.eq(x + 1 == x_end)
+                    m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
+                                 win_cur.eq(nin), rd_cur.eq(nin),
                                  acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
                     nin = in_row + c_job.in_y_stride
                     nacc = acc_row + c_job.acc_y_stride
-                    m.d.sync += [x.eq(0), last_x.eq(x_end == 0), y.eq(y + 1),
-                                 last_y.eq(y + 1 == y_end), in_row.eq(nin),
-                                 in_cur.eq(nin), win_row.eq(nin), win_cur.eq(nin),
-                                 rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
+                    m.d.comb += [nx_x.eq(x_end == 0), nx_y.eq(y + 1 == y_end)]
+                    m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
+                                 win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
+                                 acc_row.eq(nacc), acc_cur.eq(nacc)]
 
         # Taking the next job comes last: it overrides the counter updates above.
-        with m.If(l_take):
-            nj = l_job
-            if cfg.slices:
-                m.d.sync += [c.eq(nj.kind == k) for k, c in c_kind.items()]
+        nj = l_job
+        with m.If(take_at["job"]):
+            m.d.sync += c_job.eq(nj)
+        with m.If(take_at["counters"]):
+            m.d.comb += [nx_x.eq(nj.x_size == 1), nx_y.eq(nj.y_size == 1),
+                         nx_wx.eq(nj.win_w == 1), nx_wy.eq(nj.win_h == 1)]
             m.d.sync += [
-                c_valid.eq(1), c_job.eq(nj), c_first.eq(1),
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
                 x_end.eq(nj.x_size - 1), y_end.eq(nj.y_size - 1),
                 wx_end.eq(nj.win_w - 1), wy_end.eq(nj.win_h - 1),
-                last_x.eq(nj.x_size == 1), last_y.eq(nj.y_size == 1),
-                last_wx.eq(nj.win_w == 1), last_wy.eq(nj.win_h == 1),
                 in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
                 win_row.eq(nj.in_base), win_cur.eq(nj.in_base), rd_cur.eq(nj.in_base),
                 acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),
             ]
+        if cfg.slices:
+            kind_n = {k: Signal(name=f"c_is_{k.name.lower()}_next") for k in JobKind}
+            m.d.comb += [kind_n[k].eq(c & ~job_end) for k, c in c_kind.items()]
+            m.d.sync += [c.eq(kind_n[k]) for k, c in c_kind.items()]
+        with m.If(take_at["issuer"]):
+            m.d.sync += [c_valid.eq(1), c_first.eq(1)]
+            if cfg.slices:
+                m.d.comb += [kind_n[k].eq(nj.kind == k) for k in JobKind]
         with m.Elif(job_end):
             m.d.sync += c_valid.eq(0)
-            if cfg.slices:
-                m.d.sync += [c.eq(0) for c in c_kind.values()]
+        if fast_take:
+            # the take's registers formed ahead (their next values; ``drained``'s as it is set)
+            is_tile, is_pool = kind_n[JobKind.TILE], kind_n[JobKind.POOL]
+            drained_n = Mux(a_issue | a_marker, 0, Mux(inflight != 0, inflight == 1, drained))
+            l_valid_n = Mux(n_take, 1, l_valid & ~l_take)
+            l_loaded_n = Mux(n_take, n_job.kind != JobKind.TILE, l_loaded | (start & ~l_take))
+            seq_near_n = Mux(start, rows <= 2, Mux(seq_run, seq_left <= 2, seq_near))
+            m.d.comb += [
+                l_ready_n.eq(l_valid_n & l_loaded_n & seq_near_n),
+                c_free_n.eq(~is_pool & (~is_tile | (nx_x & nx_y))),
+                c_pool_go_n.eq(is_pool & drained_n & nx_x & nx_y & nx_wx & nx_wy),
+            ]
 
         # -- array path: input read (ilat cycles), array, tag pipeline alongside -------------
         tag_layout = data.StructLayout({"valid": 1, "done": 1, "op": AccOp,
