@@ -155,8 +155,16 @@ class RowReader(wiring.Component):
         maxb = self._max_beats
         pend_layout = data.StructLayout({"off": range(bb), "nbeats": range(maxb + 1),
                                          "skip": 1, "user": self._user})
-        pend = (fifo.SyncFIFOBuffered if self._slice else fifo.SyncFIFO)(
-            width=pend_layout.size, depth=self._depth)
+        if self._slice:
+            # (fast clock) its room is a register: at most one row less than its depth at the
+            # end of the cycle before, so there is room now (one entry more keeps the rows in
+            # flight). No compare of its level is on the path to the descriptor's take.
+            pend = fifo.SyncFIFOBuffered(width=pend_layout.size, depth=self._depth + 1)
+            pend_room = Signal(name="pend_room", init=1)
+            m.d.sync += pend_room.eq(pend.level < self._depth)
+        else:
+            pend = fifo.SyncFIFO(width=pend_layout.size, depth=self._depth)
+            pend_room = pend.w_rdy
         m.submodules.pend = pend
 
         # A descriptor as the coalescer sees it: its beats formed on the way in.
@@ -221,10 +229,10 @@ class RowReader(wiring.Component):
             rd_req = self.rd_req
         m.d.comb += [
             # Issue the run whenever it cannot grow this cycle.
-            rd_req.valid.eq(run_open & ~(d_valid & pend.w_rdy & (d.skip | grow))),
+            rd_req.valid.eq(run_open & ~(d_valid & pend_room & (d.skip | grow))),
             rd_req.payload.addr.eq(run_addr),
             rd_req.payload.beats.eq(run_beats),
-            take.eq(d_valid & pend.w_rdy & (d.skip | grow | ~run_open | rd_req.ready)),
+            take.eq(d_valid & pend_room & (d.skip | grow | ~run_open | rd_req.ready)),
             d_ready.eq(take),
             pend.w_en.eq(take),
             pend.w_data.eq(entry),

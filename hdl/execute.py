@@ -207,21 +207,36 @@ class ExecuteUnit(wiring.Component):
 
         # For a fast clock commands wait in a FIFO of two: ``cmd.ready`` is its room, and the
         # command processor's token logic does not reach the generator's registers.
+        def decode(p):
+            """(a COMPUTE with work, a POOL with work) of the command ``p``"""
+            cp, pp = p.compute, p.pool
+            return ((p.header.op == isa.Opcode.COMPUTE) & (cp.x_size != 0) & (cp.y_size != 0) &
+                    (cp.kx_size != 0) & (cp.ky_size != 0) & (cp.kz_size != 0),
+                    (p.header.op == isa.Opcode.POOL) & (pp.x_size != 0) & (pp.y_size != 0))
+
         if cfg.slices:
-            cmd = stream_slice(m, "commands", self.cmd, parted=True)
+            # (the two decodes are formed as the command enters and wait beside it: the
+            # generator's enables start from the FIFO's head, not from compares of its fields)
+            entry = stream.Signature(data.StructLayout({
+                "cmd": isa.COMMAND, "compute": 1, "pool": 1})).create(path=("cmd_entry",))
+            m.d.comb += [entry.valid.eq(self.cmd.valid), self.cmd.ready.eq(entry.ready),
+                         entry.payload.cmd.eq(self.cmd.payload)]
+            m.d.comb += Cat(entry.payload.compute, entry.payload.pool).eq(
+                Cat(*decode(self.cmd.payload)))
+            cmd = stream_slice(m, "commands", entry, parted=True)
             queued = cmd.valid
+            p = cmd.payload.cmd
+            is_compute, is_pool = cmd.payload.compute, cmd.payload.pool
         else:
             cmd, queued = self.cmd, 0
+            p = cmd.payload
+            is_compute, is_pool = decode(p)
         can_emit = ~g_valid | g_take
         m.d.comb += cmd.ready.eq(~t_busy & can_emit)
         with m.If(g_take):
             m.d.sync += g_valid.eq(0)
 
-        p = cmd.payload
         cp, pp = p.compute, p.pool
-        compute_work = (cp.x_size != 0) & (cp.y_size != 0) & (cp.kx_size != 0) & \
-            (cp.ky_size != 0) & (cp.kz_size != 0)
-        pool_work = (pp.x_size != 0) & (pp.y_size != 0)
         walk_start = [
             t_first.eq(1), kx.eq(0), ky.eq(0), kz.eq(0),
             t_wgt.eq(cp.wgt_addr), t_in.eq(cp.in_addr), t_in_ky.eq(cp.in_addr),
@@ -257,15 +272,14 @@ class ExecuteUnit(wiring.Component):
             last_y = ky == t_k.ky_size
             last_z = kz == t_k.kz_size
         with m.If(cmd.valid & cmd.ready):
-            with m.If((p.header.op == isa.Opcode.COMPUTE) & compute_work):
+            with m.If(is_compute):
                 m.d.sync += t_busy.eq(1)
                 if not cfg.slices:
                     m.d.sync += walk_start
             with m.Else():
                 m.d.sync += [
                     g_valid.eq(1),
-                    g_job.kind.eq(Mux((p.header.op == isa.Opcode.POOL) & pool_work,
-                                      JobKind.POOL, JobKind.MARKER)),
+                    g_job.kind.eq(Mux(is_pool, JobKind.POOL, JobKind.MARKER)),
                     g_job.last.eq(1),
                     *_walk(g_job, pp, pool=True),
                 ]
