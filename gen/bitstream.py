@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -517,10 +518,32 @@ def _board_and_config(board_name, config):
     return board, config
 
 
-def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_mhz=None):
+#: nextpnr options the flow sets itself, which ``nextpnr_args`` may not repeat.
+FLOW_NEXTPNR_OPTIONS = ("--report", "--timing-allow-fail", "--seed", "--threads", "--router",
+                        "--write", "--detailed-timing-report", "--json", "--lpf", "--pcf",
+                        "--log", "--textcfg", "--asc", "--freq")
+
+
+def nextpnr_extra(args):
+    """``args`` (a string of further nextpnr options, e.g. ``"--placer-heap-beta 0.8"``) as
+    a list, or BuildError for one the flow sets itself or a string that does not parse."""
+    try:
+        words = shlex.split(args or "")
+    except ValueError as err:
+        raise BuildError(f"--nextpnr-args {args!r}: {err}") from None
+    for w in words:
+        if w.split("=")[0] in FLOW_NEXTPNR_OPTIONS:
+            raise BuildError(f"--nextpnr-args: {w.split('=')[0]} is set by the flow itself "
+                             f"(use --seed, --threads; the others are fixed)")
+    return words
+
+
+def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_mhz=None,
+               nextpnr_args=""):
     """The amaranth build plan of the board top: ``(plan, board, config, top)``; its files are
     the RTLIL, the constraints, the Yosys script and the tool commands (``build_top.json``).
-    ``clock_mhz`` sets the NPU clock (the PLL), if not the configuration's ``target.clock_mhz``.
+    ``clock_mhz`` sets the NPU clock (the PLL), if not the configuration's ``target.clock_mhz``;
+    ``nextpnr_args`` are further options for nextpnr (:func:`nextpnr_extra`).
 
     Raises
     ------
@@ -530,6 +553,7 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     """
     from hdl.board import BoardTop
     board, config = _board_and_config(board_name, config)
+    extra = nextpnr_extra(nextpnr_args)
     try:
         top = BoardTop(config, board, baud=baud, clock_mhz=clock_mhz)
     except ValueError as err:
@@ -546,6 +570,8 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         # with every routed connection's delay in the report, which logic_depth then uses
         # in place of its estimates
         nextpnr_opts += " --detailed-timing-report"
+    if extra:
+        nextpnr_opts += " " + shlex.join(extra)
     overrides = {"nextpnr_opts": nextpnr_opts, "script_after_read": _dsp_script(family)}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
@@ -582,7 +608,7 @@ def _family(board):
 
 
 def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threads=1,
-                    clock_mhz=None, log=print):
+                    clock_mhz=None, nextpnr_args="", log=print):
     """Build the bitstream of ``config`` for ``board_name`` into ``outdir``, its NPU clocked at
     ``clock_mhz`` (default: the configuration's ``target.clock_mhz``), the timing target.
 
@@ -622,7 +648,7 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
         1, total, f"elaborate the board top ({board.name}, config {config.name}, "
         f"{clock_mhz or config.clock_mhz:g} MHz, UART {baud} baud)",
         lambda: build_plan(board_name, config, baud=baud, seed=seed, threads=threads,
-                           clock_mhz=clock_mhz))
+                           clock_mhz=clock_mhz, nextpnr_args=nextpnr_args))
     for d in (work, failed):
         shutil.rmtree(d, ignore_errors=True)
     try:
@@ -802,6 +828,10 @@ def main_args(s):
     s.add_argument("--baud", type=int, default=1_000_000, help="UART baud rate (default 1e6)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     s.add_argument("--threads", type=int, default=1, help="nextpnr threads (ECP5)")
+    s.add_argument("--nextpnr-args", default="", metavar="ARGS",
+                   help="further nextpnr options as one argument, e.g. "
+                        "--nextpnr-args='--placer-heap-beta 0.8' (the flow's own: seed, "
+                        "threads, router, reports, are set by it)")
     s.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ",
                    help="the NPU clock (the PLL's output and the timing target), if not the "
                         "config's target.clock_mhz: e.g. a build's achieved Fmax, for a "
@@ -821,7 +851,8 @@ def cmd_bitstream(args):
     out = args.output or f"build/bitstream/{args.board}-{Path(config).stem}"
     try:
         result = build_bitstream(args.board, config, out, baud=args.baud, seed=args.seed,
-                                 threads=args.threads, clock_mhz=args.clock_mhz)
+                                 threads=args.threads, clock_mhz=args.clock_mhz,
+                                 nextpnr_args=args.nextpnr_args)
     except BuildError as err:
         raise UserError(str(err)) from None
     print(f"wrote {Path(out) / result.bitstream}, {Path(out) / 'report.json'}, "

@@ -132,6 +132,11 @@ def test_ice40_pll_settings():
      "ulx3s-85f: the ecp5-85f PLL cannot make 2 MHz from the board's 25 MHz"),
     (["--board", "icebreaker", "--clock-mhz", "500"],
      "icebreaker: the ice40-up5k PLL cannot make 500 MHz from the board's 12 MHz"),
+    (["--board", "ulx3s-85f", "--nextpnr-args", "--placer-heap-beta 0.8 --seed=3"],
+     "--nextpnr-args: --seed is set by the flow itself (use --seed, --threads; the others "
+     "are fixed)"),
+    (["--board", "ulx3s-85f", "--nextpnr-args", "--placer-heap-beta '0.8"],
+     "--nextpnr-args \"--placer-heap-beta '0.8\": No closing quotation"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -547,6 +552,17 @@ def test_build_plan_of_every_board(board, config):
         site = {"ulx3s-85f": "L4", "orangecrab-85f": "N17"}[board]
         assert f'LOCATE COMP "uart_0__tx__io" SITE "{site}"' in lpf
     assert top.divisor == round(cfg.clock_mhz * 1e6 / 1_000_000)
+
+
+def test_build_plan_passes_further_nextpnr_options():
+    """``--nextpnr-args`` reach nextpnr's command line, after the flow's own options."""
+    plan, *_ = build_plan("ulx3s-85f", "small", seed=3,
+                          nextpnr_args="--placer-heap-beta 0.8 --router2-alt-weights")
+    cmd, = [c for c in json.loads(plan.files["build_top.json"])["commands"]
+            if c[0] == "nextpnr-ecp5"]
+    at = cmd.index("--placer-heap-beta")
+    assert cmd[at:at + 3] == ["--placer-heap-beta", "0.8", "--router2-alt-weights"]
+    assert cmd[cmd.index("--seed") + 1] == "3" and cmd.index("--seed") < at
 
 
 @pytest.mark.parametrize("board,mhz,actual", [("ulx3s-85f", 50, 50), ("ulx3s-85f", 48, 46.875),
