@@ -222,9 +222,8 @@ class RowReader(wiring.Component):
             # run can be issued is its room, a flip-flop beside the reader, not the bus
             # master's request slice across the die
             rd_req = stream.Signature(read_request_layout()).create(path=("run_req",))
-            out = stream_slice(m, "req_slice", rd_req, skid=True)
-            m.d.comb += [self.rd_req.valid.eq(out.valid), self.rd_req.payload.eq(out.payload),
-                         out.ready.eq(self.rd_req.ready)]
+            wiring.connect(m, stream_slice(m, "req_slice", rd_req, skid=True),
+                           wiring.flipped(self.rd_req))
         else:
             rd_req = self.rd_req
         m.d.comb += [
