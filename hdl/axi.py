@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .slices import register_slice, stream_slice
+from .slices import register_slice, skid_slice, stream_slice
 
 __all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
            "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
@@ -298,12 +298,7 @@ class AxiMaster(wiring.Component):
         cbits = max(1, (nclients - 1).bit_length())
 
         # ---- read path -------------------------------------------------------------------
-        # (for a fast clock the head of the bursts in flight is a register, which the R beats'
-        # routing to their client reads: not the LUT RAM behind a read pointer. One entry
-        # more, so that bursts accepted back to back while the head register is still empty
-        # always find room.)
-        inflight = (fifo.SyncFIFOBuffered(width=cbits + 32 + 1, depth=c.max_reads + 1)
-                    if c.slices else fifo.SyncFIFO(width=cbits + 32 + 1, depth=c.max_reads))
+        inflight = fifo.SyncFIFO(width=cbits + 32 + 1, depth=c.max_reads)
         m.submodules.inflight = inflight
         r_client = Signal(cbits)        # client of the request being split
         b_client = Signal(cbits)        # client of the burst on offer
@@ -373,15 +368,15 @@ class AxiMaster(wiring.Component):
         if c.slices:
             # For a fast clock the R beats wait in a FIFO of two of their client's, which a
             # beat enters by the client the in-flight FIFO names: RREADY is that FIFO's room,
-            # and each client's READY goes no further than its FIFO (one FIFO for all had the
-            # routing to every client, and every client's READY, on one path). A flush
-            # discards what they hold. (The clients take the beats into skid slices of their
-            # own, whose room is their READY: a pop moves this FIFO's read pointer, and no
-            # enable crosses the die to a register of the beat.)
+            # and each client reads flip-flops of its own, its READY going no further than its
+            # FIFO (one FIFO for all had the routing to every client, and every client's READY,
+            # on one path). A flush discards what they hold.
             held, rooms = [], []
             for k in range(nclients):
+                # (the beats' head in a register: the client's row reader loads its beat
+                # words from flip-flops)
                 k_flush = self._flush(f"r_beats_{k}")
-                room, valid, head, take = register_slice(
+                room, valid, head, take = skid_slice(
                     m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~k_flush & (h_client == k),
                     beat, beat.shape())
                 held.append(valid)

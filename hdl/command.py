@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .axi import read_beat_layout, read_request_layout
 from .postproc import shift_add_mul
-from .slices import KEEP_MARK, PartedFIFO, stream_slice
+from .slices import KEEP_MARK, PartedFIFO
 
 __all__ = ["CommandProcessor", "QUEUE_ENTRY", "RETIRE", "FetchKind"]
 
@@ -253,10 +253,6 @@ class CommandProcessor(wiring.Component):
             return [f_past.eq(self.prog_len == 0), f_below.eq(addr < self.win_base),
                     f_above.eq(hi > self.win_limit)]
 
-        # (for a fast clock the fetched beats come through a skid slice of the fetch unit's
-        # own: the bus master's beat FIFO is popped by its room, a flip-flop)
-        f_rd = (stream_slice(m, "fetch_beats", self.rd_data, skid=True) if c.slices
-                else self.rd_data)
         with m.FSM(name="fetch"):
             with m.State("START"):
                 first_hi = self.prog_base + isa.CMD_BYTES - 1
@@ -289,14 +285,14 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [f_beat.eq(0), f_err.eq(0)]
                         m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += f_rd.ready.eq(1)
-                with m.If(f_rd.valid):
-                    word = f_rd.payload.data
+                m.d.comb += self.rd_data.ready.eq(1)
+                with m.If(self.rd_data.valid):
+                    word = self.rd_data.payload.data
                     for k in range(beats):
                         with m.If(f_beat == k):
                             m.d.sync += f_cmd[8 * bb * k:8 * bb * (k + 1)].eq(word)
                     m.d.sync += [f_beat.eq(f_beat + 1),
-                                 f_err.eq(f_err | f_rd.payload.err)]
+                                 f_err.eq(f_err | self.rd_data.payload.err)]
                     with m.If(f_beat + 1 == beats):
                         m.next = "PUSH"
             with m.State("PUSH"):
