@@ -208,7 +208,7 @@ class ExecuteUnit(wiring.Component):
         # For a fast clock commands wait in a FIFO of two: ``cmd.ready`` is its room, and the
         # command processor's token logic does not reach the generator's registers.
         def decode(p):
-            """(a COMPUTE with work, a POOL with work) of the command ``p``"""
+            """(a COMPUTE with work, a POOL with work) of the command ``p``."""
             cp, pp = p.compute, p.pool
             return ((p.header.op == isa.Opcode.COMPUTE) & (cp.x_size != 0) & (cp.y_size != 0) &
                     (cp.kx_size != 0) & (cp.ky_size != 0) & (cp.kz_size != 0),
@@ -334,9 +334,10 @@ class ExecuteUnit(wiring.Component):
         # three registers formed a cycle ahead (the loader's job is ready, the issuer is free
         # or at a TILE's or MARKER's end, the issuer is at a POOL's end with the array
         # drained), in a copy of its own for each group of the registers it enables: the
-        # loader's job, the issuer's job, its counters (see ``take_at`` below).
+        # loader's flags, the loader's job, the issuer's job, the issuer's flags, its counters
+        # (``take_at``).
         fast_take = cfg.slices and rows > 1
-        take_groups = ("loader", "job", "issuer", "counters")
+        take_groups = ("loader", "loader_job", "issuer_job", "issuer", "counters")
         if fast_take:
             l_ready_n, c_free_n, c_pool_go_n = Signal(), Signal(), Signal()
             ready, free, pool_go = (
@@ -356,7 +357,7 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += [l_valid.eq(1), l_loaded.eq(n_job.kind != JobKind.TILE)]
         # (the job register takes the FIFO's head whenever it is free or taken, a stale one
         # too, with ``l_valid`` then clear: its enable is one LUT from flip-flops)
-        with m.If(~l_valid | take_at["job"]):
+        with m.If(~l_valid | take_at["loader_job"]):
             m.d.sync += l_job.eq(n_job)
 
         start = Signal()
@@ -527,7 +528,7 @@ class ExecuteUnit(wiring.Component):
 
         # Taking the next job comes last: it overrides the counter updates above.
         nj = l_job
-        with m.If(take_at["job"]):
+        with m.If(take_at["issuer_job"]):
             m.d.sync += c_job.eq(nj)
         with m.If(take_at["counters"]):
             m.d.comb += [nx_x.eq(nj.x_size == 1), nx_y.eq(nj.y_size == 1),
