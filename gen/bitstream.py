@@ -22,6 +22,7 @@ when below it.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import shlex
@@ -518,24 +519,28 @@ def _board_and_config(board_name, config):
     return board, config
 
 
-#: nextpnr options the flow sets itself, which ``nextpnr_args`` may not repeat.
-FLOW_NEXTPNR_OPTIONS = ("--report", "--timing-allow-fail", "--seed", "--threads", "--router",
-                        "--write", "--detailed-timing-report", "--json", "--lpf", "--pcf",
-                        "--log", "--textcfg", "--asc", "--freq")
-
-
 def nextpnr_extra(args):
     """``args`` (a string of further nextpnr options, e.g. ``"--placer-heap-beta 0.8"``) as
-    a list, or BuildError for one the flow sets itself or a string that does not parse."""
+    a list, or BuildError for a string that does not parse."""
     try:
-        words = shlex.split(args or "")
+        return shlex.split(args or "")
     except ValueError as err:
         raise BuildError(f"--nextpnr-args {args!r}: {err}") from None
-    for w in words:
-        if w.split("=")[0] in FLOW_NEXTPNR_OPTIONS:
-            raise BuildError(f"--nextpnr-args: {w.split('=')[0]} is set by the flow itself "
-                             f"(use --seed, --threads; the others are fixed)")
-    return words
+
+
+def _check_nextpnr_extra(plan, extra):
+    """BuildError if an option of ``extra`` is one the flow's nextpnr command (in ``plan``,
+    with ``extra`` after the flow's own) already sets: nextpnr refuses an option given twice."""
+    cmd = next(c for c in json.loads(plan.files["build_top.json"])["commands"]
+               if c[0].startswith("nextpnr"))
+
+    def options(words):
+        return collections.Counter(w.split("=")[0] for w in words if w.startswith("-"))
+    total, own = options(cmd[1:]), options(extra)
+    for opt in own:
+        if total[opt] > own[opt]:
+            raise BuildError(f"--nextpnr-args: {opt} is set by the flow itself (use --seed, "
+                             f"--threads, --clock-mhz; the others are fixed)")
 
 
 def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_mhz=None,
@@ -548,8 +553,9 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     Raises
     ------
     BuildError
-        On an unknown board, a configuration for another device, a clock the PLL cannot make
-        or an impossible baud rate.
+        On an unknown board, a configuration for another device, a clock the PLL cannot make,
+        an impossible baud rate, or ``nextpnr_args`` that do not parse or repeat an option of
+        the flow's.
     """
     from hdl.board import BoardTop
     board, config = _board_and_config(board_name, config)
@@ -578,6 +584,8 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     else:
         overrides["synth_opts"], overrides["script_after_synth"] = _ECP5_LUT_MAPPING
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    if extra:
+        _check_nextpnr_extra(plan, extra)
     _keep_aliases(plan)
     plan.files["top.il"], _ = collision_free_reads(plan.files["top.il"])
     scale = pnr_overconstraint(config, top)

@@ -133,8 +133,11 @@ def test_ice40_pll_settings():
     (["--board", "icebreaker", "--clock-mhz", "500"],
      "icebreaker: the ice40-up5k PLL cannot make 500 MHz from the board's 12 MHz"),
     (["--board", "ulx3s-85f", "--nextpnr-args", "--placer-heap-beta 0.8 --seed=3"],
-     "--nextpnr-args: --seed is set by the flow itself (use --seed, --threads; the others "
-     "are fixed)"),
+     "--nextpnr-args: --seed is set by the flow itself (use --seed, --threads, --clock-mhz; "
+     "the others are fixed)"),
+    (["--board", "ulx3s-85f", "--nextpnr-args", "--speed 8"],
+     "--nextpnr-args: --speed is set by the flow itself (use --seed, --threads, --clock-mhz; "
+     "the others are fixed)"),
     (["--board", "ulx3s-85f", "--nextpnr-args", "--placer-heap-beta '0.8"],
      "--nextpnr-args \"--placer-heap-beta '0.8\": No closing quotation"),
 ])
