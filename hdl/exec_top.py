@@ -36,11 +36,12 @@ class ExecTop(wiring.Component):
     ``acc_rd`` shares an ACC read port with the post-processing path: use one at a time.
     Latency: ``acc_rd`` 1 cycle (4 for a fast clock: :meth:`acc_read_latency`); ``pp_req``
     to ``pp_out`` 1 + ``PostProcessor.LATENCY`` cycles (for a fast clock,
-    :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline and six
-    more: the requests pass through a slice of two registers, their addresses are
-    registered and copied beside the lanes, the ACC rows are registered at the block RAMs'
-    outputs, the rows read wait in a FIFO of five and leave through another; the ACC
-    buffer's writes reach its memories a cycle later, from registers).
+    :attr:`~hdl.config.NpuConfig.slices`, the post-processor's split pipeline, a row's
+    beats but one (it is taken at its first) and six more: the requests pass through a
+    slice of two registers, their addresses are registered and copied beside the lanes, the
+    ACC rows are registered at the block RAMs' outputs, the rows read wait in a FIFO of five
+    and leave through another; the ACC buffer's writes reach its memories a cycle later,
+    from registers).
 
     Parameters
     ----------

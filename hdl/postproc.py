@@ -182,10 +182,10 @@ class PostProcessor(wiring.Component):
     registered once more (registers beside the DSPs on both sides, two stages for the
     requantization product and two for the residual products), and each clamp's sum (the
     value, its rounding increment and the zero point) is registered before it is compared
-    with the bounds, which each lane reads from copies of its own; and the row is read in
-    place at ``i`` over its beats (taken at the last), the beat's lanes registered before the
-    first stage, and each lane's result registered before the output row: :attr:`LATENCY`
-    is 19 instead of 7. The
+    with the bounds, which each lane reads from copies of its own; each lane's beats are
+    loaded into a chain of registers as the row is taken and shifted a beat at a time into
+    its first stage (no multiplexer gathers a row's columns onto a lane), and each lane's
+    result is registered before the output row: :attr:`LATENCY` is 19 instead of 7. The
     pipeline advances whenever its output is empty or taken, so with ``lanes == cols``
     it sustains one row per cycle; :attr:`LATENCY` is the number of cycles from a transfer on
     ``i`` to the row at ``o`` without backpressure.
@@ -201,8 +201,8 @@ class PostProcessor(wiring.Component):
     on ECP5, 4 for the 32 x 32 requantization product and 1 per residual product, instead of
     ``6 * cols``): a row is held and fed in ``beats = ceil(cols / lanes)``
     consecutive beats, and leaves when its last beat is done, one row every ``beats`` cycles,
-    ``LATENCY + beats`` cycles after its transfer (with ``split`` it is read in place at ``i``
-    over its beats and taken at the last: ``LATENCY`` cycles after its transfer).
+    ``LATENCY + beats`` cycles after its transfer (with ``split`` its first beat is taken
+    into the lanes' chains as it is transferred: ``LATENCY + beats - 1`` cycles).
 
     Parameters
     ----------
@@ -289,41 +289,48 @@ class PostProcessor(wiring.Component):
             with m.If(ce):
                 m.d.sync += ph.eq(Mux(adv, 0, ph + 1))
 
-        # Beat source: the input row itself (beats == 1), or a held row, `lanes` lanes a beat.
+        # Beat source: the input row itself (beats == 1), a held row, `lanes` lanes a beat, or
+        # (split) the lanes' chains.
         p = self.i.payload
         src_valid = Signal()
         src_beat = Signal(range(beats))
         src = Signal(postproc_input_layout(lanes))
         fields = ("acc", "bias", "mult", "shift", "residual")
         if split:
-            # (fast clock) the row is read in place at the input, `lanes` lanes a beat, and
-            # taken at its last beat: the beat's lanes are chosen from it and registered
-            # (stage 0), so no enable of a held row fans out over it
-            beat_now = Signal(range(beats))
-            last = Signal(init=beats == 1)     # beat_now == beats - 1, registered
-            # (each lane's field chooses its beat with a copy of `beat_now` of its own: no one
-            # flip-flop steers all of the row's multiplexers)
-            beat_sel = {(j, f): Signal(range(beats), name=f"beat_now_{j}_{f}_{KEEP_MARK}")
-                        for j in range(lanes) for f in fields}
-            if beats > 1:
-                with m.If(adv & self.i.valid):
-                    m.d.sync += [beat_now.eq(Mux(last, 0, beat_now + 1)),
-                                 last.eq(~last & (beat_now == beats - 2))]
-                    m.d.sync += [b.eq(Mux(last, 0, beat_now + 1)) for b in beat_sel.values()]
-            m.d.comb += self.i.ready.eq(adv & last)
-            pick = Signal(postproc_input_layout(lanes))
-            m.d.comb += pick.use_residual.eq(p.use_residual)
-            for (j, f), sel in beat_sel.items():
-                with m.Switch(sel):
-                    for b in range(beats):
-                        if b * lanes + j < cols:
-                            with m.Case(b):
-                                m.d.comb += pick[f][j].eq(p[f][b * lanes + j])
-            src_r = Signal.like(src, name="src_r", reset_less=True)
+            # (fast clock) each lane's beats go through a chain of registers: a row is taken
+            # at its first beat and loaded into every lane's chain at once (lane j's position
+            # k holds column k * lanes + j, loaded from that column's place in the input), and
+            # each advance moves the chain a beat towards its position 0, the lane's stage 0.
+            # A position is read only by its neighbour, so no multiplexer gathers a row's
+            # columns onto a lane: the cols x 110 bits converging on the lanes were where the
+            # routing of the whole NPU stalled.
+            load = Signal(init=1)      # the next advance loads a row: empty or at its last beat
+            # (each position's field loads with a copy of `load` of its own, from a register:
+            # no one flip-flop or handshake steers all of the row's multiplexers)
+            loads = {(k, j, f): Signal(init=1, name=f"load_{k}_{j}_{f}_{KEEP_MARK}")
+                     for k in range(beats) for j in range(lanes) if k * lanes + j < cols
+                     for f in fields}
+            load_next = Signal()
+            m.d.comb += load_next.eq(Mux(load, ~self.i.valid, src_beat == beats - 2)
+                                     if beats > 1 else 1)
+            src_use = Signal(reset_less=True)
             with m.If(adv):
-                m.d.sync += [src_valid.eq(self.i.valid), src_beat.eq(beat_now),
-                             src_r.eq(pick)]
-            m.d.comb += src.eq(src_r)
+                m.d.sync += [load.eq(load_next), *(ld.eq(load_next) for ld in loads.values())]
+                with m.If(load):
+                    m.d.sync += [src_valid.eq(self.i.valid), src_beat.eq(0),
+                                 src_use.eq(p.use_residual)]
+                with m.Else():
+                    m.d.sync += src_beat.eq(src_beat + 1)
+            m.d.comb += [self.i.ready.eq(adv & load), src.use_residual.eq(src_use)]
+            chain = {}
+            for (k, j, f) in loads:
+                chain[k, j, f] = Signal(p[f][0].shape(), name=f"beat{k}_{f}_{j}",
+                                        reset_less=True)
+            for (k, j, f), reg in chain.items():
+                after = chain.get((k + 1, j, f), reg)       # (the last position holds)
+                with m.If(adv):
+                    m.d.sync += reg.eq(Mux(loads[k, j, f], p[f][k * lanes + j], after))
+            m.d.comb += [src[f][j].eq(chain[0, j, f]) for j in range(lanes) for f in fields]
         elif beats == 1:
             m.d.comb += [src_valid.eq(self.i.valid), src.eq(p), self.i.ready.eq(adv)]
         else:

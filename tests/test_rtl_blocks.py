@@ -341,9 +341,9 @@ def test_postproc_latency(cols, lanes, steps, split):
 
     run_sim(dut, tb)
     if steps == 1:
-        # (a lane-serial row is held from its transfer, or with split read in place over its
-        # beats and taken at the last)
-        assert seen == [dut.LATENCY + (dut.beats if dut.beats > 1 and not split else 0)]
+        # (a lane-serial row is held from its transfer, its first beat a cycle later; with
+        # split its first beat goes into stage 0 as it is taken)
+        assert seen == [dut.LATENCY + (dut.beats - split if dut.beats > 1 else 0)]
     else:
         assert seen == [1 + (dut.LATENCY - 1) * steps]
     assert dut.LATENCY == PostProcessor.latency(split) == (19 if split else 7)
