@@ -561,18 +561,22 @@ class CommandProcessor(wiring.Component):
         with m.If(span_init):
             m.d.sync += [step.eq(0), tiles.eq(0)]
         if c.slices:
-            # (fast clock) the bases are formed from the command every cycle into registers,
-            # and loaded a cycle after CHECK1 (a term's first accumulation comes later
-            # still): the op's decode and the bases' adders are not in front of the spans'
+            # (fast clock) each opcode's bases are formed from the command every cycle into
+            # registers of their own, the command's opcode's are chosen into three more, and
+            # these are loaded two cycles after CHECK1 (a term's first accumulation comes
+            # later still): neither the bases' adders nor the op's choice is in front of the
+            # spans', nor the adders behind the choice (s68: 14.5 ns from the command's copy
+            # through both)
             base_r = [Signal(48, name=f"span_base_{i}", reset_less=True) for i in range(3)]
             base = [Signal(48, name=f"span_base_next_{i}") for i in range(3)]
+            op_bases = {o: [(d, _registered(m, b, f"span_base_{o.name}_{d}")) for d, b in bases]
+                        for o, bases in inits.items()}
             with m.Switch(op):
-                for o, bases in inits.items():
+                for o, bases in op_bases.items():
                     with m.Case(o):
                         m.d.comb += [base[d].eq(b) for d, b in bases]
             m.d.sync += [r.eq(b) for r, b in zip(base_r, base)]
-            span_load = Signal(name="span_load")
-            m.d.sync += span_load.eq(span_init)
+            span_load = _registered(m, _registered(m, span_init, "span_load_1"), "span_load")
             with m.If(span_load):
                 m.d.sync += [sp.eq(b) for sp, b in zip(span, base_r)]
         else:
