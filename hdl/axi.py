@@ -302,8 +302,11 @@ class AxiMaster(wiring.Component):
         # beats' client is decoded: not the LUT RAM behind a read pointer, 13.3 ns to the beat
         # registers of s57. One entry more: the head register is filled a cycle after an
         # entry is written, and every burst the splitter lets out must find room.)
-        inflight = (fifo.SyncFIFOBuffered(width=cbits + 32 + 1, depth=c.max_reads + 1)
-                    if c.slices else fifo.SyncFIFO(width=cbits + 32 + 1, depth=c.max_reads))
+        # (and its client is one-hot: each client's beat valid reads one flip-flop of it, not
+        # a compare of the client's number)
+        hbits = nclients if c.slices else cbits
+        inflight = (fifo.SyncFIFOBuffered(width=hbits + 32 + 1, depth=c.max_reads + 1)
+                    if c.slices else fifo.SyncFIFO(width=hbits + 32 + 1, depth=c.max_reads))
         m.submodules.inflight = inflight
         r_client = Signal(cbits)        # client of the request being split
         b_client = Signal(cbits)        # client of the burst on offer
@@ -361,11 +364,12 @@ class AxiMaster(wiring.Component):
             bus.arsize.eq(size), bus.arburst.eq(Burst.INCR), bus.arcache.eq(0b0011),
             bus.arprot.eq(0), bus.arlock.eq(0), bus.arqos.eq(0), bus.arvalid.eq(r_valid),
         ]
+        w_client = Cat(*(b_client == k for k in range(nclients))) if c.slices else b_client
         m.d.comb += [inflight.w_en.eq(r_valid & bus.arready),
-                     inflight.w_data.eq(Cat(b_client, r_addr, r_last))]
-        h_client = inflight.r_data[:cbits]
-        h_addr = inflight.r_data[cbits:cbits + 32]
-        h_last = inflight.r_data[cbits + 32]
+                     inflight.w_data.eq(Cat(w_client, r_addr, r_last))]
+        h_client = inflight.r_data[:hbits]      # (one-hot for a fast clock)
+        h_addr = inflight.r_data[hbits:hbits + 32]
+        h_last = inflight.r_data[hbits + 32]
         beat = Signal(read_beat_layout(c.bus_data_width))    # the beat on R, tagged
         m.d.comb += [beat.data.eq(bus.rdata), beat.err.eq(bus.rresp[1]), beat.addr.eq(h_addr),
                      beat.last.eq(bus.rlast & h_last)]
@@ -382,7 +386,7 @@ class AxiMaster(wiring.Component):
                 # words from flip-flops)
                 k_flush = self._flush(f"r_beats_{k}")
                 room, valid, head, take = skid_slice(
-                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~k_flush & (h_client == k),
+                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~k_flush & h_client[k],
                     beat, beat.shape())
                 held.append(valid)
                 rooms.append(room)
@@ -390,7 +394,7 @@ class AxiMaster(wiring.Component):
                              self.rd_data[k].payload.eq(head),
                              take.eq(self.rd_data[k].ready | k_flush)]
             r_held = Cat(*held).any()
-            room = Cat(*rooms).bit_select(h_client, 1)
+            room = (Cat(*rooms) & h_client).any()
             m.d.comb += bus.rready.eq(inflight.r_rdy & (room | self._flush("r")))
         else:
             for k in range(nclients):

@@ -657,6 +657,77 @@ class CommandProcessor(wiring.Component):
         def fail(code, addr=0):
             m.d.comb += [v_code.eq(code), v_addr.eq(addr)]
 
+        # Each opcode's checks, in the golden model's order (`fail` sets the verdict).
+        def end_checks(fail):
+            with m.If(flags.any()):
+                fail(E.ILLEGAL_FIELD)
+
+        def load_checks(fail):
+            with m.If(flags[0] | flags[2]):          # pop_prev, push_prev
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["l_elems"]):
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["l_zero"]):
+                pass
+            with m.Elif(chk["l_pad"]):
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["l_rows"]):
+                fail(E.BUFFER_OVERFLOW)
+            with m.Elif(~chk["l_nowin"] & l_win):
+                fail(E.WINDOW, l_waddr)
+
+        def store_checks(fail):
+            with m.If(flags[1] | flags[3]):          # pop_next, push_next
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(op == isa.Opcode.SETPP):
+                pass
+            with m.Elif(chk["s_elems"]):
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["s_zero"]):
+                pass
+            with m.Elif(~seen_setpp):
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["s_acc"] | chk["s_param"]):
+                fail(E.BUFFER_OVERFLOW)
+            with m.Elif(s_win):
+                fail(E.WINDOW, s_waddr)
+            with m.Elif(S.residual & r_win):
+                fail(E.WINDOW, r_waddr)
+
+        def compute_checks(fail):
+            with m.If(chk["c_zero"]):
+                pass
+            with m.Elif(chk["c_wgt"] | chk["c_in"] | chk["c_acc"]):
+                fail(E.BUFFER_OVERFLOW)
+
+        def pool_checks(fail):
+            with m.If(chk["p_win"]):
+                fail(E.ILLEGAL_FIELD)
+            with m.Elif(chk["p_zero"]):
+                pass
+            with m.Elif(chk["p_in"] | chk["p_acc"]):
+                fail(E.BUFFER_OVERFLOW)
+
+        groups = [((isa.Opcode.END,), end_checks), ((isa.Opcode.LOAD,), load_checks),
+                  ((isa.Opcode.STORE, isa.Opcode.SETPP), store_checks),
+                  ((isa.Opcode.COMPUTE,), compute_checks), ((isa.Opcode.POOL,), pool_checks)]
+        if c.slices:
+            # (fast clock) each opcode's verdict is registered (every cycle: its checks and
+            # windows hold still from the cycle before VERDICT), and VERDICT chooses among
+            # them: the opcode's chain of checks and the fetch's and header's are not one
+            # path (s68: 16.3 ns through both)
+            def registered_verdict(checks, k):
+                code, addr = Signal(E, name=f"v_code_{k}"), Signal(32, name=f"v_addr_{k}")
+
+                def fail_k(c_, a_=0):
+                    m.d.comb += [code.eq(c_), addr.eq(a_)]
+                checks(fail_k)
+                return (_registered(m, code, f"v_code_{k}_r"),
+                        _registered(m, addr, f"v_addr_{k}_r"))
+            verdicts = [(ops, registered_verdict(checks, k))
+                        for k, (ops, checks) in enumerate(groups)]
+            groups = [(ops, lambda fail, v=v: fail(*v)) for ops, v in verdicts]
+
         with m.If(cur.kind == FetchKind.WINDOW):
             fail(E.WINDOW, cur.addr)
         with m.Elif(cur.kind == FetchKind.BUS_ERROR):
@@ -668,50 +739,9 @@ class CommandProcessor(wiring.Component):
         with m.Elif(chk["reserved"]):
             fail(E.ILLEGAL_FIELD)
         with m.Else(), m.Switch(op):
-            with m.Case(isa.Opcode.END), m.If(flags.any()):
-                fail(E.ILLEGAL_FIELD)
-            with m.Case(isa.Opcode.LOAD):
-                with m.If(flags[0] | flags[2]):          # pop_prev, push_prev
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["l_elems"]):
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["l_zero"]):
-                    pass
-                with m.Elif(chk["l_pad"]):
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["l_rows"]):
-                    fail(E.BUFFER_OVERFLOW)
-                with m.Elif(~chk["l_nowin"] & l_win):
-                    fail(E.WINDOW, l_waddr)
-            with m.Case(isa.Opcode.STORE, isa.Opcode.SETPP):
-                with m.If(flags[1] | flags[3]):          # pop_next, push_next
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(op == isa.Opcode.SETPP):
-                    pass
-                with m.Elif(chk["s_elems"]):
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["s_zero"]):
-                    pass
-                with m.Elif(~seen_setpp):
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["s_acc"] | chk["s_param"]):
-                    fail(E.BUFFER_OVERFLOW)
-                with m.Elif(s_win):
-                    fail(E.WINDOW, s_waddr)
-                with m.Elif(S.residual & r_win):
-                    fail(E.WINDOW, r_waddr)
-            with m.Case(isa.Opcode.COMPUTE):
-                with m.If(chk["c_zero"]):
-                    pass
-                with m.Elif(chk["c_wgt"] | chk["c_in"] | chk["c_acc"]):
-                    fail(E.BUFFER_OVERFLOW)
-            with m.Case(isa.Opcode.POOL):
-                with m.If(chk["p_win"]):
-                    fail(E.ILLEGAL_FIELD)
-                with m.Elif(chk["p_zero"]):
-                    pass
-                with m.Elif(chk["p_in"] | chk["p_acc"]):
-                    fail(E.BUFFER_OVERFLOW)
+            for ops, checks in groups:
+                with m.Case(*ops):
+                    checks(fail)
         if c.slices:
             vr_code = Signal(E)
             vr_addr = Signal(32)
