@@ -439,8 +439,12 @@ class ExecuteUnit(wiring.Component):
         # the counters' last values, registered as the job is taken, and whether each counter
         # is at its last value, registered as it steps (no compare in front of ``job_end``,
         # which decides whether the next job is taken)
-        x_end, y_end = Signal(12), Signal(12)
-        wx_end, wy_end = Signal(8), Signal(8)
+        # (each as its last value less one, `*_pen`, compared with the counter as it is, and
+        # whether the last value is 0, `*_one`: no adder in front of the compares; a size of
+        # one never compares its `*_pen`)
+        x_pen, y_pen = Signal(12), Signal(12)
+        wx_pen, wy_pen = Signal(8), Signal(8)
+        x_one, wx_one, wy_one = (Signal(name=f"{n}_one") for n in ("x", "wx", "wy"))
         last_x, last_y, last_wx, last_wy = Signal(), Signal(), Signal(), Signal()
         # (their next values, which the take's registers formed ahead read)
         nx_x, nx_y, nx_wx, nx_wy = (Signal(name=f"last_{n}_next") for n in ("x", "y", "wx", "wy"))
@@ -484,13 +488,13 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += c_first.eq(0)
             with m.If(~last_x):
                 nin = in_cur + c_job.in_x_stride
-                m.d.comb += nx_x.eq(x + 1 == x_end)
+                m.d.comb += nx_x.eq(x == x_pen)
                 m.d.sync += [x.eq(x + 1), in_cur.eq(nin), rd_cur.eq(nin),
                              acc_cur.eq(acc_cur + c_job.acc_x_stride)]
             with m.Else():
                 nin = in_row + c_job.in_y_stride
                 nacc = acc_row + c_job.acc_y_stride
-                m.d.comb += [nx_x.eq(x_end == 0), nx_y.eq(y + 1 == y_end)]
+                m.d.comb += [nx_x.eq(x_one), nx_y.eq(y == y_pen)]
                 m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
                              rd_cur.eq(nin), acc_row.eq(nacc), acc_cur.eq(nacc)]
         with m.If(c_kind[JobKind.POOL] & drained):
@@ -502,26 +506,26 @@ class ExecuteUnit(wiring.Component):
             ]
             with m.If(~last_wx):
                 nwin = win_cur + c_job.win_x_stride
-                m.d.comb += nx_wx.eq(wx + 1 == wx_end)
+                m.d.comb += nx_wx.eq(wx == wx_pen)
                 m.d.sync += [wx.eq(wx + 1), win_cur.eq(nwin), rd_cur.eq(nwin)]
             with m.Elif(~last_wy):
                 nwin = win_row + c_job.win_y_stride
-                m.d.comb += [nx_wx.eq(wx_end == 0), nx_wy.eq(wy + 1 == wy_end)]
+                m.d.comb += [nx_wx.eq(wx_one), nx_wy.eq(wy == wy_pen)]
                 m.d.sync += [wx.eq(0), wy.eq(wy + 1), win_row.eq(nwin), win_cur.eq(nwin),
                              rd_cur.eq(nwin)]
             with m.Else():
-                m.d.comb += [nx_wx.eq(wx_end == 0), nx_wy.eq(wy_end == 0)]
+                m.d.comb += [nx_wx.eq(wx_one), nx_wy.eq(wy_one)]
                 m.d.sync += [wx.eq(0), wy.eq(0)]
                 with m.If(~last_x):
                     nin = in_cur + c_job.in_x_stride
-                    m.d.comb += nx_x.eq(x + 1 == x_end)
+                    m.d.comb += nx_x.eq(x == x_pen)
                     m.d.sync += [x.eq(x + 1), in_cur.eq(nin), win_row.eq(nin),
                                  win_cur.eq(nin), rd_cur.eq(nin),
                                  acc_cur.eq(acc_cur + c_job.acc_x_stride)]
                 with m.Else():
                     nin = in_row + c_job.in_y_stride
                     nacc = acc_row + c_job.acc_y_stride
-                    m.d.comb += [nx_x.eq(x_end == 0), nx_y.eq(y + 1 == y_end)]
+                    m.d.comb += [nx_x.eq(x_one), nx_y.eq(y == y_pen)]
                     m.d.sync += [x.eq(0), y.eq(y + 1), in_row.eq(nin), in_cur.eq(nin),
                                  win_row.eq(nin), win_cur.eq(nin), rd_cur.eq(nin),
                                  acc_row.eq(nacc), acc_cur.eq(nacc)]
@@ -535,8 +539,9 @@ class ExecuteUnit(wiring.Component):
                          nx_wx.eq(nj.win_w == 1), nx_wy.eq(nj.win_h == 1)]
             m.d.sync += [
                 x.eq(0), y.eq(0), wx.eq(0), wy.eq(0),
-                x_end.eq(nj.x_size - 1), y_end.eq(nj.y_size - 1),
-                wx_end.eq(nj.win_w - 1), wy_end.eq(nj.win_h - 1),
+                x_pen.eq(nj.x_size - 2), y_pen.eq(nj.y_size - 2),
+                wx_pen.eq(nj.win_w - 2), wy_pen.eq(nj.win_h - 2),
+                x_one.eq(nj.x_size == 1), wx_one.eq(nj.win_w == 1), wy_one.eq(nj.win_h == 1),
                 in_row.eq(nj.in_base), in_cur.eq(nj.in_base),
                 win_row.eq(nj.in_base), win_cur.eq(nj.in_base), rd_cur.eq(nj.in_base),
                 acc_row.eq(nj.acc_addr), acc_cur.eq(nj.acc_addr),
