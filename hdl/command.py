@@ -949,12 +949,19 @@ class CommandProcessor(wiring.Component):
             # which reaches it through a register, a cycle later still)
             with m.If(pp_go):
                 m.d.sync += [pp.eq(pp_head), pp_param.eq(pp_head.param_addr)]
+        if c.slices:
+            # (fast clock) a SETPP completes a cycle after it is found ready, from a register:
+            # the queue's head and its decode are not in front of the queue's pop. (Only this
+            # unit takes from the tokens it waits on, so they stay ready for that cycle.)
+            setpp_go = Signal(name="setpp_go")
+            m.d.sync += setpp_go.eq(s_held & ~s_active & s_ready & is_setpp & ~setpp_go)
+            with m.If(setpp_go):
+                m.d.comb += [pp_load.eq(1), dec[2].eq(sh.pop_prev), s_complete.eq(1)]
         with m.If(s_held & ~s_active & s_ready):
             with m.If(is_setpp):
-                m.d.comb += pp_load.eq(1)
                 if not c.slices:
+                    m.d.comb += [pp_load.eq(1), dec[2].eq(sh.pop_prev), s_complete.eq(1)]
                     m.d.sync += [pp.eq(s_e.cmd.setpp), pp_param.eq(s_e.cmd.setpp.param_addr)]
-                m.d.comb += [dec[2].eq(sh.pop_prev), s_complete.eq(1)]
             with m.Else():
                 m.d.comb += self.store_cmd.valid.eq(1)
                 with m.If(self.store_cmd.ready):

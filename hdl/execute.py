@@ -780,21 +780,21 @@ class ExecuteUnit(wiring.Component):
                 # and whether the new is greater, at `w` the operation's choice
                 fwd_w, fwd_v = sel[lane][:2]
                 w_ovw, w_add = w_sel[lane]
-                other = Mux(fwd_v, v_fwd[lane], t_old[lane])
-                old = Mux(fwd_w, update[lane], other)
+                old = Mux(fwd_w, update[lane], Mux(fwd_v, v_fwd[lane], t_old[lane]))
                 new = t_data[lane]
                 w_sum = Signal(signed(32), name=f"acc_w_sum{lane}", reset_less=True)
                 w_old = Signal(signed(32), name=f"acc_w_old{lane}", reset_less=True)
                 w_nw = Signal(name=f"acc_w_new_wins{lane}", reset_less=True)
-                # (the sum and the compare are formed with each row `old` can be: the three
-                # `update` chooses among at `w`, and the older rows; the choice follows them,
-                # so the loop from `w` back to `w` is an adder and the choice, not the choice,
-                # the forwarding multiplexer and then the adder)
+                # (the sum and the compare are formed with each register `old` can be: the
+                # three `update` chooses among at `w`, and the two older rows; the choice
+                # follows them, so the loop from `w` back to `w` is an adder and the choice,
+                # not the choice, the forwarding multiplexer and then the adder)
                 w_keep = w_ovw | w_nw
                 sums, wins = zip(*(_sum_or_max(m, x, new, None, True, None)
-                                   for x in (w_sum, w_new[lane], w_old, other)))
-                total, new_wins = (Mux(fwd_w, Mux(w_add, v[0], Mux(w_keep, v[1], v[2])), v[3])
-                                   for v in (sums, wins))
+                                   for x in (w_sum, w_new[lane], w_old, v_fwd[lane],
+                                             t_old[lane])))
+                total, new_wins = (Mux(fwd_w, Mux(w_add, v[0], Mux(w_keep, v[1], v[2])),
+                                       Mux(fwd_v, v[3], v[4])) for v in (sums, wins))
                 m.d.sync += [w_sum.eq(total), w_old.eq(old), w_nw.eq(new_wins)]
                 m.d.comb += update[lane].eq(
                     Mux(w_add, w_sum, Mux(w_ovw | w_nw, w_new[lane], w_old)))
