@@ -654,8 +654,12 @@ class CommandProcessor(wiring.Component):
         r_win, r_waddr = window(S.res_addr, r_hi)
         flags = chk["flags"]
 
-        def fail(code, addr=0):
-            m.d.comb += [v_code.eq(code), v_addr.eq(addr)]
+        def verdict_setter(code_sig, addr_sig):
+            """A `fail(code, addr=0)` that sets ``code_sig`` and ``addr_sig``."""
+            def fail(code, addr=0):
+                m.d.comb += [code_sig.eq(code), addr_sig.eq(addr)]
+            return fail
+        fail = verdict_setter(v_code, v_addr)
 
         # Each opcode's checks, in the golden model's order (`fail` sets the verdict).
         def end_checks(fail):
@@ -718,10 +722,7 @@ class CommandProcessor(wiring.Component):
             # path (s68: 16.3 ns through both)
             def registered_verdict(checks, k):
                 code, addr = Signal(E, name=f"v_code_{k}"), Signal(32, name=f"v_addr_{k}")
-
-                def fail_k(c_, a_=0):
-                    m.d.comb += [code.eq(c_), addr.eq(a_)]
-                checks(fail_k)
+                checks(verdict_setter(code, addr))
                 return (_registered(m, code, f"v_code_{k}_r"),
                         _registered(m, addr, f"v_addr_{k}_r"))
             verdicts = [(ops, registered_verdict(checks, k))

@@ -796,8 +796,7 @@ class ExecuteUnit(wiring.Component):
                 total, new_wins = (Mux(fwd_w, Mux(w_add, v[0], Mux(w_keep, v[1], v[2])),
                                        Mux(fwd_v, v[3], v[4])) for v in (sums, wins))
                 m.d.sync += [w_sum.eq(total), w_old.eq(old), w_nw.eq(new_wins)]
-                m.d.comb += update[lane].eq(
-                    Mux(w_add, w_sum, Mux(w_ovw | w_nw, w_new[lane], w_old)))
+                m.d.comb += update[lane].eq(Mux(w_add, w_sum, Mux(w_keep, w_new[lane], w_old)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
 
