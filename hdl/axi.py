@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .slices import register_slice, skid_slice, stream_slice
+from .slices import register_slice, stream_slice
 
 __all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
            "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
@@ -60,6 +60,12 @@ def axi4_lite_signature(addr_width=12, data_width=32):
 
 #: Beats a single engine request may ask for.
 MAX_REQUEST_BEATS = 1 << 12
+
+#: For a fast clock, the beats each read client's FIFO holds (its credits): a beat taken from
+#: R at one cycle is in the FIFO's head three cycles later, and its credit is back two cycles
+#: after the client takes it, so five keep one beat a cycle going; eight hold a burst's start
+#: while the client is busy.
+R_CREDITS = 8
 
 
 def read_request_layout():
@@ -375,26 +381,49 @@ class AxiMaster(wiring.Component):
                      beat.last.eq(bus.rlast & h_last)]
         r_held = 0                                  # beats accepted, not yet delivered
         if c.slices:
-            # For a fast clock the R beats wait in a FIFO of two of their client's, which a
-            # beat enters by the client the in-flight FIFO names: RREADY is that FIFO's room,
-            # and each client reads flip-flops of its own, its READY going no further than its
-            # FIFO (one FIFO for all had the routing to every client, and every client's READY,
-            # on one path). A flush discards what they hold.
-            held, rooms = [], []
+            # For a fast clock the R beats reach their clients by credits: each client has a
+            # FIFO of its own (beside it), and the master a count of the room in each. A beat
+            # is taken from R when its client (one-hot, from the in-flight head) has credit; it
+            # is registered here with a valid flag per client and written into that client's
+            # FIFO a cycle later, and each beat a client takes returns its credit from a
+            # register. Nothing crosses the die but flip-flops: the beat and its flags one
+            # way, the credits the other (a handshake of two slices had R's valid, the
+            # in-flight head and the client's slice state on one path across the die, into the
+            # enable of the slice's spare beat).
+            # A flush drops what the FIFOs hold (it lasts while the NPU is stopped) and gives
+            # every credit back.
+            depth = R_CREDITS
+            sent = Signal(nclients, name="r_sent")
+            r_beat = Signal.like(beat, name="r_beat", reset_less=True)
+            m.d.sync += r_beat.eq(beat)
+            held, has = [sent.any()], []
             for k in range(nclients):
-                # (the beats' head in a register: the client's row reader loads its beat
-                # words from flip-flops)
                 k_flush = self._flush(f"r_beats_{k}")
-                room, valid, head, take = skid_slice(
-                    m, f"r_beats_{k}", bus.rvalid & inflight.r_rdy & ~k_flush & h_client[k],
-                    beat, beat.shape())
-                held.append(valid)
-                rooms.append(room)
-                m.d.comb += [self.rd_data[k].valid.eq(valid & ~k_flush),
-                             self.rd_data[k].payload.eq(head),
-                             take.eq(self.rd_data[k].ready | k_flush)]
+                q = fifo.SyncFIFOBuffered(width=len(beat.as_value()), depth=depth)
+                m.submodules[f"r_beats_{k}"] = q
+                credits = Signal(range(depth + 1), name=f"r_credits_{k}", init=depth)
+                has_credit = Signal(name=f"r_has_credit_{k}", init=1)
+                returned = Signal(name=f"r_returned_{k}")
+                send = Signal(name=f"r_send_{k}")
+                m.d.comb += [
+                    send.eq(bus.rvalid & bus.rready & h_client[k] & ~k_flush),
+                    q.w_en.eq(sent[k]), q.w_data.eq(r_beat),
+                    self.rd_data[k].valid.eq(q.r_rdy & ~k_flush),
+                    self.rd_data[k].payload.eq(q.r_data),
+                    q.r_en.eq(self.rd_data[k].ready | k_flush),
+                ]
+                left = Signal.like(credits, name=f"r_credits_left_{k}")
+                m.d.comb += left.eq(credits - send + returned)
+                m.d.sync += [
+                    sent[k].eq(send),
+                    returned.eq(q.r_en & q.r_rdy & ~k_flush),
+                    credits.eq(Mux(k_flush, depth, left)),
+                    has_credit.eq(k_flush | (left != 0)),
+                ]
+                held.append(q.r_rdy | (q.level != 0))
+                has.append(has_credit)
             r_held = Cat(*held).any()
-            room = (Cat(*rooms) & h_client).any()
+            room = (Cat(*has) & h_client).any()
             m.d.comb += bus.rready.eq(inflight.r_rdy & (room | self._flush("r")))
         else:
             for k in range(nclients):

@@ -729,6 +729,10 @@ class ExecuteUnit(wiring.Component):
             sel = [kept_copies(m, c[2:], 1, f"acc_op{lane}")[0] for lane, c in enumerate(lane_ctl)]
             w_sel = [kept_copies(m, c[2:4], 1, f"acc_w_op{lane}")[0] for lane, c in enumerate(sel)]
             m.d.sync += prev.eq(v_res)
+            # (the new row at `t` in a copy for each register the old row can be: each copy
+            # feeds one adder and one comparator per lane, beside them, where `t_data` alone
+            # fanned out to all five across the lane's part of the die)
+            t_news = [u_data.shape()(c) for c in kept_copies(m, u_data, 5, "acc_t_new")]
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
                 fwd_v, fwd_prev = fwd[lane]
@@ -781,7 +785,6 @@ class ExecuteUnit(wiring.Component):
                 fwd_w, fwd_v = sel[lane][:2]
                 w_ovw, w_add = w_sel[lane]
                 old = Mux(fwd_w, update[lane], Mux(fwd_v, v_fwd[lane], t_old[lane]))
-                new = t_data[lane]
                 w_sum = Signal(signed(32), name=f"acc_w_sum{lane}", reset_less=True)
                 w_old = Signal(signed(32), name=f"acc_w_old{lane}", reset_less=True)
                 w_nw = Signal(name=f"acc_w_new_wins{lane}", reset_less=True)
@@ -790,9 +793,9 @@ class ExecuteUnit(wiring.Component):
                 # follows them, so the loop from `w` back to `w` is an adder and the choice,
                 # not the choice, the forwarding multiplexer and then the adder)
                 w_keep = w_ovw | w_nw
-                sums, wins = zip(*(_sum_or_max(m, x, new, None, True, None)
-                                   for x in (w_sum, w_new[lane], w_old, v_fwd[lane],
-                                             t_old[lane])))
+                sums, wins = zip(*(_sum_or_max(m, x, t_new[lane], None, True, None)
+                                   for x, t_new in zip((w_sum, w_new[lane], w_old,
+                                                        v_fwd[lane], t_old[lane]), t_news)))
                 total, new_wins = (Mux(fwd_w, Mux(w_add, v[0], Mux(w_keep, v[1], v[2])),
                                        Mux(fwd_v, v[3], v[4])) for v in (sums, wins))
                 m.d.sync += [w_sum.eq(total), w_old.eq(old), w_nw.eq(new_wins)]
