@@ -1,6 +1,6 @@
 """AXI4-Lite slave for the NPU's register map, generated from :func:`hdl.isa.registers`."""
 
-from amaranth.hdl import Const, Module, Signal, Value, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -205,18 +205,22 @@ class CsrBank(wiring.Component):
             # from a register, not from the bus's ARVALID and ARADDR. The registers are read
             # in two steps: each group of eight into a register of its own (the others' hold
             # 0), then the groups' OR into the read data; a performance counter's index is
-            # registered in the first step, and its value read in the second (the counters
-            # lie across the die, and the address decode is not on their path). Reads answer
-            # three cycles after AR.
-            r_pend, r_perf = Signal(), Signal()
+            # registered in the first step (a copy for each quarter of the counters' bits),
+            # its value read into a register of its own in the second (the counters lie
+            # across the die, and neither the address decode nor the read data's choice is on
+            # their path), and chosen in the third. Reads answer four cycles after AR.
+            r_pend, r_perf, r_last = Signal(), Signal(), Signal()
             r_word = Signal(len(bus.araddr) - 2)
-            m.d.comb += bus.arready.eq(~r_valid & ~r_pend & ~r_perf)
+            m.d.comb += bus.arready.eq(~r_valid & ~r_pend & ~r_perf & ~r_last)
             with m.If(bus.arvalid & bus.arready):
                 m.d.sync += [r_pend.eq(1), r_word.eq(bus.araddr[2:])]
             with m.If(r_pend):
                 m.d.sync += [r_pend.eq(0), r_perf.eq(1)]
             perf_lo = Signal()
-            perf_idx = Signal(range(len(isa.PerfCounter)))
+            quarters = 4
+            perf_idx = [Signal(range(len(isa.PerfCounter)), name=f"perf_idx_{KEEP_MARK}{q}")
+                        for q in range(quarters)]
+            perf_val = Signal(64, name="perf_val")
             plain = [reg for reg in regs if read_value(reg) is not None]
             groups = [plain[k:k + 8] for k in range(0, len(plain), 8)]
             group_regs = [Signal(32, name=f"r_group{g}") for g in range(len(groups))]
@@ -232,14 +236,22 @@ class CsrBank(wiring.Component):
                     for reg in regs:
                         if read_value(reg) is None:
                             with m.Case(reg.offset // 4):
-                                m.d.sync += [perf_lo.eq(1), perf_idx.eq(perf_index(reg))]
+                                m.d.sync += [perf_lo.eq(1),
+                                             *(i.eq(perf_index(reg)) for i in perf_idx)]
             with m.If(r_perf):
-                m.d.sync += [r_perf.eq(0), r_valid.eq(1), r_data.eq(_or_all(group_regs))]
-                with m.If(perf_lo), m.Switch(perf_idx):
-                    for idx in range(len(isa.PerfCounter)):
-                        with m.Case(idx):
-                            m.d.sync += [r_data.eq(self.perf[idx][:32]),
-                                         hi_latch.eq(self.perf[idx][32:])]
+                m.d.sync += [r_perf.eq(0), r_last.eq(1), perf_val.eq(0)]
+                part = 64 // quarters
+                for q, idx_q in enumerate(perf_idx):
+                    with m.Switch(idx_q):
+                        for idx in range(len(isa.PerfCounter)):
+                            with m.Case(idx):
+                                m.d.sync += perf_val[q * part:(q + 1) * part].eq(
+                                    self.perf[idx][q * part:(q + 1) * part])
+            with m.If(r_last):
+                m.d.sync += [r_last.eq(0), r_valid.eq(1),
+                             r_data.eq(Mux(perf_lo, perf_val[:32], _or_all(group_regs)))]
+                with m.If(perf_lo):
+                    m.d.sync += hi_latch.eq(perf_val[32:])
         else:
             m.d.comb += bus.arready.eq(~r_valid)
             read = bus.arvalid & bus.arready
