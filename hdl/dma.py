@@ -92,7 +92,7 @@ class RowReader(wiring.Component):
     (one cycle more), the pending rows' FIFO has a registered head (one cycle more from a
     descriptor to its row's collection), a row is shifted down from its word registers in the
     cycle after its last beat (one cycle more), and rows leave through a register (one cycle
-    more) and a FIFO of five, so the consumer's ready reaches neither the beat collection nor
+    more) and a FIFO of six, so the consumer's ready reaches neither the beat collection nor
     its word registers' enables, and the shift and the FIFO's write port start from
     flip-flops.
 
@@ -283,7 +283,7 @@ class RowReader(wiring.Component):
             out_layout = self.out.payload.shape()
             # (the output FIFO in parts of 32 bits, each with its pointers and a copy of the
             # write enable of its own: no one pointer reaches all of the row's LUT RAM)
-            ofifo = PartedFIFO(PartedFIFO.split(Shape.cast(out_layout).width, 32), depth=5)
+            ofifo = PartedFIFO(PartedFIFO.split(Shape.cast(out_layout).width, 32), depth=6)
             m.submodules.out_fifo = ofifo
             row_out = Signal(out_layout)
             row_r = Signal(out_layout, name="row_r", reset_less=True)
@@ -295,9 +295,11 @@ class RowReader(wiring.Component):
                          self.out.valid.eq(ofifo.r_rdy), self.out.payload.eq(ofifo.r_data),
                          ofifo.r_en.eq(self.out.ready)]
             # room for one more row, registered, counted without this cycle's read (the
-            # consumer's ready does not reach it; one more entry makes up for it)
+            # consumer's ready does not reach it; one more entry makes up for it) and as if a
+            # row were emitted this cycle (whether one is does not reach it either: one more
+            # entry again)
             out_free = Signal(init=1)
-            m.d.sync += out_free.eq(ofifo.level + row_r_valid + e_valid + emitted < ofifo.depth)
+            m.d.sync += out_free.eq(ofifo.level + row_r_valid + e_valid + 1 < ofifo.depth)
 
             # (the register's inputs do not depend on whether a row is emitted: a skipped
             # row's bytes are whatever the beat words hold, which every consumer ignores)

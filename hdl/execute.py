@@ -705,19 +705,16 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += [v_valid.eq(w_valid), v_done.eq(w_done), v_addr.eq(w_addr)]
             t_old = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)
             prev = Signal(data.ArrayLayout(signed(32), cols), reset_less=True)  # written at v - 1
-            # The two older rows are forwarded into `t_old` from registers (`v_res`, `prev`);
-            # the two newer into the old row at `t`: the row at `v` from a register of its
-            # own beside the adders, the row at `w` as its result is chosen there. The loop
-            # through the adders is then: the `w` registers, the result's multiplexer, the
-            # forwarding multiplexer, one adder or comparator; no compare's result fans out
-            # in it (each lane's "new wins" is a register at `w`).
+            # The three older rows are forwarded into `t_old` at `u`: the row then at `w` as
+            # its result is chosen (`update`), the rows at `v` and written the cycle before
+            # from registers (`v_res`, `prev`). Only the newest, the row at `w`, is forwarded
+            # into the old row at `t`, as its result is chosen there.
             # The lanes' copies (across the die) take the matches from central registers
             # formed a cycle ahead, from the stages before (`r` becomes `s`, `s` `u`, `u` `t`,
             # `t` `w` and `w` `v`): no compare lies in front of their long nets.
-            # - into `t_old` at `u`: the rows then at `v` (`t` with `r`) and written the cycle
-            #   before (`w` with `r`);
-            # - into the old row at `t`: the rows then at `w` (`s` with `r`) and at `v` (`u`
-            #   with `r`), registered twice;
+            # - into `t_old` at `u`: the rows then at `w` (`u` with `r`), at `v` (`t` with `r`)
+            #   and written the cycle before (`w` with `r`);
+            # - into the old row at `t`: the row then at `w` (`s` with `r`), registered twice;
             # - `r`'s operation, one-hot, registered twice as well and then once more for `w`.
             ahead = Signal(7, name="acc_match_ahead")
             m.d.sync += ahead.eq(Cat(
@@ -725,26 +722,33 @@ class ExecuteUnit(wiring.Component):
                 s_valid & (s_addr == r_addr), u_valid & (u_addr == r_addr),
                 *(r_op == op for op in AccOp)))
             lane_ctl = kept_copies(m, ahead, cols, "acc_fwd")
-            fwd = [c[:2] for c in lane_ctl]
-            sel = [kept_copies(m, c[2:], 1, f"acc_op{lane}")[0] for lane, c in enumerate(lane_ctl)]
-            w_sel = [kept_copies(m, c[2:4], 1, f"acc_w_op{lane}")[0] for lane, c in enumerate(sel)]
+            sel = [kept_copies(m, Cat(c[2], c[4:6]), 1, f"acc_op{lane}")[0]
+                   for lane, c in enumerate(lane_ctl)]
+            w_sel = [kept_copies(m, c[1:3], 1, f"acc_w_op{lane}")[0] for lane, c in enumerate(sel)]
             m.d.sync += prev.eq(v_res)
-            # (the new row at `t` in a copy for each register the old row can be: each copy
-            # feeds one adder and one comparator per lane, beside them, where `t_data` alone
-            # fanned out to all five across the lane's part of the die)
-            t_news = [u_data.shape()(c) for c in kept_copies(m, u_data, 5, "acc_t_new")]
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
             for lane in range(cols):
-                fwd_v, fwd_prev = fwd[lane]
-                m.d.sync += t_old[lane].eq(Mux(fwd_v, v_res[lane],
-                                               Mux(fwd_prev, prev[lane], self.acc_rd.data[lane])))
+                fwd_v, fwd_prev, fwd_u = lane_ctl[lane][0], lane_ctl[lane][1], lane_ctl[lane][3]
+                m.d.sync += t_old[lane].eq(
+                    Mux(fwd_u, update[lane], Mux(fwd_v, v_res[lane],
+                                                 Mux(fwd_prev, prev[lane],
+                                                     self.acc_rd.data[lane]))))
+            # (the new row at `t` in a copy for each register the old row can be, `w_sum`,
+            # `w_old` and `t_old`: each copy feeds one adder and one comparator per lane,
+            # beside them)
+            t_news = [u_data.shape()(c) for c in kept_copies(m, u_data, 3, "acc_t_new")]
+            # (and with the fourth, `w_new`, the row now at `t`, the sum and compare are formed
+            # a stage ahead, from `u` and `t`, and registered)
+            pre_sum = Signal(data.ArrayLayout(signed(32), cols), name="acc_pre_sum",
+                             reset_less=True)
+            pre_wins = Signal(cols, name="acc_pre_wins", reset_less=True)
+            for lane in range(cols):
+                total, wins = _sum_or_max(m, t_data[lane], u_data[lane], None, True, None)
+                m.d.sync += [pre_sum[lane].eq(total), pre_wins[lane].eq(wins)]
             # (the row written is a copy of `v_res` of its own: `v_res` stays beside the
             # adders it feeds back into, the copy goes to the ACC buffer's write registers)
             v_wr = Signal.like(v_res, name=f"v_res_wr_{KEEP_MARK}")
-            # (and the row forwarded into the old row at `t` is a copy of its own as well,
-            # beside the adders)
-            v_fwd = Signal.like(v_res, name=f"v_res_fwd_{KEEP_MARK}")
-            m.d.sync += [v_res.eq(update), v_wr.eq(update), v_fwd.eq(update)]
+            m.d.sync += [v_res.eq(update), v_wr.eq(update)]
             m.d.comb += [
                 self.acc_wr.en.eq(v_valid),
                 self.acc_wr.addr.eq(v_addr),
@@ -782,23 +786,29 @@ class ExecuteUnit(wiring.Component):
             if cfg.slices:
                 # (fast clock) at `t` the old row (or the newest row forwarded) plus the new
                 # and whether the new is greater, at `w` the operation's choice
-                fwd_w, fwd_v = sel[lane][:2]
+                fwd_w = sel[lane][0]
                 w_ovw, w_add = w_sel[lane]
-                old = Mux(fwd_w, update[lane], Mux(fwd_v, v_fwd[lane], t_old[lane]))
+                old = Mux(fwd_w, update[lane], t_old[lane])
                 w_sum = Signal(signed(32), name=f"acc_w_sum{lane}", reset_less=True)
                 w_old = Signal(signed(32), name=f"acc_w_old{lane}", reset_less=True)
                 w_nw = Signal(name=f"acc_w_new_wins{lane}", reset_less=True)
-                # (the sum and the compare are formed with each register `old` can be: the
-                # three `update` chooses among at `w`, and the two older rows; the choice
-                # follows them, so the loop from `w` back to `w` is an adder and the choice,
-                # not the choice, the forwarding multiplexer and then the adder)
+                # (the sum and the compare are formed with each register `old` can be, the
+                # three `update` chooses among at `w` and `t_old`, and the choice follows
+                # them: the loop from `w` back to `w` is an adder and the choice, not the
+                # choice, the forwarding multiplexer and then the adder. The new is greater
+                # than the result of a MAX at `w` when it is greater than both of its
+                # operands, so the compare's choice does not wait on `w`'s own: no loop runs
+                # through the comparators.)
                 w_keep = w_ovw | w_nw
-                sums, wins = zip(*(_sum_or_max(m, x, t_new[lane], None, True, None)
-                                   for x, t_new in zip((w_sum, w_new[lane], w_old,
-                                                        v_fwd[lane], t_old[lane]), t_news)))
-                total, new_wins = (Mux(fwd_w, Mux(w_add, v[0], Mux(w_keep, v[1], v[2])),
-                                       Mux(fwd_v, v[3], v[4])) for v in (sums, wins))
-                m.d.sync += [w_sum.eq(total), w_old.eq(old), w_nw.eq(new_wins)]
+                (s0, s2, s4), (c0, c2, c4) = zip(*(
+                    _sum_or_max(m, x, t_new[lane], None, True, None)
+                    for x, t_new in zip((w_sum, w_old, t_old[lane]), t_news)))
+                s1, c1 = pre_sum[lane], pre_wins[lane]
+                m.d.sync += [
+                    w_sum.eq(Mux(fwd_w, Mux(w_add, s0, Mux(w_keep, s1, s2)), s4)),
+                    w_nw.eq(Mux(fwd_w, Mux(w_add, c0, c1 & (w_ovw | c2)), c4)),
+                    w_old.eq(old),
+                ]
                 m.d.comb += update[lane].eq(Mux(w_add, w_sum, Mux(w_keep, w_new[lane], w_old)))
             else:
                 updated(update[lane], w_old[lane], w_new[lane], w_op, f"acc_d_{lane}")
