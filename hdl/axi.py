@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .slices import register_slice, stream_slice
+from .slices import register_slice, skid_slice, stream_slice
 
 __all__ = ["Resp", "Burst", "axi4_signature", "axi4_lite_signature", "read_request_layout",
            "read_beat_layout", "write_request_layout", "write_beat_layout", "AxiMaster"]
@@ -347,13 +347,14 @@ class AxiMaster(wiring.Component):
             m.d.sync += last_grant.eq(grant)
         g_queued = 0
         if c.slices:
-            # For a fast clock the granted request waits in a FIFO of two as well: the
-            # splitter's burst planning starts from its registers, not from the arbitration.
+            # For a fast clock the granted request waits in a skid slice as well: the
+            # splitter's burst planning starts from its head's flip-flops, not from the
+            # arbitration, nor from a LUT RAM's read behind its pointer.
             glayout = data.StructLayout({"client": cbits, "req": read_request_layout()})
             g_in = Signal(glayout)
             m.d.comb += [g_in.client.eq(grant), g_in.req.eq(g_req)]
             g_flush = self._flush("grant")
-            g_room, g_queued, g_head, g_take = register_slice(
+            g_room, g_queued, g_head, g_take = skid_slice(
                 m, "rd_granted", any_req & ~g_flush, g_in, glayout)
             m.d.comb += [granted.eq(g_room & ~g_flush & any_req), g_take.eq(g_flush)]
             with m.If(r_free & ~g_flush & g_queued):

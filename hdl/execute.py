@@ -727,16 +727,18 @@ class ExecuteUnit(wiring.Component):
             w_sel = [kept_copies(m, c[1:3], 1, f"acc_w_op{lane}")[0] for lane, c in enumerate(sel)]
             m.d.sync += prev.eq(v_res)
             update = Signal(data.ArrayLayout(signed(32), cols), name="acc_update")
+            # (each register the old row can be at `t`, `w_sum`, `w_old` and `t_old`, has a
+            # copy for its adder and one for its comparator, and the new row a copy for each
+            # of those six: every carry chain starts from flip-flops of its own, beside it)
+            t_old_s, t_old_c = (Signal.like(t_old, name=f"t_old_{k}_{KEEP_MARK}")
+                                for k in ("sum", "cmp"))
             for lane in range(cols):
                 fwd_v, fwd_prev, fwd_u = lane_ctl[lane][0], lane_ctl[lane][1], lane_ctl[lane][3]
-                m.d.sync += t_old[lane].eq(
-                    Mux(fwd_u, update[lane], Mux(fwd_v, v_res[lane],
-                                                 Mux(fwd_prev, prev[lane],
-                                                     self.acc_rd.data[lane]))))
-            # (the new row at `t` in a copy for each register the old row can be, `w_sum`,
-            # `w_old` and `t_old`: each copy feeds one adder and one comparator per lane,
-            # beside them)
-            t_news = [u_data.shape()(c) for c in kept_copies(m, u_data, 3, "acc_t_new")]
+                value = Mux(fwd_u, update[lane], Mux(fwd_v, v_res[lane],
+                                                     Mux(fwd_prev, prev[lane],
+                                                         self.acc_rd.data[lane])))
+                m.d.sync += [r[lane].eq(value) for r in (t_old, t_old_s, t_old_c)]
+            t_news = [u_data.shape()(c) for c in kept_copies(m, u_data, 6, "acc_t_new")]
             # (and with the fourth, `w_new`, the row now at `t`, the sum and compare are formed
             # a stage ahead, from `u` and `t`, and registered)
             pre_sum = Signal(data.ArrayLayout(signed(32), cols), name="acc_pre_sum",
@@ -789,8 +791,10 @@ class ExecuteUnit(wiring.Component):
                 fwd_w = sel[lane][0]
                 w_ovw, w_add = w_sel[lane]
                 old = Mux(fwd_w, update[lane], t_old[lane])
-                w_sum = Signal(signed(32), name=f"acc_w_sum{lane}", reset_less=True)
-                w_old = Signal(signed(32), name=f"acc_w_old{lane}", reset_less=True)
+                w_sum, w_sum_s, w_sum_c, w_old, w_old_s, w_old_c = (
+                    Signal(signed(32), name=f"acc_w_{n}{lane}{c}", reset_less=True)
+                    for n in ("sum", "old") for c in ("", f"_sum_{KEEP_MARK}",
+                                                       f"_cmp_{KEEP_MARK}"))
                 w_nw = Signal(name=f"acc_w_new_wins{lane}", reset_less=True)
                 # (the sum and the compare are formed with each register `old` can be, the
                 # three `update` chooses among at `w` and `t_old`, and the choice follows
@@ -800,14 +804,16 @@ class ExecuteUnit(wiring.Component):
                 # operands, so the compare's choice does not wait on `w`'s own: no loop runs
                 # through the comparators.)
                 w_keep = w_ovw | w_nw
-                (s0, s2, s4), (c0, c2, c4) = zip(*(
-                    _sum_or_max(m, x, t_new[lane], None, True, None)
-                    for x, t_new in zip((w_sum, w_old, t_old[lane]), t_news)))
+                s0, s2, s4 = ((x + t_new[lane])[:32] for x, t_new in
+                              zip((w_sum_s, w_old_s, t_old_s[lane]), t_news[:3]))
+                c0, c2, c4 = (t_new[lane] > x for x, t_new in
+                              zip((w_sum_c, w_old_c, t_old_c[lane]), t_news[3:]))
                 s1, c1 = pre_sum[lane], pre_wins[lane]
+                total = Mux(fwd_w, Mux(w_add, s0, Mux(w_keep, s1, s2)), s4)
                 m.d.sync += [
-                    w_sum.eq(Mux(fwd_w, Mux(w_add, s0, Mux(w_keep, s1, s2)), s4)),
+                    *(r.eq(total) for r in (w_sum, w_sum_s, w_sum_c)),
                     w_nw.eq(Mux(fwd_w, Mux(w_add, c0, c1 & (w_ovw | c2)), c4)),
-                    w_old.eq(old),
+                    *(r.eq(old) for r in (w_old, w_old_s, w_old_c)),
                 ]
                 m.d.comb += update[lane].eq(Mux(w_add, w_sum, Mux(w_keep, w_new[lane], w_old)))
             else:
