@@ -110,9 +110,9 @@ class AxiMaster(wiring.Component):
     predecessor's last burst is loaded; a cycle later for a fast clock). Latency: a request's
     first burst is on AR/AW one cycle after the request is accepted (for a fast clock,
     :attr:`~hdl.config.NpuConfig.slices`, two on AW and three on AR: the granted read request
-    waits in a FIFO of two before the splitter); read data reaches the client in the cycle its
-    R beat is accepted (a cycle later for a fast clock: the beats wait in a FIFO of two for
-    each client).
+    waits in a skid slice before the splitter); read data reaches the client in the cycle its
+    R beat is accepted (three cycles later for a fast clock: the beat is registered, then
+    written into its client's FIFO of :data:`R_CREDITS`, whose head is a register).
 
     Parameters
     ----------

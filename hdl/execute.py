@@ -715,12 +715,13 @@ class ExecuteUnit(wiring.Component):
             # - into `t_old` at `u`: the rows then at `w` (`u` with `r`), at `v` (`t` with `r`)
             #   and written the cycle before (`w` with `r`);
             # - into the old row at `t`: the row then at `w` (`s` with `r`), registered twice;
-            # - `r`'s operation, one-hot, registered twice as well and then once more for `w`.
-            ahead = Signal(7, name="acc_match_ahead")
+            # - whether `r`'s operation is OVERWRITE and whether ADD, registered twice as well
+            #   and then once more for `w`.
+            ahead = Signal(6, name="acc_match_ahead")
             m.d.sync += ahead.eq(Cat(
                 t_valid & (t_addr == r_addr), w_valid & (w_addr == r_addr),
                 s_valid & (s_addr == r_addr), u_valid & (u_addr == r_addr),
-                *(r_op == op for op in AccOp)))
+                r_op == AccOp.OVERWRITE, r_op == AccOp.ADD))
             lane_ctl = kept_copies(m, ahead, cols, "acc_fwd")
             sel = [kept_copies(m, Cat(c[2], c[4:6]), 1, f"acc_op{lane}")[0]
                    for lane, c in enumerate(lane_ctl)]
