@@ -401,15 +401,6 @@ class CommandProcessor(wiring.Component):
         span = [Signal(48, name=f"span_{i}") for i in range(3)]
         tiles = Signal(36)
         step = Signal(4)
-        # (for a fast clock the spans' terms and bases read a copy of the command of their
-        # own, and each opcode's terms are chosen by a copy of `step` of its own: the other
-        # checks' logic does not share the copy's flip-flops across the die (s81: 9.1 ns
-        # from one to the reserved-bits check), and no one counter steers every opcode's
-        # operand multiplexers)
-        if c.slices:
-            span_cmd = Signal(isa.COMMAND, name=f"chk_span_cmd_{KEEP_MARK}", reset_less=True)
-            m.d.sync += span_cmd.eq(cur.cmd)
-            L, S, C, P = span_cmd.load, span_cmd.store, span_cmd.compute, span_cmd.pool
         ma = Signal(13)
         mb = Signal(24)
         msub = Signal()
@@ -449,18 +440,14 @@ class CommandProcessor(wiring.Component):
         programs = {o: pre.get(o, []) + [(n, st, d, 1) for d, _, ts in sp for n, st in ts]
                     for o, sp in spans.items()}
         inits = {o: [(d, base) for d, base, _ in sp] for o, sp in spans.items()}
-        L, S, C, P = cmd.load, cmd.store, cmd.compute, cmd.pool
         # Each opcode's term at `step`, and the one of the command's opcode chosen as an
         # AND-OR by one-hot flags (for a fast clock registered from the fetch buffer's head
         # as the command's copy is: no opcode decode in front of the operand registers).
         if c.slices:
             op_is = {o: _registered(m, cur.cmd.header.op == o, f"chk_is_{o.name.lower()}")
                      for o in programs}
-            op_steps = {o: Signal(4, name=f"step_{o.name.lower()}_{KEEP_MARK}")
-                        for o in programs}
         else:
             op_is = {o: op == o for o in programs}
-            op_steps = {o: step for o in programs}
         sigs = {"ma": ma, "mb": mb, "dest": dest, "msub": msub, "reads_tiles": reads_tiles,
                 "nsteps": nsteps}
         chosen = {n: [] for n in sigs}
@@ -472,7 +459,7 @@ class CommandProcessor(wiring.Component):
             own = {n: Signal.like(sig, name=f"span_{o.name.lower()}_{n}")
                    for n, sig in sigs.items()}
             m.d.comb += own["nsteps"].eq(len(terms))
-            with m.Switch(op_steps[o]):
+            with m.Switch(step):
                 for k, (a, b, d, sub) in enumerate(terms):
                     with m.Case(k):
                         m.d.comb += [own["ma"].eq(a), own["mb"].eq(b), own["dest"].eq(d),
@@ -571,9 +558,8 @@ class CommandProcessor(wiring.Component):
             m.d.comb += [span_busy.eq((mcount != 0) | adding | acc_valid),
                          can_step.eq(~span_busy & operands_ok)]
             stride = 0
-        steps = list({id(st): st for st in (step, *op_steps.values())}.values())
         with m.If(span_init):
-            m.d.sync += [*(st.eq(0) for st in steps), tiles.eq(0)]
+            m.d.sync += [step.eq(0), tiles.eq(0)]
         if c.slices:
             # (fast clock) each opcode's bases are formed from the command every cycle into
             # registers of their own, the command's opcode's are chosen into three more, and
@@ -600,7 +586,7 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [sp.eq(0) for sp in span]
                         m.d.sync += [span[d].eq(b) for d, b in bases]
         with m.If(span_step):
-            m.d.sync += [st.eq(st + 1) for st in steps]
+            m.d.sync += step.eq(step + 1)
         with m.If(acc_valid), m.Switch(acc_dest):
             for i in range(3):
                 with m.Case(i):
