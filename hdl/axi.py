@@ -421,7 +421,7 @@ class AxiMaster(wiring.Component):
                     credits.eq(Mux(k_flush, depth, left)),
                     has_credit.eq(k_flush | (left != 0)),
                 ]
-                held.append(q.r_rdy | (q.level != 0))
+                held.append(q.level != 0)     # (the level counts its head)
                 has.append(has_credit)
             r_held = Cat(*held).any()
             room = (Cat(*has) & h_client).any()
