@@ -617,13 +617,36 @@ class CommandProcessor(wiring.Component):
         l_hi, s_hi, r_hi = chk["l_hi"], chk["s_hi"], chk["r_hi"]
 
         # Header
-        reserved = Signal()
-        with m.Switch(op):
-            for o in isa.COMMANDS:
-                with m.Case(o):
-                    res = getattr(cmd, o.name.lower()).reserved
-                    m.d.comb += reserved.eq(Value.cast(res).any())
-        reg("reserved", reserved, 1)
+        if c.slices:
+            # (fast clock) the reserved tails are nested: each opcode's runs from a bit of its
+            # own to the command's end (END's from bit 8). The check is formed in three
+            # registered steps, each a LUT or two deep: the ORs of up to 16 bits of each stretch
+            # between two tails' starts, each stretch's OR if the opcode's tail covers it, and
+            # their OR. (As one OR of up to 248 bits chosen by the opcode it was the deepest
+            # logic behind the command's copy, whose nets cross the die: it ended the slowest
+            # path of s80, s81 and s85, 80.8 to 85.1 MHz.) It is valid from WINDOW on (two
+            # cycles after SPAN starts, at the latest); the verdict reads it in VERDICT.
+            raw = Value.cast(cmd)
+            tails = {o: t for o, t in isa.RESERVED_TAILS.items() if t is not None}
+            assert all(off + w == len(raw) for off, w in tails.values())
+            starts = sorted({off for off, _ in tails.values()})
+            stretches = []
+            for lo, hi in zip(starts, starts[1:] + [len(raw)]):
+                ors = [_registered(m, raw[a:min(a + 16, hi)].any(), f"chk_res_{a}")
+                       for a in range(lo, hi, 16)]
+                covers = _registered(m, Value.cast(op).matches(
+                    *[o.value for o, (off, _) in tails.items() if off <= lo]),
+                    f"chk_res_covers_{lo}")
+                stretches.append(_registered(m, Cat(*ors).any() & covers, f"chk_res_from_{lo}"))
+            reg("reserved", Cat(*stretches).any(), 1)
+        else:
+            reserved = Signal()
+            with m.Switch(op):
+                for o in isa.COMMANDS:
+                    with m.Case(o):
+                        res = getattr(cmd, o.name.lower()).reserved
+                        m.d.comb += reserved.eq(Value.cast(res).any())
+            reg("reserved", reserved, 1)
         h = cmd.header
         reg("flags", Cat(h.pop_prev, h.pop_next, h.push_prev, h.push_next), 4)
         legal = Value.cast(op).matches(*[o.value for o in isa.Opcode])

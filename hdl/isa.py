@@ -22,7 +22,7 @@ __all__ = [
     "HEADER", "LOAD", "STORE", "COMPUTE", "POOL", "SETPP", "END", "COMMAND", "COMMANDS",
     "QUEUE_OF", "FIELD_DOCS", "Field", "fields", "encode", "decode", "EncodeError",
     "Register", "registers", "register_by_name", "PERF_BASE", "PERF_DOCS", "perf_counters",
-    "SEMANTICS",
+    "SEMANTICS", "RESERVED_TAILS",
 ]
 
 #: (major, minor, patch) of the ISA and register map. Bump minor on additions, major on changes.
@@ -345,8 +345,10 @@ def _codec(layout):
 
 
 _CODECS = {op: _codec(layout) for op, layout in COMMANDS.items()}
-_RESERVED = {op: next(((f.offset, f.width) for f in fields(layout) if f.name == "reserved"), None)
-             for op, layout in COMMANDS.items()}
+#: Each command's reserved tail, ``(offset, width)`` in the command's bits (None if it has none).
+RESERVED_TAILS = {op: next(((f.offset, f.width) for f in fields(layout) if f.name == "reserved"),
+                           None)
+                  for op, layout in COMMANDS.items()}
 
 
 _OP_FIELD = next(f for f in fields(HEADER) if f.name == "op")
@@ -398,7 +400,7 @@ def encode(op, /, **values):
                               f"({lo}..{hi})")
         word |= (v & mask) << offset
     if values.get("reserved"):
-        offset, width = _RESERVED[op]
+        offset, width = RESERVED_TAILS[op]
         if not 0 <= int(values["reserved"]) < (1 << width):
             raise EncodeError(f"{op.name}.reserved = {values['reserved']}: does not fit "
                               f"{width} bits")
@@ -428,7 +430,7 @@ def decode(raw):
             v -= 1 << width
         out[name] = v
     out["op"] = op
-    res = _RESERVED[op]
+    res = RESERVED_TAILS[op]
     out["reserved"] = (word >> res[0]) & ((1 << res[1]) - 1) if res else 0
     return op, out
 

@@ -22,6 +22,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, axi_slave
 from hdl.config import NpuConfig
 from hdl.isa import (
     NPU_ID,
+    RESERVED_TAILS,
     Buffer,
     ErrorCode,
     Opcode,
@@ -355,6 +356,24 @@ async def test_errors(dut):
     assert (status >> 8) & 0xFF == ErrorCode.ILLEGAL_OPCODE.value and index == 1, \
         (hex(status), index)
     await then_good("illegal opcode")
+
+    # Reserved bits: each opcode's command, as command 1, with one bit of its reserved tail
+    # set (the tail's first bit, every fifth after it and its last), against the golden model.
+    for op, (off, width) in ((o, t) for o, t in RESERVED_TAILS.items() if t is not None):
+        for bit in sorted({*range(0, width, 5), width - 1}):
+            raw = [encode(Opcode.SETPP), encode(op, reserved=1 << bit), encode(Opcode.END)]
+            image = np.zeros(MEM_SIZE, dtype=np.uint8)
+            image[0x100:0x100 + 96] = np.frombuffer(b"".join(raw), np.uint8)
+            ref = expect(CONFIG, image, 0x100, 3, (WINDOW[0], 0), MEM_SIZE)
+            assert ref.expect_error == ErrorCode.ILLEGAL_FIELD, (op.name, ref.expect_error)
+            tb.ram.write(0x100, b"".join(raw))
+            await tb.start(0x100, 3)
+            await tb.wait_irq(1000)
+            status, index, _ = await tb.finish()
+            assert (status >> 8) & 0xFF == ref.expect_error.value, \
+                (op.name, off + bit, hex(status))
+            assert index == ref.expect_index, (op.name, off + bit, index, ref.expect_index)
+    await then_good("reserved bits")
 
     # SLVERR and DECERR on reads and writes: bus errors in the source and destination.
     for resp in ("SLVERR", "DECERR"):
