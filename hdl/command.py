@@ -367,33 +367,51 @@ class CommandProcessor(wiring.Component):
                            (isa.Buffer.ACC, c.acc_depth), (isa.Buffer.PARAM, c.param_depth)):
                 with m.Case(b):
                     m.d.comb += depth.eq(dep)
+        # (For a fast clock the checks below that take more than a LUT or two are formed in
+        # registered steps: the command's copy reaches them over nets that can cross the die
+        # (6 to 9 ns in s80, s81 and s85), so little logic may follow. The verdict reads them
+        # after SPAN, several cycles on.)
+        def zero(name, sizes):
+            """Check ``name``: one of ``sizes`` is 0 (for a fast clock each compare registered
+            first)."""
+            if c.slices:
+                sizes = [_registered(m, n == 0, f"chk_{name}_{k}") for k, n in enumerate(sizes)]
+                reg(name, Cat(*sizes).any(), 1)
+            else:
+                reg(name, reduce(operator.or_, [n == 0 for n in sizes]), 1)
+
         # LOAD
         reg("l_elems", (L.elems < 1) | (L.elems > width), 1)
-        reg("l_zero", (L.x_size == 0) | (L.y_size == 0) | (L.z_size == 0), 1)
-        reg("l_pad", (L.pad_top + L.pad_bottom > L.y_size) |
-            (L.pad_left + L.pad_right > L.x_size), 1)
+        zero("l_zero", [L.x_size, L.y_size, L.z_size])
+        pad_y, pad_x = L.pad_top + L.pad_bottom, L.pad_left + L.pad_right
+        if c.slices:
+            pad_y, pad_x = _registered(m, pad_y, "chk_pad_y"), _registered(m, pad_x, "chk_pad_x")
+        reg("l_pad", (pad_y > L.y_size) | (pad_x > L.x_size), 1)
         iy = Signal(13)
         ix = Signal(13)
-        m.d.comb += [iy.eq(L.y_size - L.pad_top - L.pad_bottom),
-                     ix.eq(L.x_size - L.pad_left - L.pad_right)]
-        iy_r, ix_r = Signal(13), Signal(13)     # span operands: valid from SPAN on
+        m.d.comb += [iy.eq(L.y_size - pad_y), ix.eq(L.x_size - pad_x)]
+        # span operands: valid from SPAN on (for a fast clock a cycle later, from the second
+        # cycle of SPAN; the LOAD's terms read them from its fifth on)
+        iy_r, ix_r = Signal(13), Signal(13)
         m.d.sync += [iy_r.eq(iy), ix_r.eq(ix)]
-        reg("l_nowin", (iy == 0) | (ix == 0), 1)
+        if c.slices:
+            reg("l_nowin", (iy_r == 0) | (ix_r == 0), 1)
+        else:
+            reg("l_nowin", (iy == 0) | (ix == 0), 1)
         # STORE
         reg("s_elems", (S.elems < 1) | (S.elems > c.cols), 1)
-        reg("s_zero", (S.x_size == 0) | (S.y_size == 0) | (S.z_size == 0), 1)
+        zero("s_zero", [S.x_size, S.y_size, S.z_size])
         z1 = _nm1(S.z_size)                 # (z - 1) * 3 as a shift and an add: no multiplier
-        # ((z - 1) * 3 + 2 registered first for a fast clock: the verdict reads the check
-        # after the spans, several cycles on)
+        if c.slices:
+            z1 = _registered(m, z1, "chk_s_z1")
         z3 = (z1 << 1) + z1 + 2
         reg("s_param", pp_static + (_registered(m, z3, "chk_s_z3") if c.slices else z3)
             >= c.param_depth, 1)
         # COMPUTE
-        reg("c_zero", (C.x_size == 0) | (C.y_size == 0) | (C.kx_size == 0) |
-            (C.ky_size == 0) | (C.kz_size == 0), 1)
+        zero("c_zero", [C.x_size, C.y_size, C.kx_size, C.ky_size, C.kz_size])
         # POOL
         reg("p_win", (P.win_w < 1) | (P.win_h < 1), 1)
-        reg("p_zero", (P.x_size == 0) | (P.y_size == 0), 1)
+        zero("p_zero", [P.x_size, P.y_size])
 
         # Spans (the last row or byte a strided block touches), one multiply-add a cycle on
         # one shared multiplier: span[i] = base + sum((n - 1) * stride) over the command's
