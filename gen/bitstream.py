@@ -752,7 +752,7 @@ class RouterWatch:
     seen; :attr:`diverging` is a one-line verdict once it diverges, else ``None``.
     """
 
-    LINE = re.compile(r"\biter=(\d+)\b.*\boveruse=(\d+)")
+    LINE = re.compile(r"\biter=(\d+)\b.*\boveruse=(\d+)(?:.*\btmgfail=(\d+))?")
 
     def __init__(self, patience=40, factor=4, margin=500, stall=100):
         self.patience, self.factor, self.margin = patience, factor, margin
@@ -773,6 +773,13 @@ class RouterWatch:
             self.diverging = (f"routing does not converge: the overused wires rose from "
                               f"{self.best:,} at iteration {self.best_at} to "
                               f"{self.overuse:,} at iteration {self.iteration}")
+        elif self.iteration - self.best_at >= self.stall and self.overuse == 0 and m[3]:
+            # (router2 with --tmg-ripup goes on rerouting the nets that fail timing after
+            # the routing is legal, for as long as any does)
+            self.diverging = (f"routing does not end: no wires overused since iteration "
+                              f"{self.best_at}, but the timing-driven ripup (--tmg-ripup) "
+                              f"still reroutes for {int(m[3]):,} timing failures at iteration "
+                              f"{self.iteration}; leave out --tmg-ripup")
         elif self.iteration - self.best_at >= self.stall:
             self.diverging = (f"routing does not converge: {self.overuse:,} wires overused at "
                               f"iteration {self.iteration}, none fewer than {self.best:,} since "

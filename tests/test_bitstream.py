@@ -339,6 +339,21 @@ def test_router_watch_stops_a_route_that_hovers():
                                    f"iteration 20")
 
 
+def test_router_watch_stops_a_timing_ripup_that_does_not_end():
+    # (router2 with --tmg-ripup, as s86 on the OrangeCrab: legal from iteration 30, then
+    # rerouting for 7 timing failures, iteration after iteration)
+    counts = [4_000 // k for k in range(1, 30)] + [0] * 150
+    watch = RouterWatch()
+    verdicts = [watch.feed(_router_line(it, o).replace("archfail", "tmgfail=7 archfail"))
+                for it, o in enumerate(counts, 1)]
+    first = next(k for k, v in enumerate(verdicts) if v) + 1
+    assert first == 30 + 100
+    assert verdicts[first - 1] == ("routing does not end: no wires overused since iteration "
+                                   "30, but the timing-driven ripup (--tmg-ripup) still "
+                                   "reroutes for 7 timing failures at iteration 130; leave "
+                                   "out --tmg-ripup")
+
+
 def _fake_router(tmp_path, counts, linger):
     """A stand-in for nextpnr: writes router2's lines for ``counts`` to ``top.tim`` as it goes,
     then waits ``linger`` seconds."""
