@@ -347,6 +347,11 @@ class CommandProcessor(wiring.Component):
         pp_static = Signal(16)
         ended = Signal()
         wb, wl = self.win_base, self.win_limit
+        if c.slices:
+            # (fast clock) the window compares read copies of the window of their own, a cycle
+            # late: the window is set as the run starts, and the first command's compares
+            # come dozens of cycles after (its fetch, CHECK1, SPAN)
+            wb, wl = _registered(m, wb, "chk_win_base"), _registered(m, wl, "chk_win_limit")
 
         # Check 1 (registered): every quantity the checks compare, for every command type.
         L, S, C, P = cmd.load, cmd.store, cmd.compute, cmd.pool
@@ -481,7 +486,8 @@ class CommandProcessor(wiring.Component):
         for o, terms in programs.items():
             own = {n: Signal.like(sig, name=f"span_{o.name.lower()}_{n}")
                    for n, sig in sigs.items()}
-            m.d.comb += own["nsteps"].eq(len(terms))
+            if not c.slices:
+                m.d.comb += own["nsteps"].eq(len(terms))
             values = [{"ma": a, "mb": b, "dest": d, "msub": sub,
                        "reads_tiles": int(b is tiles_operand)} for a, b, d, sub in terms]
             if c.slices:
@@ -499,6 +505,18 @@ class CommandProcessor(wiring.Component):
                 if staged and n in ("ma", "mb", "msub", "dest"):
                     v = _registered(m, v, f"span_{o.name.lower()}_{n}_r")
                 chosen[n].append(v & op_is[o].replicate(len(v)))
+        if c.slices:
+            # (fast clock) the command's number of terms in a register, decoded from the fetch
+            # buffer's head as the opcode's flags are: not an AND-OR by those flags in front
+            # of SPAN's compare with `step`, and the enables of the multiplier's registers
+            # behind it
+            del chosen["nsteps"]
+            with m.Switch(cur.cmd.header.op):
+                for o, terms in programs.items():
+                    with m.Case(o):
+                        m.d.sync += nsteps.eq(len(terms))
+                with m.Default():
+                    m.d.sync += nsteps.eq(0)
         m.d.comb += [sigs[n].eq(reduce(operator.or_, vs)) for n, vs in chosen.items()]
         product = Signal(37)
         span_init = Signal()        # decode: load the bases (CHECK1)
