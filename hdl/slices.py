@@ -57,25 +57,34 @@ def skid_slice(m, name, valid, payload, shape):
     (the head, and a spare that takes a transfer while the head waits), so the consumer reads
     flip-flops, not a memory's read port behind its read pointer. One transfer a cycle;
     ``room`` is the spare's being empty, a register. Returns ``(room, out_valid, out,
-    take)`` like :func:`register_slice`."""
+    take)`` like :func:`register_slice`.
+
+    The two registers load without waiting for ``valid``: the spare whenever it is empty,
+    the head whenever it is empty or taken (from the spare if that is full), and only the
+    valid flags follow the handshake. What a register holds while its flag is clear is never
+    read, and the producer's ``valid`` (often the end of its own logic) enables no more than
+    two flip-flops."""
     out = Signal(shape, name=f"{name}_head", reset_less=True)
     spare = Signal(shape, name=f"{name}_spare", reset_less=True)
     out_valid, spare_valid = Signal(name=f"{name}_valid"), Signal(name=f"{name}_spare_valid")
     take = Signal(name=f"{name}_take")
     room = ~spare_valid
     put = valid & room
+    # (the spare is full only while the head is: the head then loads from the spare)
+    with m.If(~spare_valid):
+        m.d.sync += spare.eq(payload)
+    with m.If(take | ~out_valid):
+        m.d.sync += out.eq(Mux(spare_valid, spare, payload))
     with m.If(take & out_valid):
         with m.If(spare_valid):
-            m.d.sync += [out.eq(spare), spare_valid.eq(0)]
-        with m.Elif(put):
-            m.d.sync += out.eq(payload)
-        with m.Else():
+            m.d.sync += spare_valid.eq(0)
+        with m.Elif(~put):
             m.d.sync += out_valid.eq(0)
     with m.Elif(put):
         with m.If(out_valid):
-            m.d.sync += [spare.eq(payload), spare_valid.eq(1)]
+            m.d.sync += spare_valid.eq(1)
         with m.Else():
-            m.d.sync += [out.eq(payload), out_valid.eq(1)]
+            m.d.sync += out_valid.eq(1)
     return room, out_valid, out, take
 
 
