@@ -226,12 +226,21 @@ class RowReader(wiring.Component):
                            wiring.flipped(self.rd_req))
         else:
             rd_req = self.rd_req
+        if self._slice:
+            # (fast clock) a descriptor is taken only while the request slice has room, even
+            # one that would grow the open run (when it is full, the descriptor waits a cycle
+            # or more): the take, which enables the descriptor slice's head and the pending
+            # FIFO, is a LUT of flip-flops, and the coalescing compare reaches only the run's
+            # registers and the request's valid flag
+            taken_if = d.skip | ~run_open | rd_req.ready
+        else:
+            taken_if = d.skip | grow | ~run_open | rd_req.ready
         m.d.comb += [
             # Issue the run whenever it cannot grow this cycle.
             rd_req.valid.eq(run_open & ~(d_valid & pend_room & (d.skip | grow))),
             rd_req.payload.addr.eq(run_addr),
             rd_req.payload.beats.eq(run_beats),
-            take.eq(d_valid & pend_room & (d.skip | grow | ~run_open | rd_req.ready)),
+            take.eq(d_valid & pend_room & taken_if),
             d_ready.eq(take),
             pend.w_en.eq(take),
             pend.w_data.eq(entry),

@@ -6,6 +6,7 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Resp, axi4_signature
+from .slices import KEEP_MARK, kept_copies
 
 __all__ = ["OnChipRam", "host_signature", "RAM_KINDS", "SPRAM_WORDS"]
 
@@ -46,7 +47,13 @@ class _BlockRam(_Port):
     """Inferred block RAM: one ``lib.memory.Memory``, one write and one read port. With
     ``registered`` the address, enables and write data reach the memories from registers, a
     cycle later, and the word read is registered after the block RAMs' multiplexer (read data
-    three cycles after ``re``)."""
+    three cycles after ``re``); the word is then stored as memories of ``PART`` bits side by
+    side, each with copies of the address and enables of its own, so no one flip-flop drives
+    the address of every block RAM across the die (128 KiB of 64-bit words are 64
+    ``DP16KD``: a single address register's nets were routed over 10 ns)."""
+
+    #: Bits of each memory of a registered word (a ``DP16KD`` is at most 36 bits wide).
+    PART = 16
 
     def __init__(self, words, width, registered=False):
         self._words, self._width = words, width
@@ -55,6 +62,8 @@ class _BlockRam(_Port):
 
     def elaborate(self, platform):
         m = Module()
+        if self.latency == 3:
+            return self._elaborate_parts(m)
         m.submodules.mem = mem = memory.Memory(shape=self._width, depth=self._words, init=[])
         wp = mem.write_port(granularity=8)
         rp = mem.read_port(domain="sync")
@@ -71,6 +80,31 @@ class _BlockRam(_Port):
         m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
                      wp.en.eq(wmask & we.replicate(len(wmask))),
                      rp.addr.eq(addr), rp.en.eq(re), self.rdata.eq(rdata)]
+        return m
+
+    def _elaborate_parts(self, m):
+        part = min(self.PART, self._width)
+        parts = -(-self._width // part)
+        rdata = Signal.like(self.rdata, name="rdata_r", reset_less=True)
+        for g in range(parts):
+            lo, hi = g * part, min(self._width, (g + 1) * part)
+            mem = memory.Memory(shape=hi - lo, depth=self._words, init=[])
+            m.submodules[f"mem{g}"] = mem
+            wp = mem.write_port(granularity=8)
+            rp = mem.read_port(domain="sync")
+            # (the address and enables in copies of their own: reset-less, kept apart)
+            addr = Signal.like(self.addr, name=f"addr_r{g}_{KEEP_MARK}", reset_less=True)
+            m.d.sync += addr.eq(self.addr)
+            re, = kept_copies(m, self.re, 1, f"re_r{g}")
+            we, = kept_copies(m, self.we, 1, f"we_r{g}")
+            wdata = Signal(hi - lo, name=f"wdata_r{g}", reset_less=True)
+            wmask = Signal((hi - lo) // 8, name=f"wmask_r{g}", reset_less=True)
+            m.d.sync += [wdata.eq(self.wdata[lo:hi]), wmask.eq(self.wmask[lo // 8:hi // 8])]
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
+                         wp.en.eq(wmask & we.replicate(len(wmask))),
+                         rp.addr.eq(addr), rp.en.eq(re)]
+            m.d.sync += rdata[lo:hi].eq(rp.data)
+        m.d.comb += self.rdata.eq(rdata)
         return m
 
 
