@@ -189,7 +189,11 @@ class Scratchpad(wiring.Component):
                 a = Signal.like(port.addr, name=f"read{p}_addr_r", reset_less=True)
                 e = Signal(name=f"read{p}_en_r")
                 m.d.sync += [a.eq(port.addr), e.eq(port.en)]
-                copies = (kept_copies(m, Cat(port.addr, port.en), len(groups), f"read{p}_ae")
+                # (reset-less: a read enable tied high then stays a constant, not a LUT of
+                # the reset driving every group's copy across the die; a read after a reset
+                # changes nothing)
+                copies = (kept_copies(m, Cat(port.addr, port.en), len(groups), f"read{p}_ae",
+                                      reset_less=True)
                           if len(groups) > 1 else [Cat(a, e)])
                 raddr.append(a)
                 ren.append(e)

@@ -14,12 +14,17 @@ __all__ = ["register_slice", "skid_slice", "stream_slice", "kept_copies", "Parte
 KEEP_MARK = "keep_copy"
 
 
-def kept_copies(m, value, n, name, init=0):
-    """``n`` registers (reset to ``init``) each holding ``value`` a cycle later, one for each
-    group of consumers, so that no one flip-flop drives all of them across the die (a fast
-    clock's high fan-out control). Returns the list of signals."""
+def kept_copies(m, value, n, name, init=0, reset_less=False):
+    """``n`` registers (reset to ``init``, unless ``reset_less``) each holding ``value`` a
+    cycle later, one for each group of consumers, so that no one flip-flop drives all of them
+    across the die (a fast clock's high fan-out control). Returns the list of signals.
+
+    (Copies of a value that is constant in part, such as a read enable tied high, should be
+    ``reset_less``: with a reset, each such bit's input is the same LUT of the reset, and
+    synthesis feeds every copy from that one LUT across the die.)"""
     shape = Value.cast(value).shape()
-    copies = [Signal(shape, name=f"{name}_{KEEP_MARK}{k}", init=init) for k in range(n)]
+    copies = [Signal(shape, name=f"{name}_{KEEP_MARK}{k}", init=init, reset_less=reset_less)
+              for k in range(n)]
     m.d.sync += [c.eq(value) for c in copies]
     return copies
 
