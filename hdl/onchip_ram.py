@@ -6,7 +6,7 @@ from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Resp, axi4_signature
-from .slices import KEEP_MARK, kept_copies
+from .slices import kept_copies
 
 __all__ = ["OnChipRam", "host_signature", "RAM_KINDS", "SPRAM_WORDS"]
 
@@ -62,48 +62,33 @@ class _BlockRam(_Port):
 
     def elaborate(self, platform):
         m = Module()
-        if self.latency == 3:
-            return self._elaborate_parts(m)
-        m.submodules.mem = mem = memory.Memory(shape=self._width, depth=self._words, init=[])
-        wp = mem.write_port(granularity=8)
-        rp = mem.read_port(domain="sync")
-        addr, re, we, wdata, wmask = self.addr, self.re, self.we, self.wdata, self.wmask
-        rdata = rp.data
-        if self.latency == 3:
-            regs = [Signal.like(v, name=f"{n}_r", reset_less=n in ("addr", "wdata", "wmask"))
-                    for n, v in (("addr", addr), ("re", re), ("we", we), ("wdata", wdata),
-                                 ("wmask", wmask))]
-            m.d.sync += [r.eq(v) for r, v in zip(regs, (addr, re, we, wdata, wmask))]
-            addr, re, we, wdata, wmask = regs
-            rdata = Signal.like(rp.data, name="rdata_r", reset_less=True)
-            m.d.sync += rdata.eq(rp.data)
-        m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
-                     wp.en.eq(wmask & we.replicate(len(wmask))),
-                     rp.addr.eq(addr), rp.en.eq(re), self.rdata.eq(rdata)]
-        return m
-
-    def _elaborate_parts(self, m):
-        part = min(self.PART, self._width)
-        parts = -(-self._width // part)
-        rdata = Signal.like(self.rdata, name="rdata_r", reset_less=True)
-        for g in range(parts):
-            lo, hi = g * part, min(self._width, (g + 1) * part)
+        registered = self.latency == 3
+        part = min(self.PART, self._width) if registered else self._width
+        rdata = Signal.like(self.rdata, name="rdata_r" if registered else "rdata",
+                            reset_less=True)
+        for g, lo in enumerate(range(0, self._width, part)):
+            hi = min(self._width, lo + part)
             mem = memory.Memory(shape=hi - lo, depth=self._words, init=[])
-            m.submodules[f"mem{g}"] = mem
+            m.submodules[f"mem{g}" if registered else "mem"] = mem
             wp = mem.write_port(granularity=8)
             rp = mem.read_port(domain="sync")
-            # (the address and enables in copies of their own: reset-less, kept apart)
-            addr = Signal.like(self.addr, name=f"addr_r{g}_{KEEP_MARK}", reset_less=True)
-            m.d.sync += addr.eq(self.addr)
-            re, = kept_copies(m, self.re, 1, f"re_r{g}")
-            we, = kept_copies(m, self.we, 1, f"we_r{g}")
-            wdata = Signal(hi - lo, name=f"wdata_r{g}", reset_less=True)
-            wmask = Signal((hi - lo) // 8, name=f"wmask_r{g}", reset_less=True)
-            m.d.sync += [wdata.eq(self.wdata[lo:hi]), wmask.eq(self.wmask[lo // 8:hi // 8])]
+            addr, re, we = self.addr, self.re, self.we
+            wdata, wmask = self.wdata[lo:hi], self.wmask[lo // 8:hi // 8]
+            if registered:
+                # (the address and enables in copies of their own, kept apart)
+                addr, = kept_copies(m, addr, 1, f"addr_r{g}", reset_less=True)
+                re, = kept_copies(m, re, 1, f"re_r{g}")
+                we, = kept_copies(m, we, 1, f"we_r{g}")
+                wdata_r = Signal(hi - lo, name=f"wdata_r{g}", reset_less=True)
+                wmask_r = Signal(len(wmask), name=f"wmask_r{g}", reset_less=True)
+                m.d.sync += [wdata_r.eq(wdata), wmask_r.eq(wmask)]
+                wdata, wmask = wdata_r, wmask_r
+                m.d.sync += rdata[lo:hi].eq(rp.data)
+            else:
+                m.d.comb += rdata[lo:hi].eq(rp.data)
             m.d.comb += [wp.addr.eq(addr), wp.data.eq(wdata),
                          wp.en.eq(wmask & we.replicate(len(wmask))),
                          rp.addr.eq(addr), rp.en.eq(re)]
-            m.d.sync += rdata[lo:hi].eq(rp.data)
         m.d.comb += self.rdata.eq(rdata)
         return m
 
