@@ -414,6 +414,29 @@ def test_icebreaker_tiny_bitstream(tmp_path):
     assert json.loads((out / "report.json").read_text())["board"] == "icebreaker"
 
 
+def test_ice40_floor_variants_apply(tmp_path):
+    """benchmarks/ice40_floor.py, which measures tiny without its optional features: its RTL
+    patch applies to this tree, and each variant's configuration is tiny with exactly the
+    intended keys changed."""
+    floor = _benchmark("ice40_floor")
+    subprocess.run(["git", "apply", "--check", str(floor.PATCH)], cwd=floor.ROOT, check=True)
+    assert "NPUGEN_FLOOR" in floor.PATCH.read_text()
+    tiny = NpuConfig.load("tiny")
+    text = (floor.ROOT / "configs" / "tiny.toml").read_text()
+    expect = {"counters": {"perf_counters": ("CYCLES",)},
+              "queues": {"store_depth": 1, "max_reads": 1, "max_writes": 1}}
+    for variant in floor.VARIANTS:
+        path = tmp_path / ("_".join(variant) + ".toml")
+        path.write_text(floor.edit_config(text, variant))
+        cfg = NpuConfig.load(path)
+        changed = {k: v for part in variant for k, v in expect.get(part, {}).items()}
+        assert changed or not set(variant) - set(floor.RTL), variant
+        for key, value in vars(cfg).items():
+            assert value == changed.get(key, getattr(tiny, key)), (variant, key)
+    with pytest.raises(SystemExit, match="no line matching.*'counters'"):
+        floor.edit_config(text.replace("counters = [", "counters_ = ["), ("counters",))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["ulx3s-85f", "orangecrab-85f"])
 def test_ecp5_small_bitstream(tmp_path, board):
@@ -613,14 +636,18 @@ def test_build_plan_at_another_clock(board, mhz, actual):
         assert f_in / clki * fb == pytest.approx(actual * 1e6)
 
 
-def _logic_depth():
+def _benchmark(name):
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "logic_depth.py"
-    spec = importlib.util.spec_from_file_location("logic_depth", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _logic_depth():
+    return _benchmark("logic_depth")
 
 
 def test_logic_depth_counts_routed_arrivals():
