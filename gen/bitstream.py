@@ -180,8 +180,8 @@ def report_markdown(result: BitstreamResult):
                      f"{'met' if f['met'] else '**MISSED**'} |")
     pnr = sorted({f["pnr_target_mhz"] for f in result.fmax.values() if "pnr_target_mhz" in f})
     if pnr:
-        lines += ["", f"Placed and routed for {pnr[-1]:g} MHz (the configuration's target); "
-                  f"the bitstream's clock is {result.clock_mhz:g} MHz, the target above."]
+        lines += ["", f"Placed and routed for {pnr[-1]:g} MHz; the bitstream's clock is "
+                  f"{result.clock_mhz:g} MHz, the target above."]
     if result.critical_path and not all(f["met"] for f in result.fmax.values()):
         total = sum(s["delay_ns"] for s in result.critical_path)
         lines += ["", f"Critical path ({total:.2f} ns, {len(result.critical_path)} steps): "
@@ -544,18 +544,19 @@ def _check_nextpnr_extra(plan, extra):
 
 
 def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_mhz=None,
-               nextpnr_args=""):
+               nextpnr_args="", pnr_mhz=None):
     """The amaranth build plan of the board top: ``(plan, board, config, top)``; its files are
     the RTLIL, the constraints, the Yosys script and the tool commands (``build_top.json``).
     ``clock_mhz`` sets the NPU clock (the PLL), if not the configuration's ``target.clock_mhz``;
-    ``nextpnr_args`` are further options for nextpnr (:func:`nextpnr_extra`).
+    ``nextpnr_args`` are further options for nextpnr (:func:`nextpnr_extra`); ``pnr_mhz`` the
+    clock place and route aims at, if not :func:`pnr_overconstraint`'s default.
 
     Raises
     ------
     BuildError
         On an unknown board, a configuration for another device, a clock the PLL cannot make,
-        an impossible baud rate, or ``nextpnr_args`` that do not parse or repeat an option of
-        the flow's.
+        an impossible baud rate, ``nextpnr_args`` that do not parse or repeat an option of
+        the flow's, or a ``pnr_mhz`` below the NPU clock.
     """
     from hdl.board import BoardTop
     board, config = _board_and_config(board_name, config)
@@ -564,6 +565,9 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         top = BoardTop(config, board, baud=baud, clock_mhz=clock_mhz)
     except ValueError as err:
         raise BuildError(f"{board.name}: {err}") from None
+    if pnr_mhz is not None and not pnr_mhz >= top.clock_mhz:
+        raise BuildError(f"--pnr-mhz {pnr_mhz:g} is below the NPU clock, {top.clock_mhz:g} MHz: "
+                         "place and route aims at the bitstream's clock at least")
     family = _family(board)
     nextpnr_opts = f"--report top.report.json --timing-allow-fail --seed {seed}"
     if family == "ecp5":
@@ -588,11 +592,11 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
         _check_nextpnr_extra(plan, extra)
     _keep_aliases(plan)
     plan.files["top.il"], _ = collision_free_reads(plan.files["top.il"])
-    scale = pnr_overconstraint(config, top)
+    scale = pnr_overconstraint(config, top, pnr_mhz)
     if scale != 1.0:
-        # Place and route for the configuration's clock, the PLL at the slower one asked for:
-        # the oscillator is constrained `scale` times faster than it runs, so the constraint
-        # nextpnr derives for the PLL's output is target.clock_mhz.
+        # Place and route for a faster clock than the PLL's (the configuration's, or
+        # --pnr-mhz): the oscillator is constrained `scale` times faster than it runs, so the
+        # constraint nextpnr derives for the PLL's output is that clock.
         name, pattern = (("top.lpf", r'(FREQUENCY PORT "[^"]+" )([\d.]+)( HZ)')
                          if family == "ecp5" else ("top.pcf", r"(set_frequency \S+ )([\d.]+)()"))
         text, n = re.subn(pattern, lambda mt: f"{mt[1]}{float(mt[2]) * scale:.9g}{mt[3]}",
@@ -603,11 +607,14 @@ def build_plan(board_name, config, *, baud=1_000_000, seed=1, threads=1, clock_m
     return plan, board, config, top
 
 
-def pnr_overconstraint(config, top):
+def pnr_overconstraint(config, top, pnr_mhz=None):
     """How many times faster than the NPU clock (``top.clock_mhz``) place and route is asked
-    to make it: ``target.clock_mhz / clock_mhz`` when the bitstream's clock is below the
-    configuration's target (so the placer works for the target, and the bitstream runs at a
-    clock the result meets), else 1."""
+    to make it: ``pnr_mhz / clock_mhz`` when ``pnr_mhz`` is given (``--pnr-mhz``: a margin
+    for the placer), else ``target.clock_mhz / clock_mhz`` when the bitstream's clock is below
+    the configuration's target (so the placer works for the target, and the bitstream runs at
+    a clock the result meets), else 1."""
+    if pnr_mhz is not None:
+        return pnr_mhz / top.clock_mhz
     return max(1.0, config.clock_mhz / top.clock_mhz)
 
 
@@ -616,9 +623,10 @@ def _family(board):
 
 
 def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threads=1,
-                    clock_mhz=None, nextpnr_args="", log=print):
+                    clock_mhz=None, nextpnr_args="", pnr_mhz=None, log=print):
     """Build the bitstream of ``config`` for ``board_name`` into ``outdir``, its NPU clocked at
-    ``clock_mhz`` (default: the configuration's ``target.clock_mhz``), the timing target.
+    ``clock_mhz`` (default: the configuration's ``target.clock_mhz``), the timing target;
+    placed and routed for ``pnr_mhz`` if given (:func:`pnr_overconstraint`).
 
     Returns a :class:`BitstreamResult`; writes ``top.bit`` (ECP5) or ``top.bin`` (iCE40),
     ``report.json``, ``report.md`` and the tools' logs into ``outdir``.
@@ -656,7 +664,8 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
         1, total, f"elaborate the board top ({board.name}, config {config.name}, "
         f"{clock_mhz or config.clock_mhz:g} MHz, UART {baud} baud)",
         lambda: build_plan(board_name, config, baud=baud, seed=seed, threads=threads,
-                           clock_mhz=clock_mhz, nextpnr_args=nextpnr_args))
+                           clock_mhz=clock_mhz, nextpnr_args=nextpnr_args,
+                           pnr_mhz=pnr_mhz))
     for d in (work, failed):
         shutil.rmtree(d, ignore_errors=True)
     try:
@@ -713,7 +722,8 @@ def build_bitstream(board_name, config, outdir, *, baud=1_000_000, seed=1, threa
         cells = yosys_cell_counts((work / "top.rpt").read_text(errors="replace"))
         report = json.loads((work / "top.report.json").read_text())
         util, fmax, path = parse_report(report, family, top.clock_mhz, cells,
-                                        overconstraint=pnr_overconstraint(config, top))
+                                        overconstraint=pnr_overconstraint(config, top,
+                                                                          pnr_mhz))
         ext = "bit" if family == "ecp5" else "bin"
         seconds = time.perf_counter() - t_start
         step(total, total, "reports", lambda: None)
@@ -851,6 +861,10 @@ def main_args(s):
                    help="the NPU clock (the PLL's output and the timing target), if not the "
                         "config's target.clock_mhz: e.g. a build's achieved Fmax, for a "
                         "bitstream that runs within its timing")
+    s.add_argument("--pnr-mhz", type=float, default=None, metavar="MHZ",
+                   help="the clock place and route aims at, at least the NPU clock (default: "
+                        "the NPU clock, or the config's target.clock_mhz if that is higher): "
+                        "a margin for the placer")
     s.set_defaults(config=None, output=None)
 
 
@@ -867,7 +881,7 @@ def cmd_bitstream(args):
     try:
         result = build_bitstream(args.board, config, out, baud=args.baud, seed=args.seed,
                                  threads=args.threads, clock_mhz=args.clock_mhz,
-                                 nextpnr_args=args.nextpnr_args)
+                                 nextpnr_args=args.nextpnr_args, pnr_mhz=args.pnr_mhz)
     except BuildError as err:
         raise UserError(str(err)) from None
     print(f"wrote {Path(out) / result.bitstream}, {Path(out) / 'report.json'}, "

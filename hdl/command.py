@@ -471,8 +471,7 @@ class CommandProcessor(wiring.Component):
                      for o in programs}
         else:
             op_is = {o: op == o for o in programs}
-        sigs = {"ma": ma, "mb": mb, "dest": dest, "msub": msub, "reads_tiles": reads_tiles,
-                "nsteps": nsteps}
+        sigs = {"ma": ma, "mb": mb, "dest": dest, "msub": msub, "reads_tiles": reads_tiles}
         chosen = {n: [] for n in sigs}
         # (a fast clock with a multi-cycle span multiplier registers each opcode's operands
         # at `step` before they are ORed: the choice by step and the one by opcode are not
@@ -486,8 +485,6 @@ class CommandProcessor(wiring.Component):
         for o, terms in programs.items():
             own = {n: Signal.like(sig, name=f"span_{o.name.lower()}_{n}")
                    for n, sig in sigs.items()}
-            if not c.slices:
-                m.d.comb += own["nsteps"].eq(len(terms))
             values = [{"ma": a, "mb": b, "dest": d, "msub": sub,
                        "reads_tiles": int(b is tiles_operand)} for a, b, d, sub in terms]
             if c.slices:
@@ -505,12 +502,13 @@ class CommandProcessor(wiring.Component):
                 if staged and n in ("ma", "mb", "msub", "dest"):
                     v = _registered(m, v, f"span_{o.name.lower()}_{n}_r")
                 chosen[n].append(v & op_is[o].replicate(len(v)))
-        if c.slices:
-            # (fast clock) the command's number of terms in a register, decoded from the fetch
-            # buffer's head as the opcode's flags are: not an AND-OR by those flags in front
-            # of SPAN's compare with `step`, and the enables of the multiplier's registers
-            # behind it
-            del chosen["nsteps"]
+        # The command's number of terms. (A fast clock's is a register, decoded from the fetch
+        # buffer's head as the opcode's flags are: not an AND-OR by those flags in front of
+        # SPAN's compare with `step`, and the enables of the multiplier's registers behind it.)
+        if not c.slices:
+            m.d.comb += nsteps.eq(reduce(operator.or_, [
+                Mux(op_is[o], len(terms), 0) for o, terms in programs.items()]))
+        else:
             with m.Switch(cur.cmd.header.op):
                 for o, terms in programs.items():
                     with m.Case(o):

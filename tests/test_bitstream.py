@@ -25,6 +25,7 @@ from gen.bitstream import (
     parse_report,
     pin_array_dsps,
     pin_buffer_ebrs,
+    pnr_overconstraint,
     report_markdown,
     run_watched,
     synthesis_needs,
@@ -82,8 +83,8 @@ def test_report_of_a_bitstream_clocked_below_the_pnr_target():
                              clock_mhz=50.0)
     md = report_markdown(result)
     assert "| `$glbnet$npu_clk` | 87.50 | 50.00 | met |" in md
-    assert "Placed and routed for 100 MHz (the configuration's target); the bitstream's " \
-           "clock is 50 MHz" in md
+    assert "Placed and routed for 100 MHz; the bitstream's clock is 50 MHz, the target " \
+           "above." in md
     _, fmax, _ = parse_report(REPORT, "ecp5", 50.0, overconstraint=1.5)
     assert fmax["$glbnet$npu_clk"]["target_mhz"] == 66.67
 
@@ -140,6 +141,12 @@ def test_ice40_pll_settings():
      "the others are fixed)"),
     (["--board", "ulx3s-85f", "--nextpnr-args", "--placer-heap-beta '0.8"],
      "--nextpnr-args \"--placer-heap-beta '0.8\": No closing quotation"),
+    (["--board", "ulx3s-85f", "--pnr-mhz", "90"],
+     "--pnr-mhz 90 is below the NPU clock, 100 MHz: place and route aims at the bitstream's "
+     "clock at least"),
+    (["--board", "orangecrab-85f", "--clock-mhz", "50", "--pnr-mhz", "47.5"],
+     "--pnr-mhz 47.5 is below the NPU clock, 48 MHz: place and route aims at the bitstream's "
+     "clock at least"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -634,6 +641,20 @@ def test_build_plan_at_another_clock(board, mhz, actual):
         assert f'attribute \\FREQUENCY_PIN_CLKOP "{actual:g}"' in il
         assert f"parameter \\CLKOP_DIV {op}" in il and f"parameter \\CLKFB_DIV {fb}" in il
         assert f_in / clki * fb == pytest.approx(actual * 1e6)
+
+
+@pytest.mark.parametrize("clock,pnr,scale", [(None, 105, 1.05), (50, 60, 1.2), (50, None, 2.0),
+                                             (None, None, 1.0), (None, 100, 1.0)])
+def test_build_plan_placed_for_another_clock(clock, pnr, scale):
+    """``--pnr-mhz``: the same design and PLL, placed and routed for a faster clock (a margin):
+    the oscillator is constrained as many times faster; without it, for the configuration's
+    target when the NPU clock is below it."""
+    plan, b, cfg, top = build_plan("ulx3s-85f", "small", clock_mhz=clock, pnr_mhz=pnr)
+    assert top.clock_mhz == (clock or cfg.clock_mhz)
+    hz, = re.findall(r'FREQUENCY PORT "clk25_0__io" ([\d.]+) HZ;', plan.files["top.lpf"])
+    assert float(hz) == pytest.approx(25e6 * scale)
+    assert f'attribute \\FREQUENCY_PIN_CLKOP "{top.clock_mhz:g}"' in plan.files["top.il"]
+    assert pnr_overconstraint(cfg, top, pnr) == pytest.approx(scale)
 
 
 def _benchmark(name):
