@@ -100,11 +100,9 @@ def main():
         print(json.dumps(synthesise(args.synthesise)))
         return
 
-    from hdl.config import NpuConfig
+    from hdl.config import NpuConfig, config_path
     config = NpuConfig.load(args.config)
-    src = (Path(args.config) if Path(args.config).suffix
-           else ROOT / "configs" / f"{args.config}.toml")
-    config_text = src.read_text()
+    config_text = config_path(args.config).read_text()
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"],

@@ -40,6 +40,7 @@ __all__ = [
     "Key",
     "NpuConfig",
     "Rule",
+    "config_path",
     "schema_markdown",
     "shipped_configs",
 ]
@@ -685,15 +686,7 @@ class NpuConfig:
             return name_or_path
         if isinstance(name_or_path, os.PathLike):
             return cls.from_toml(name_or_path)
-        text = str(name_or_path)
-        separators = {"/", os.sep, os.altsep} - {None}
-        if Path(text).suffix or any(s in text for s in separators):
-            return cls.from_toml(text)
-        shipped = shipped_configs()
-        if text not in shipped:
-            raise ConfigError(text, f"not a shipped configuration (shipped: "
-                              f"{', '.join(shipped)}) nor a path to a .toml file")
-        return cls.from_toml(CONFIG_DIR / f"{text}.toml")
+        return cls.from_toml(config_path(name_or_path))
 
     # --- serialisation ---
 
@@ -804,6 +797,23 @@ def _toml_error(e: tomllib.TOMLDecodeError) -> str:
         msg = re.sub(r" \(at end of document\)$", "", msg)
     where = f"at line {lineno}, column {colno}" if lineno else "at the end of the document"
     return f"TOML syntax error {where}: {msg}"
+
+
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """The TOML file :meth:`NpuConfig.load` reads for ``name_or_path``: a string with a suffix
+    or a path separator, or any path object, is a path; a bare name is
+    ``configs/<name>.toml`` (:class:`ConfigError` if no such configuration is shipped)."""
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path)
+    text = str(name_or_path)
+    separators = {"/", os.sep, os.altsep} - {None}
+    if Path(text).suffix or any(s in text for s in separators):
+        return Path(text)
+    shipped = shipped_configs()
+    if text not in shipped:
+        raise ConfigError(text, f"not a shipped configuration (shipped: "
+                          f"{', '.join(shipped)}) nor a path to a .toml file")
+    return CONFIG_DIR / f"{text}.toml"
 
 
 def shipped_configs() -> list[str]:

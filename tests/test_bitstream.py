@@ -32,7 +32,7 @@ from gen.bitstream import (
     yosys_cell_counts,
 )
 from hdl.board import BOARDS, ecp5_pll_params, ice40_pll_params
-from hdl.config import NpuConfig
+from hdl.config import NpuConfig, config_path
 from hdl.npu import RUN_RESETS
 
 REPORT = {
@@ -429,7 +429,7 @@ def test_ice40_floor_variants_apply(tmp_path):
     subprocess.run(["git", "apply", "--check", str(floor.PATCH)], cwd=floor.ROOT, check=True)
     assert "NPUGEN_FLOOR" in floor.PATCH.read_text()
     tiny = NpuConfig.load("tiny")
-    text = (floor.ROOT / "configs" / "tiny.toml").read_text()
+    text = config_path("tiny").read_text()
     expect = {"counters": {"perf_counters": ("CYCLES",)},
               "queues": {"store_depth": 1, "max_reads": 1, "max_writes": 1}}
     for variant in floor.VARIANTS:
